@@ -1,0 +1,121 @@
+"""What a run measured: the file format written by the runner and read by the fitter and verify.
+
+Pure pydantic (no torch). Memory in GiB (2**30 bytes), times in seconds, percentages 0-100.
+A failed run (OOM included) is a Measurement too: `status` says how it ended and `failed_stage`
+where, and every stage completed before the failure is kept.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from wanfit.workload import Plan, Workload
+
+StageName = Literal["init", "text_encode", "step", "vae_decode", "total"]
+Status = Literal["ok", "oom", "error"]
+
+
+class Environment(BaseModel):
+    """Where a measurement was taken. Embedded in every Measurement and calibration file."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    gpu_name: str
+    gpu_total_gib: float
+    gpu_count: int = 1
+    driver: str | None = None
+    cuda: str | None = None
+    torch: str
+    diffusers: str | None = None
+    transformers: str | None = None
+    python: str
+    platform: str
+    cpu: str | None = None
+    cpu_count: int | None = None
+    host_ram_gib: float | None = None
+    allocator_conf: str = ""  # PYTORCH_CUDA_ALLOC_CONF as the run saw it
+    memory_cap_gib: float | None = None  # set when the process was capped (verify emulating a smaller GPU)
+    wanfit: str
+
+
+class StageRecord(BaseModel):
+    """One stage of a run. `index` numbers denoising steps from 1.
+
+    device_used_peak_gib is the NVML device-level used memory (what decides OOM and what nvidia-smi
+    shows), sampled by a poller during the stage; torch_* are the caching allocator's own peaks.
+    sm_activity_pct is the mean SM activity over the stage (NVML GPM when available, else GPU
+    utilisation; `activity_source` in the Measurement says which); compute_load = time_s x
+    sm_activity_pct / 100, as in the user's own reports.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    name: StageName
+    index: int | None = None
+    expert: int | None = None  # 1 = transformer (high noise), 2 = transformer_2 (low noise)
+    start_s: float
+    time_s: float
+    torch_peak_allocated_gib: float | None = None
+    torch_peak_reserved_gib: float | None = None
+    device_used_start_gib: float | None = None
+    device_used_peak_gib: float | None = None
+    sm_activity_pct: float | None = None
+    compute_load: float | None = None
+    cpu_pct: float | None = None
+    host_rss_peak_gib: float | None = None
+
+
+class MemorySample(BaseModel):
+    """One poller sample: seconds since the run started, device-level used GiB."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    t_s: float
+    used_gib: float
+    sm_pct: float | None = None
+
+
+class Ceilings(BaseModel):
+    """Throughput ceilings measured on the calibrated GPU (the measured side of a cross-GPU ratio)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    matmul_tflops: float  # bf16 8192^3 matmul
+    attention_tflops: float  # bf16 SDPA at a Wan-like shape
+    device_copy_gbps: float  # device-to-device copy, bytes read + written
+    h2d_pinned_gbps: float
+    h2d_pageable_gbps: float
+
+
+class Measurement(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    id: str
+    workload: Workload
+    plan: Plan
+    status: Status
+    failed_stage: str | None = None
+    error: str | None = None
+    source: Literal["random", "checkpoint"] = "random"
+    steps_run: int
+    stages: list[StageRecord] = Field(default_factory=list)
+    # Weights resident on the GPU after the plan is applied, per component (GiB, torch-allocated).
+    resident_weights_gib: dict[str, float] = Field(default_factory=dict)
+    # Device-level used memory with only the CUDA context up (before any weight), GiB.
+    context_gib: float | None = None
+    idle_device_used_gib: float | None = None  # before this process touched the GPU
+    activity_source: str | None = None
+    timeline: list[MemorySample] = Field(default_factory=list)
+    environment: Environment
+    created_at: str
+
+    def stage(self, name: StageName, index: int | None = None) -> StageRecord | None:
+        for s in self.stages:
+            if s.name == name and (index is None or s.index == index):
+                return s
+        return None
+
+    def steps(self) -> list[StageRecord]:
+        return [s for s in self.stages if s.name == "step"]
+
+    @property
+    def peak_device_used_gib(self) -> float | None:
+        peaks = [s.device_used_peak_gib for s in self.stages if s.device_used_peak_gib is not None]
+        return max(peaks) if peaks else None
