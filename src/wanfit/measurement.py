@@ -7,13 +7,14 @@ where, and every stage completed before the failure is kept.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from wanfit.workload import Plan, Workload
 
-StageName = Literal["init", "text_encode", "step", "vae_decode", "total"]
+StageName = Literal["init", "text_encode", "prepare", "step", "vae_decode", "total"]
 Status = Literal["ok", "oom", "error"]
 
 
@@ -42,6 +43,12 @@ class Environment(BaseModel):
 class StageRecord(BaseModel):
     """One stage of a run. `index` numbers denoising steps from 1.
 
+    Stages, back to back: init (build or load, then place per plan), text_encode (prompt and, with
+    CFG, negative prompt), prepare (pipeline call up to the first DiT forward: latents, and for I2V
+    the image / VAE conditioning encode), step 1..n (step 1 includes warm-up and any weight upload
+    done by offload hooks), vae_decode (after the last step: decode and postprocess to numpy),
+    total (the whole run).
+
     device_used_peak_gib is the NVML device-level used memory (what decides OOM and what nvidia-smi
     shows), sampled by a poller during the stage; torch_* are the caching allocator's own peaks.
     sm_activity_pct is the mean SM activity over the stage (NVML GPM when available, else GPU
@@ -55,6 +62,7 @@ class StageRecord(BaseModel):
     expert: int | None = None  # 1 = transformer (high noise), 2 = transformer_2 (low noise)
     start_s: float
     time_s: float
+    torch_allocated_start_gib: float | None = None  # live tensors when the stage began (weights, latents)
     torch_peak_allocated_gib: float | None = None
     torch_peak_reserved_gib: float | None = None
     device_used_start_gib: float | None = None
@@ -94,6 +102,8 @@ class Measurement(BaseModel):
     failed_stage: str | None = None
     error: str | None = None
     source: Literal["random", "checkpoint"] = "random"
+    tag: str = ""  # e.g. "reset-check": a repeat of a point in a reused process, to show resets are clean
+    decoded: bool = True  # False when the run stopped at latents (knob points that do not need a decode)
     steps_run: int
     stages: list[StageRecord] = Field(default_factory=list)
     # Weights resident on the GPU after the plan is applied, per component (GiB, torch-allocated).
@@ -119,3 +129,10 @@ class Measurement(BaseModel):
     def peak_device_used_gib(self) -> float | None:
         peaks = [s.device_used_peak_gib for s in self.stages if s.device_used_peak_gib is not None]
         return max(peaks) if peaks else None
+
+
+def point_id(workload: Workload, plan: Plan, steps: int, source: str = "random", tag: str = "",
+             decode: bool = True, memory_cap_gib: float | None = None) -> str:
+    """Stable id of a measured point (resume key): same workload, plan, steps, options -> same id."""
+    key = f"{workload.model_dump_json()}|{plan.model_dump_json()}|{steps}|{source}|{tag}|{decode}|{memory_cap_gib}"
+    return hashlib.sha1(key.encode()).hexdigest()[:12]

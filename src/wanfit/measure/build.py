@@ -1,0 +1,115 @@
+"""Build the real diffusers Wan pipeline: from a local checkpoint directory (`from_pretrained`,
+local files only) or from the catalog architecture with random weights (no download anywhere).
+
+Random weights are initialised on the GPU when there is one (fast), in the dtypes a
+`from_pretrained(..., dtype=bf16)` load gives: DiT and text encoder bf16 with the DiT's
+`_keep_in_fp32_modules` kept fp32, VAE fp32 (as the diffusers docs load it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from wanfit.catalog import ModelSpec
+from wanfit.workload import Plan
+
+DIT_DTYPES = {"bf16": torch.bfloat16, "fp8": torch.bfloat16, "fp32": torch.float32}
+
+
+@dataclass
+class Components:
+    """The pipeline plus the text encoder / tokenizer, which the runner drives itself so that
+    text encoding is its own stage and can run on the CPU or quantised."""
+
+    pipe: object
+    text_encoder: torch.nn.Module
+    tokenizer: object | None
+    source: str  # "random" | "checkpoint"
+
+
+def _keep_fp32(model: torch.nn.Module) -> None:
+    """Cast the modules diffusers keeps in fp32 on a bf16 load back to fp32 (same rule as
+    diffusers' loader: a pattern equal to one segment of the parameter name)."""
+    patterns = getattr(model, "_keep_in_fp32_modules", None) or []
+    for name, param in model.named_parameters():
+        if any(p in name.split(".") for p in patterns):
+            param.data = param.data.float()
+
+
+def _build(factory, dtype: torch.dtype, device: str):
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            return factory().eval()
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def build_random(spec: ModelSpec, plan: Plan, device: str) -> Components:
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanTransformer3DModel
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    dit_dtype = DIT_DTYPES[plan.dit_dtype]
+    experts = []
+    for _ in range(spec.experts):
+        dit = _build(lambda: WanTransformer3DModel(**spec.transformer), dit_dtype, device)
+        if dit_dtype != torch.float32:
+            _keep_fp32(dit)
+        experts.append(dit)
+    vae = _build(lambda: AutoencoderKLWan(**spec.vae), torch.float32, device)
+    text_encoder = _build(lambda: UMT5EncoderModel(UMT5Config(**spec.text_encoder)), torch.bfloat16, device)
+    scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
+                                        num_train_timesteps=1000, flow_shift=spec.defaults.flow_shift)
+    kwargs = dict(tokenizer=None, text_encoder=None, vae=vae, scheduler=scheduler, transformer=experts[0],
+                  transformer_2=experts[1] if spec.experts == 2 else None, boundary_ratio=spec.boundary_ratio,
+                  expand_timesteps=spec.expand_timesteps)
+    if spec.is_i2v:
+        from diffusers import WanImageToVideoPipeline
+
+        image_encoder = image_processor = None
+        if spec.image_encoder:
+            from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+            image_encoder = _build(lambda: CLIPVisionModelWithProjection(CLIPVisionConfig(**spec.image_encoder)),
+                                   torch.bfloat16, device)
+            image_processor = CLIPImageProcessor(crop_size=224, size={"shortest_edge": 224})
+        pipe = WanImageToVideoPipeline(image_encoder=image_encoder, image_processor=image_processor, **kwargs)
+    else:
+        from diffusers import WanPipeline
+
+        pipe = WanPipeline(**kwargs)
+    pipe.set_progress_bar_config(disable=True)
+    return Components(pipe=pipe, text_encoder=text_encoder, tokenizer=None, source="random")
+
+
+def build_from_checkpoint(spec: ModelSpec, plan: Plan, checkpoint: Path) -> Components:
+    """Load a diffusers-format Wan checkpoint from a local directory (never the hub)."""
+    from diffusers import DiffusionPipeline
+
+    dit_dtype = DIT_DTYPES[plan.dit_dtype]
+    dtype = {"default": torch.bfloat16, "vae": torch.float32, "transformer": dit_dtype, "transformer_2": dit_dtype}
+    pipe = DiffusionPipeline.from_pretrained(str(checkpoint), dtype=dtype, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    text_encoder, tokenizer = pipe.text_encoder, pipe.tokenizer
+    # The runner drives the text encoder itself (its own stage; CPU / int8 placement).
+    pipe.text_encoder = None
+    pipe.tokenizer = None
+    return Components(pipe=pipe, text_encoder=text_encoder, tokenizer=tokenizer, source="checkpoint")
+
+
+def build_components(spec: ModelSpec, plan: Plan, device: str, checkpoint: Path | None = None) -> Components:
+    if checkpoint is not None:
+        return build_from_checkpoint(spec, plan, Path(checkpoint))
+    return build_random(spec, plan, device)
+
+
+def gpu_bytes(module: torch.nn.Module | None) -> int:
+    """Bytes of a module's parameters and buffers that sit on a CUDA device right now."""
+    if module is None:
+        return 0
+    tensors = list(module.parameters()) + list(module.buffers())
+    return sum(t.numel() * t.element_size() for t in tensors if t.is_cuda)

@@ -1,0 +1,77 @@
+"""Measure the calibrated GPU's throughput ceilings: the measured side of every cross-GPU ratio.
+
+bf16 matmul (8192^3), SDPA at a Wan-like attention shape, device-to-device copy (bytes read +
+written), host-to-device from pinned and from pageable memory. Random inputs, warm-up first,
+device-synchronised timing, median of repeats.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+from wanfit.measurement import Ceilings
+
+
+def _median_time(fn, repeats: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def _matmul_tflops(n: int = 8192) -> float:
+    a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn_like(a)
+    return 2 * n**3 / _median_time(lambda: a @ b, 20) / 1e12
+
+
+def _attention_tflops(tokens: int, heads: int, head_dim: int) -> float:
+    q = torch.randn(1, heads, tokens, head_dim, device="cuda", dtype=torch.bfloat16)
+    k, v = torch.randn_like(q), torch.randn_like(q)
+    return 4 * tokens**2 * head_dim * heads / _median_time(lambda: F.scaled_dot_product_attention(q, k, v), 5) / 1e12
+
+
+def _copy_gbps(size: int = 2**30) -> tuple[float, float, float]:
+    x = torch.randint(0, 255, (size,), dtype=torch.uint8, device="cuda")
+    y = torch.empty_like(x)
+    d2d = 2 * size / _median_time(lambda: y.copy_(x), 10) / 1e9
+    pinned = torch.randint(0, 255, (size,), dtype=torch.uint8).pin_memory()
+    h2d_pinned = size / _median_time(lambda: x.copy_(pinned, non_blocking=True), 5) / 1e9
+    pageable = torch.randint(0, 255, (size,), dtype=torch.uint8)
+    h2d_pageable = size / _median_time(lambda: x.copy_(pageable), 5) / 1e9
+    return d2d, h2d_pinned, h2d_pageable
+
+
+def measure_ceilings(attention_tokens: int = 27280, heads: int = 24, head_dim: int = 128) -> Ceilings:
+    matmul = _matmul_tflops()
+    attn = _attention_tflops(attention_tokens, heads, head_dim)
+    d2d, h2d_pinned, h2d_pageable = _copy_gbps()
+    torch.cuda.empty_cache()
+    return Ceilings(matmul_tflops=matmul, attention_tflops=attn, device_copy_gbps=d2d,
+                    h2d_pinned_gbps=h2d_pinned, h2d_pageable_gbps=h2d_pageable)
+
+
+if __name__ == "__main__":
+    from wanfit.measure.environment import collect_environment
+    from wanfit.measure.monitor import Nvml
+
+    c = measure_ceilings()
+    env = collect_environment(torch, Nvml().driver())
+    out = {"ceilings": c.model_dump(), "environment": env.model_dump()}
+    text = json.dumps(out, indent=1)
+    if len(sys.argv) > 1:
+        with open(sys.argv[1], "w") as f:
+            f.write(text)
+    print(text)
