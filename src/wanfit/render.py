@@ -1,0 +1,251 @@
+"""Rich rendering of what the CLI prints: plan reports, the GPU profile list and the model catalog.
+
+Pure presentation: takes the pydantic objects the API returns and builds rich renderables. No heavy
+imports (this runs on the `wanfit plan` path, which must start fast and work without torch).
+Memory is printed in GiB (2**30 bytes), times in seconds (or minutes past two minutes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from wanfit.prediction import Candidate, GpuResult, PlanReport
+
+# Stage names the planner emits, in pipeline order; unknown names are appended as they come.
+STAGE_ORDER = ("init", "text_encode", "prepare", "denoise", "expert_switch", "vae_decode")
+STAGE_TITLES = {"init": "init", "text_encode": "text enc", "prepare": "prepare", "denoise": "denoise",
+                "expert_switch": "expert sw", "vae_decode": "VAE decode"}
+
+
+def fmt_gib(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def fmt_seconds(value: float | None) -> str:
+    """Seconds for short times, minutes and seconds for long ones (a 361-frame job runs for an hour)."""
+    if value is None:
+        return "-"
+    if value < 10:
+        return f"{value:.2f} s"
+    if value < 120:
+        return f"{value:.1f} s"
+    minutes, seconds = divmod(round(value), 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def plan_label(plan: Mapping[str, Any]) -> str:
+    """The four knobs in one short line, e.g. 'offload=model te=cpu dit=bf16 vae=tiled'."""
+    tiling = "tiled" if plan.get("vae_tiling") else "untiled"
+    return f"offload={plan.get('offload')} te={plan.get('text_encoder')} dit={plan.get('dit_dtype')} vae={tiling}"
+
+
+def stage_names(candidates: Iterable[Candidate]) -> list[str]:
+    """Every stage any candidate has, in pipeline order."""
+    seen: list[str] = []
+    for cand in candidates:
+        for stage in cand.stages:
+            if stage.name not in seen:
+                seen.append(stage.name)
+    known = [s for s in STAGE_ORDER if s in seen]
+    return known + [s for s in seen if s not in STAGE_ORDER]
+
+
+def _is_recommended(cand: Candidate, result: GpuResult) -> bool:
+    return result.recommended is not None and cand.plan == result.recommended.plan
+
+
+def _provenance(result: GpuResult) -> str:
+    """Which calibration the predictions came from and whether they transfer or extrapolate."""
+    calibration = result.calibration or "none"
+    sources = {c.transferred_from for c in result.candidates if c.transferred_from}
+    extrapolated = sum(c.extrapolated for c in result.candidates)
+    parts = [f"calibration: {calibration}"]
+    if sources:
+        parts.append(f"time transferred from {', '.join(sorted(sources))} to {result.gpu} (wider interval)")
+    else:
+        parts.append("measured on this GPU")
+    if extrapolated:
+        parts.append(f"{extrapolated}/{len(result.candidates)} candidates outside the calibrated range (extrapolated)")
+    return "; ".join(parts)
+
+
+def candidates_table(result: GpuResult) -> Table:
+    """Every candidate plan for one GPU: peak VRAM, headroom, per-stage and total time, fits."""
+    stages = stage_names(result.candidates)
+    table = Table(title=f"{result.gpu}: {result.memory_gib:.1f} GiB usable", title_justify="left",
+                  caption=_provenance(result), caption_justify="left", show_lines=False, pad_edge=False)
+    table.add_column("", width=1)
+    table.add_column("offload")
+    table.add_column("text enc")
+    table.add_column("DiT")
+    table.add_column("VAE tiling")
+    table.add_column("peak GiB", justify="right")
+    table.add_column("need GiB", justify="right")
+    table.add_column("headroom GiB", justify="right")
+    table.add_column("binding")
+    for name in stages:
+        table.add_column(STAGE_TITLES.get(name, name), justify="right")
+    table.add_column("step", justify="right")
+    table.add_column("total", justify="right")
+    table.add_column("fits")
+    for cand in result.candidates:
+        recommended = _is_recommended(cand, result)
+        by_stage = {s.name: s for s in cand.stages}
+        flags = "*" if cand.extrapolated else ""
+        total = fmt_seconds(cand.duration_s) + flags
+        row = [
+            "★" if recommended else "",
+            str(cand.plan.get("offload")),
+            str(cand.plan.get("text_encoder")),
+            str(cand.plan.get("dit_dtype")),
+            "on" if cand.plan.get("vae_tiling") else "off",
+            fmt_gib(cand.peak_vram_gib),
+            fmt_gib(cand.need_gib),
+            fmt_gib(cand.headroom_gib),
+            cand.binding_stage,
+            *[fmt_seconds(by_stage[name].time_s) if name in by_stage else "-" for name in stages],
+            fmt_seconds(cand.step_s),
+            total,
+            Text("yes", style="green") if cand.fits else Text("no", style="red"),
+        ]
+        style = "bold green" if recommended else ("dim" if not cand.fits else None)
+        table.add_row(*row, style=style)
+    return table
+
+
+def recommendation_line(result: GpuResult) -> Text:
+    """'Recommended on l40s: offload=model ... — <reason>' or why nothing fits."""
+    if result.recommended is None:
+        return Text.assemble(("No plan fits ", "bold red"), (result.gpu, "bold"), ": ", result.reason)
+    cand = result.recommended
+    text = Text.assemble(("Recommended on ", "bold"), (result.gpu, "bold"), ": ",
+                         (plan_label(cand.plan), "bold green"),
+                         f" ({fmt_seconds(cand.duration_s)}, peak {fmt_gib(cand.peak_vram_gib)} GiB) — ", result.reason)
+    if cand.duration_interval_s is not None:
+        low, high = cand.duration_interval_s
+        text.append(f" [time {fmt_seconds(low)}–{fmt_seconds(high)}]", style="dim")
+    return text
+
+
+def _notes(result: GpuResult) -> list[str]:
+    seen: list[str] = []
+    for cand in result.candidates:
+        for note in cand.notes:
+            if note not in seen:
+                seen.append(note)
+    return seen
+
+
+def comparison_table(report: PlanReport) -> Table:
+    """Side by side: the best plan per GPU, its time and peak (hardware choice)."""
+    table = Table(title="GPU comparison (best plan per GPU)", title_justify="left", pad_edge=False)
+    for name, justify in (("GPU", "left"), ("usable GiB", "right"), ("best plan", "left"), ("peak GiB", "right"),
+                          ("headroom GiB", "right"), ("step", "right"), ("total", "right"), ("fitting plans", "right"),
+                          ("calibration", "left")):
+        table.add_column(name, justify=justify)
+    ranked = sorted(report.results,
+                    key=lambda r: (r.recommended is None, r.recommended.duration_s if r.recommended else 0.0))
+    for result in ranked:
+        cand = result.recommended
+        fitting = f"{sum(c.fits for c in result.candidates)}/{len(result.candidates)}"
+        if cand is None:
+            table.add_row(result.gpu, fmt_gib(result.memory_gib), Text("none fits", style="red"), "-", "-", "-", "-",
+                          fitting, result.calibration or "none")
+            continue
+        table.add_row(result.gpu, fmt_gib(result.memory_gib), plan_label(cand.plan), fmt_gib(cand.peak_vram_gib),
+                      fmt_gib(cand.headroom_gib), fmt_seconds(cand.step_s), fmt_seconds(cand.duration_s), fitting,
+                      result.calibration or "none", style="bold" if result is ranked[0] else None)
+    return table
+
+
+def render_plan_report(report: PlanReport) -> RenderableType:
+    """The whole `wanfit plan` table output."""
+    w = report.workload
+    cfg = f"CFG {w.guidance:g}" if w.guidance > 1.0 else "no CFG"
+    header = Text.assemble(("Workload: ", "bold"),
+                           f"{w.model} {w.width}x{w.height} (WxH), {w.frames} frames, {w.steps} steps, {cfg}, "
+                           f"batch {w.batch}; safety margin {report.safety_margin_gib:g} GiB. "
+                           "Memory in GiB (2^30 bytes); peak = device-level (nvidia-smi), need = what decides OOM.")
+    parts: list[RenderableType] = [header]
+    for result in report.results:
+        parts.append(Text(""))
+        parts.append(candidates_table(result))
+        if any(c.extrapolated for c in result.candidates):
+            parts.append(Text("* extrapolated: outside the calibrated range", style="dim"))
+        for note in _notes(result):
+            parts.append(Text(f"note: {note}", style="dim"))
+        parts.append(recommendation_line(result))
+    if len(report.results) > 1:
+        parts.append(Text(""))
+        parts.append(comparison_table(report))
+    return Group(*parts)
+
+
+def rows_table(rows: Sequence[Mapping[str, Any]], title: str, right_align: Iterable[str] = ()) -> Table:
+    """A plain table from a list of flat dicts (column order = first row's keys)."""
+    right = set(right_align)
+    table = Table(title=title, title_justify="left", pad_edge=False)
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    for col in columns:
+        table.add_column(col, justify="right" if col in right else "left")
+    for row in rows:
+        table.add_row(*[_cell(row.get(col)) for col in columns])
+    return table
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list | tuple):
+        return ", ".join(str(v) for v in value) if value else "-"
+    return str(value)
+
+
+def calibrations_on_disk(model: str, calibration_dir=None) -> list[str]:
+    """GPU keys with a calibration file for `model` (<dir>/<gpu>/<model>.json), user directories first."""
+    from wanfit.paths import calibration_dirs
+
+    found: list[str] = []
+    for directory in calibration_dirs(calibration_dir):
+        if not directory.is_dir():
+            continue
+        for gpu_dir in sorted(p for p in directory.iterdir() if p.is_dir()):
+            if (gpu_dir / f"{model}.json").is_file() and gpu_dir.name not in found:
+                found.append(gpu_dir.name)
+    return found
+
+
+def model_rows(calibration_dir=None) -> list[dict[str, Any]]:
+    """One flat row per catalog model (also the `wanfit models --format json` output)."""
+    from wanfit.catalog import MODELS
+
+    rows = []
+    for spec in MODELS.values():
+        d = spec.defaults
+        rows.append({
+            "key": spec.key,
+            "dit_params": spec.params.dit_per_expert,
+            "experts": spec.experts,
+            "vae": f"{'2.2' if spec.vae_spatial == 16 else '2.1'} (x{spec.vae_spatial}, z={spec.vae['z_dim']})",
+            "size": f"{d.width}x{d.height}",
+            "frames": d.frames,
+            "steps": d.steps,
+            "stride": spec.spatial_stride,
+            "dit_family": spec.dit_family,
+            "calibrations": calibrations_on_disk(spec.key, calibration_dir),
+        })
+    return rows
