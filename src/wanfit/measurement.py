@@ -112,6 +112,9 @@ class Measurement(BaseModel):
     context_gib: float | None = None
     idle_device_used_gib: float | None = None  # before this process touched the GPU
     activity_source: str | None = None
+    # Sub-stage figures: vae_decode_call_s / vae_decode_call_peak_above_start_gib time the VAE's own
+    # decode() inside the vae_decode stage (the stage also holds postprocessing to numpy).
+    extra: dict[str, float] = Field(default_factory=dict)
     timeline: list[MemorySample] = Field(default_factory=list)
     environment: Environment
     created_at: str

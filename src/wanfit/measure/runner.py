@@ -124,6 +124,7 @@ def run_point(
     clock = StageClock(poller, torch, device)
     prog = _Progress()
     resident: dict[str, float] = {}
+    extra: dict[str, float] = {}
     status, error, failed = "ok", None, None
     t_start = time.perf_counter()
     source = "checkpoint" if checkpoint else "random"
@@ -169,6 +170,20 @@ def run_point(
             prog.stage = ("vae_decode" if decode else "done") if i + 1 == steps_run else "step"
             return kwargs
 
+        vae_decode = pipe.vae.decode
+
+        def timed_decode(*args, **kwargs):
+            clock.sync()
+            t0 = time.perf_counter()
+            alloc0 = torch.cuda.memory_allocated() if clock.cuda else 0
+            result = vae_decode(*args, **kwargs)
+            clock.sync()
+            extra["vae_decode_call_s"] = time.perf_counter() - t0
+            if clock.cuda:
+                extra["vae_decode_call_peak_above_start_gib"] = (torch.cuda.max_memory_allocated() - alloc0) / GIB
+            return result
+
+        pipe.vae.decode = timed_decode
         handles = [m.register_forward_pre_hook(first_forward) for m in
                    (pipe.transformer, getattr(pipe, "transformer_2", None)) if m is not None]
         call = dict(prompt_embeds=embeds, negative_prompt_embeds=negative, height=workload.height,
@@ -186,6 +201,7 @@ def run_point(
         finally:
             for h in handles:
                 h.remove()
+            del pipe.vae.decode  # drop the instance attribute: the class method is back
         if decode:
             prog.stages.append(clock.end("vae_decode"))
         del video
@@ -213,7 +229,7 @@ def run_point(
         status=status, tag=tag, decoded=decode,
         failed_stage=failed, error=error, source=source, steps_run=prog.steps_done,
         stages=[*prog.stages, total], resident_weights_gib=resident, context_gib=context,
-        idle_device_used_gib=idle, activity_source=nvml.activity_source,
+        idle_device_used_gib=idle, activity_source=nvml.activity_source, extra=extra,
         timeline=poller.timeline() if keep_timeline else [], environment=env,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )

@@ -1,0 +1,66 @@
+"""The measurements file keeps every point: atomic appends, torn last line, resume semantics."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from wanfit.errors import WanfitError
+from wanfit.measurement import Environment, Measurement, point_id
+from wanfit.measurements_file import append_measurement, done_ids, load_measurements
+from wanfit.workload import Plan, Workload
+
+ENV = Environment(gpu_name="test", gpu_total_gib=1.0, torch="x", python="3.11", platform="linux", wanfit="0")
+
+
+def point(frames: int, status: str = "ok") -> Measurement:
+    wl = Workload(model="wan2.1-t2v-1.3b", height=480, width=832, frames=frames, steps=2, guidance=5.0)
+    return Measurement(id=point_id(wl, Plan(), 2), workload=wl, plan=Plan(), status=status, steps_run=2,
+                       environment=ENV, created_at="2026-11-23T00:00:00+00:00")
+
+
+def test_append_then_load_round_trips(tmp_path):
+    path = tmp_path / "m.jsonl"
+    a, b = point(5), point(9, "oom")
+    append_measurement(path, a)
+    append_measurement(path, b)
+    assert load_measurements(path) == [a, b]
+
+
+def test_torn_last_line_is_skipped_not_fatal(tmp_path):
+    path = tmp_path / "m.jsonl"
+    append_measurement(path, point(5))
+    with path.open("a") as f:
+        f.write(point(9).model_dump_json()[:40])  # the process died mid-write
+    assert [m.workload.frames for m in load_measurements(path)] == [5]
+
+
+def test_corrupt_middle_line_names_file_and_line(tmp_path):
+    path = tmp_path / "m.jsonl"
+    path.write_text("{not json}\n" + point(5).model_dump_json() + "\n")
+    with pytest.raises(WanfitError, match=r"m\.jsonl:1 .*wanfit calibrate"):
+        load_measurements(path)
+
+
+def test_resume_skips_ok_and_oom_points_but_retries_errors(tmp_path):
+    path = tmp_path / "m.jsonl"
+    ok, oom, err = point(5), point(9, "oom"), point(13, "error")
+    for m in (ok, oom, err):
+        append_measurement(path, m)
+    assert done_ids(path) == {ok.id, oom.id}
+
+
+def test_point_id_is_stable_and_distinguishes_options():
+    wl = Workload(model="wan2.1-t2v-1.3b", height=480, width=832, frames=5, steps=2, guidance=5.0)
+    assert point_id(wl, Plan(), 2) == point_id(wl, Plan(), 2)
+    ids = {point_id(wl, Plan(), 2), point_id(wl, Plan(offload="model"), 2), point_id(wl, Plan(), 3),
+           point_id(wl, Plan(), 2, tag="reset-check"), point_id(wl, Plan(), 2, decode=False),
+           point_id(wl, Plan(), 2, memory_cap_gib=40.0)}
+    assert len(ids) == 6
+
+
+def test_file_lines_are_plain_json(tmp_path):
+    path = tmp_path / "m.jsonl"
+    append_measurement(path, point(5))
+    assert json.loads(path.read_text().splitlines()[0])["status"] == "ok"

@@ -1,0 +1,46 @@
+"""Worker isolation: points run in fresh processes, results are appended, a rerun resumes."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("diffusers")
+
+from wanfit.measure.tiny import tiny_spec  # noqa: E402
+from wanfit.measure.worker import Job, run_in_subprocess, run_jobs  # noqa: E402
+from wanfit.measurements_file import load_measurements  # noqa: E402
+from wanfit.workload import Plan, Workload  # noqa: E402
+
+pytestmark = pytest.mark.slow
+KEY = "wan2.1-t2v-1.3b"
+
+
+def job(frames: int, plan: Plan = Plan()) -> Job:
+    wl = Workload(model=KEY, height=32, width=48, frames=frames, steps=2, guidance=5.0)
+    return Job(workload=wl, plan=plan, spec=tiny_spec(KEY), device="cpu")
+
+
+def test_run_jobs_measures_failures_and_resumes_without_rerunning(tmp_path):
+    path = tmp_path / "m.jsonl"
+    jobs = [job(5), job(9), job(5, Plan(offload="model"))]  # the last needs CUDA: an error point
+    seen = []
+    out = run_jobs(jobs, path, on_result=seen.append)
+    assert [m.status for m in out] == ["ok", "ok", "error"]
+    assert len(seen) == 3
+    assert out[2].failed_stage == "init"
+    lines_before = len(load_measurements(path))
+    again = run_jobs(jobs[:2], path)  # finished points are not measured again
+    assert [m.id for m in again] == [m.id for m in out[:2]]
+    assert len(load_measurements(path)) == lines_before
+
+
+def test_run_in_subprocess_returns_the_measurement():
+    m = run_in_subprocess(job(5).workload, Plan(), spec=tiny_spec(KEY), device="cpu")
+    assert m.status == "ok", m.error
+    assert m.environment.allocator_conf == "expandable_segments:True"
+
+
+def test_allocator_setting_follows_the_plan(tmp_path):
+    out = run_jobs([job(5, Plan(expandable_segments=False))], tmp_path / "m.jsonl")
+    assert out[0].status == "ok" and out[0].environment.allocator_conf == ""
