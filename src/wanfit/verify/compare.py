@@ -377,10 +377,11 @@ def bottleneck_notes(m: Measurement, c: Candidate, measured: dict[str, _Measured
         if peak is not None and m.status == "ok":
             room = target_memory_gib - peak
             if room < HEADROOM_SHARE * target_memory_gib:
-                capped = " (the allocator ran at the cap)" if cap is not None else ""
-                notes.append(f"Measured peak {peak:.1f} GiB leaves {room:.1f} GiB of {target_memory_gib:.1f} GiB "
+                capped = " (capped run: the allocator holds itself under the cap by releasing its cache)" \
+                    if cap is not None else ""
+                notes.append(f"Measured peak {peak:.1f} GiB leaves {room:.1f} GiB of {target_memory_gib:.2f} GiB "
                              f"({room / target_memory_gib * 100:.1f} %, under 5 %){capped}")
         if c.fits and c.headroom_gib < HEADROOM_SHARE * target_memory_gib:
-            notes.append(f"Predicted headroom {c.headroom_gib:.1f} GiB is under 5 % of {target_memory_gib:.1f} GiB: "
+            notes.append(f"Predicted headroom {c.headroom_gib:.1f} GiB is under 5 % of {target_memory_gib:.2f} GiB: "
                          f"binding stage {c.binding_stage}")
     return notes

@@ -1,0 +1,154 @@
+"""Accuracy summary over committed verify reports (verify-reports/*.json) for docs/accuracy.md.
+
+Every figure comes from a report written by `wanfit verify` on a real GPU; nothing is typed in.
+Statistics count only *scored* figures (both sides present and comparable: time measured on a
+GPU other than the target is shown, not scored, unless the report carries a prediction for the
+local GPU). Capped, reduced-step (extrapolated) and failed runs are named as such.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from wanfit.verify.compare import error_pct
+from wanfit.verify.report import DERIVED_MARK, EXTRAPOLATED_MARK, STAGE_LABELS, VerifyReport, load_report
+
+STAT_ORDER = ("step time", "denoise time", "vae_decode time", "total time", "init time", "text_encode time",
+              "expert_switch time", "total peak", "denoise peak", "vae_decode peak", "init peak", "text_encode peak",
+              "expert_switch peak")
+
+
+class Figure(BaseModel):
+    """One predicted-vs-measured figure of one run."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    run: int
+    kind: str  # "<stage> time" | "<stage> peak" | "step time"
+    unit: str  # "s" | "GiB"
+    predicted: float | None
+    measured: float | None
+    error_pct: float | None
+    scored: bool
+    flags: list[str]
+
+
+def load_reports(reports_dir: Path) -> list[tuple[Path, VerifyReport]]:
+    return [(p, load_report(p)) for p in sorted(Path(reports_dir).glob("*.json"))]
+
+
+def figures(run: int, r: VerifyReport) -> list[Figure]:
+    out = []
+    time_scored = r.same_gpu or r.local_prediction is not None
+    for rw in r.rows:
+        flags = []
+        if rw.extrapolated:
+            flags.append(f"{EXTRAPOLATED_MARK} extrapolated")
+        if rw.derived:
+            flags.append(f"{DERIVED_MARK} derived")
+        if rw.predicted_time_s is not None or rw.measured_time_s is not None:
+            out.append(Figure(run=run, kind=f"{rw.stage} time", unit="s", predicted=rw.predicted_time_s,
+                              measured=rw.measured_time_s, error_pct=rw.time_error_pct,
+                              scored=rw.time_within is not None, flags=flags))
+        if rw.predicted_peak_gib is not None or rw.measured_peak_gib is not None:
+            mflags = [f for f in flags if not f.endswith("extrapolated")]  # peaks are never extrapolated
+            if rw.memory_basis == "need":
+                mflags.append("basis need (capped)")
+            out.append(Figure(run=run, kind=f"{rw.stage} peak", unit="GiB", predicted=rw.predicted_peak_gib,
+                              measured=rw.measured_peak_gib, error_pct=rw.memory_error_pct,
+                              scored=rw.memory_within is not None, flags=mflags))
+    scored_source = r.prediction if r.same_gpu else r.local_prediction
+    if r.steady_step_s is not None and r.measurement.status == "ok" and len(r.measurement.steps()) >= 2:
+        predicted = scored_source.step_s if scored_source is not None else None
+        out.append(Figure(run=run, kind="step time", unit="s", predicted=predicted, measured=r.steady_step_s,
+                          error_pct=error_pct(predicted, r.steady_step_s),
+                          scored=time_scored and predicted is not None, flags=["steady-state median"]))
+    return out
+
+
+def _f(v: float | None, fmt: str = ".2f") -> str:
+    return "—" if v is None else format(v, fmt)
+
+
+def _run_label(r: VerifyReport) -> str:
+    return f"{r.workload.label()}; {r.plan.label()}"
+
+
+def accuracy_markdown(reports_dir: Path) -> str:
+    """Markdown: the runs, every figure (predicted, measured, error), then mean and worst absolute
+    error per figure kind over scored figures, and plain statements of what was capped, reduced or
+    failed."""
+    reports = load_reports(reports_dir)
+    lines = ["## Verify runs: predicted vs measured", ""]
+    if not reports:
+        return "\n".join([*lines, f"No verify reports in {reports_dir}: run `wanfit verify` and commit its JSON.", ""])
+    lines += [f"From {len(reports)} verify report(s) in `{Path(reports_dir).name}/`, each a real run of "
+              "`wanfit verify`. Error = (predicted - measured) / measured.", "",
+              "| # | Workload and plan | Target | Measured on | Cap | Steps run | Predicted fit | Outcome | Verdict "
+              "| Report |",
+              "|---:|---|---|---|---|---:|---|---|---|---|"]
+    all_figs: list[Figure] = []
+    for i, (path, r) in enumerate(reports, 1):
+        cap = f"capped to {r.cap.torch_budget_gib:.1f} GiB (torch)" if r.cap else "none"
+        outcome = r.measurement.status + (f" at {r.measurement.failed_stage}" if r.measurement.failed_stage else "")
+        lines.append(f"| {i} | {_run_label(r)} | {r.target_gpu} | {r.environment.gpu_name} | {cap} | "
+                     f"{r.steps_run}/{r.steps_requested} | {'yes' if r.prediction.fits else 'no'} | {outcome} | "
+                     f"{r.verdict} | `{path.name}` |")
+        all_figs += figures(i, r)
+    lines += ["", "### Every figure", "",
+              "| # | Figure | Predicted | Measured | Error | Scored | Notes |", "|---:|---|---:|---:|---:|---|---|"]
+    for f in all_figs:
+        if f.predicted is None:
+            continue  # measured only (e.g. `prepare`): in the run's own report, not an accuracy figure
+        err = "—" if f.error_pct is None else f"{f.error_pct:+.1f} %"
+        lines.append(f"| {f.run} | {f.kind} ({f.unit}) | {_f(f.predicted)} | {_f(f.measured)} | {err} | "
+                     f"{'yes' if f.scored else 'no'} | {', '.join(f.flags)} |")
+    lines += ["", "### Error per figure kind (scored figures only)", "",
+              "| Figure | n | Mean abs. error | Mean signed error | Worst abs. error (run) |",
+              "|---|---:|---:|---:|---:|"]
+    kinds = sorted({f.kind for f in all_figs},
+                   key=lambda k: (STAT_ORDER.index(k) if k in STAT_ORDER else len(STAT_ORDER), k))
+    for kind in kinds:
+        scored = [f for f in all_figs if f.kind == kind and f.scored and f.error_pct is not None]
+        if not scored:
+            continue
+        errs = [abs(f.error_pct) for f in scored]
+        worst = max(scored, key=lambda f: abs(f.error_pct))
+        lines.append(f"| {kind} | {len(scored)} | {statistics.mean(errs):.1f} % | "
+                     f"{statistics.mean(f.error_pct for f in scored):+.1f} % | {abs(worst.error_pct):.1f} % "
+                     f"(#{worst.run}) |")
+    lines += ["", "### What these runs are", ""]
+    lines += _statements(reports)
+    return "\n".join(lines) + "\n"
+
+
+def _statements(reports: list[tuple[Path, VerifyReport]]) -> list[str]:
+    out = []
+    idx = {id(r): i for i, (_, r) in enumerate(reports, 1)}
+
+    def runs(pred) -> str:
+        return ", ".join(f"#{idx[id(r)]}" for _, r in reports if pred(r))
+
+    if s := runs(lambda r: r.cap is not None):
+        out.append(f"- Capped to a smaller target's memory (torch allocator fraction on a larger GPU; the target's "
+                   f"CUDA context and driver baseline assumed equal to the local ones): {s}.")
+    if s := runs(lambda r: r.extrapolated):
+        out.append(f"- Reduced-step runs: denoise and total times extrapolated from the steady-state step "
+                   f"(marked {EXTRAPOLATED_MARK}); peaks measured: {s}.")
+    if s := runs(lambda r: r.measurement.status != "ok"):
+        out.append(f"- Runs that did not finish (OOM or error; only completed stages compared): {s}.")
+    if s := runs(lambda r: r.verdict == "oom_confirmed"):
+        out.append(f"- Predicted not to fit and ran out of memory (prediction confirmed): {s}.")
+    if s := runs(lambda r: r.verdict == "oom_unexpected"):
+        out.append(f"- Predicted to fit but ran out of memory (prediction FAILED): {s}.")
+    if s := runs(lambda r: r.verdict == "ran_despite_no_fit"):
+        out.append(f"- Predicted not to fit but ran (the prediction, or its safety margin, was too cautious): {s}.")
+    if s := runs(lambda r: not r.same_gpu and r.local_prediction is None):
+        out.append(f"- Time measured on another GPU than the target and not scored (no local prediction): {s}.")
+    if s := runs(lambda r: r.measurement.source == "random"):
+        out.append(f"- Random weights with the real architectures (memory and time depend on shapes and dtypes): {s}.")
+    out.append(f"- {STAGE_LABELS['expert_switch']} and step loading figures are derived ({DERIVED_MARK}): a step's time "
+               f"minus the steady-state step.")
+    return out

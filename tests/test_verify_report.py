@@ -1,0 +1,283 @@
+"""Verify reports: JSON round trip, Markdown in the user's vocabulary, rich tables, the PNG memory
+plot, the accuracy summary, plan files and the no-GPU refusal.
+
+Measurements and predictions here are constructed objects (tests/verify_fixtures.py), not runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from rich.console import Console
+
+from verify_fixtures import A14B, WORKLOAD, candidate, measurement
+from wanfit.errors import WanfitError
+from wanfit.verify.cap import make_cap
+from wanfit.verify.compare import EXIT_OOM_UNEXPECTED
+from wanfit.verify.report import (
+    VerifyReport,
+    build_report,
+    load_report,
+    plot_memory,
+    render_markdown,
+    render_rich,
+    report_stem,
+    write_json,
+)
+from wanfit.verify.run import load_plan_file, run_verify
+from wanfit.verify.summary import accuracy_markdown
+from wanfit.workload import Plan
+
+FULL = [3.4] + [2.46] * 49
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def full_report(**kw) -> VerifyReport:
+    m = measurement(step_times=FULL, plan=Plan(offload="model"))
+    return build_report(m, candidate(plan=Plan(offload="model")), target_gpu="h100", target_memory_gib=79.19,
+                        local_gpu="h100", **kw)
+
+
+def reduced_capped_report() -> VerifyReport:
+    m = measurement(step_times=[3.4, 2.46, 2.45], plan=Plan(offload="model"), vae=(10.3, 44.2),
+                    memory_cap_gib=44.99)
+    cap = make_cap("l40s", 44.99, 79.19, 1.1)
+    p = candidate(plan=Plan(offload="model"), vae=(25.0, 52.0), denoise=(400.0, 20.5),
+                  need={"vae_decode": 34.4, "total": 34.4})
+    local = candidate(plan=Plan(offload="model"))
+    return build_report(m, p, target_gpu="l40s", target_memory_gib=44.99, cap=cap, same_gpu=False, local_gpu="h100",
+                        local_prediction=local)
+
+
+def oom_report() -> VerifyReport:
+    m = measurement(step_times=[3.4, 2.46], status="oom", failed_stage="vae_decode", vae=None, memory_cap_gib=22.0)
+    return build_report(m, candidate(fits=True), target_gpu="l4", target_memory_gib=22.0,
+                        cap=make_cap("l4", 22.0, 79.19, 1.1), same_gpu=False)
+
+
+# ---- JSON ----
+
+
+def test_json_round_trips_through_the_model(tmp_path):
+    for report in (full_report(), reduced_capped_report(), oom_report()):
+        path = write_json(report, tmp_path / f"{report_stem(report)}.json")
+        back = load_report(path)
+        assert back == report
+        data = json.loads(path.read_text())
+        assert {"workload", "plan", "target_gpu", "environment", "cap", "measurement", "prediction", "rows",
+                "verdict", "notes", "steps_run", "steps_requested", "extrapolated", "tolerances",
+                "created_at"} <= set(data)
+
+
+def test_report_is_frozen_and_rejects_unknown_fields(tmp_path):
+    report = full_report()
+    data = json.loads(report.model_dump_json())
+    data["surprise"] = 1
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(WanfitError, match="not a valid wanfit verify report"):
+        load_report(path)
+    with pytest.raises(WanfitError, match="no verify report"):
+        load_report(tmp_path / "missing.json")
+
+
+def test_report_records_steps_extrapolation_and_exit_code():
+    r = reduced_capped_report()
+    assert (r.steps_run, r.steps_requested, r.extrapolated) == (3, 50, True)
+    assert r.extrapolated_figures == ["denoise time", "total time"]
+    assert r.cap is not None and r.cap.target_gpu == "l40s"
+    assert oom_report().exit_code == EXIT_OOM_UNEXPECTED
+    assert full_report().exit_code == 0
+
+
+def test_report_stem_is_a_safe_descriptive_file_name():
+    assert report_stem(full_report()) == "wan2.2-ti2v-5b_1280x704x121f_50st_model-tegpu-bf16-untiled_h100"
+    assert report_stem(reduced_capped_report()).endswith("_3of50st_model-tegpu-bf16-untiled_l40s-capped")
+
+
+# ---- Markdown ----
+
+
+def test_markdown_uses_the_users_stage_names():
+    md = render_markdown(full_report())
+    for name in ("Model_Initialization", "T5_Encoding", "Step_1_Loading", "Step_1_Inference", "Step_2_Inference",
+                 "Step_50_Inference", "VAE_Decoding", "Total_Execution"):
+        assert name in md, name
+    assert "Step_2_Loading" not in md  # steady steps have no loading row
+    for col in ("Time (s)", "Peak device memory (GiB)", "CPU %", "Host memory (GiB)", "SM activity (%)",
+                "Compute load (s)"):
+        assert col in md
+    assert "## Predicted vs measured" in md and "## Verdict" in md and "## Bottleneck notes" in md
+    assert "PASS" in md
+    # Step 1 loading is derived (3.40 - 2.46 s) and labelled so
+    assert "| Step_1_Loading † | 0.94 |" in md
+    assert "derived" in md
+    assert "denoise dominates" in md
+
+
+def test_markdown_marks_extrapolation_and_the_cap_honestly():
+    md = render_markdown(reduced_capped_report())
+    assert "Step_4..50_Inference *" in md
+    assert "Only 3 of 50 denoising steps were run" in md
+    assert "denoise time, total time" in md
+    assert "Total_Execution (as run, 3 steps)" in md and "Total_Execution (50 steps) *" in md
+    assert "Denoising (all steps) *" in md
+    assert "capping the torch allocator to 43.89 GiB" in md
+    assert "Predicted on l40s (s)" in md  # the transferred time beside the local one
+    assert "basis 'need'" in md and "| need |" in md
+    assert "Random" in md or "random" in md
+
+
+def test_markdown_of_an_oom_names_the_failure():
+    md = render_markdown(oom_report())
+    assert "FAILED: predicted to fit" in md and "vae_decode" in md
+    assert "exit code 3" in md
+    assert "not scored" in md  # the partial total
+
+
+def test_markdown_of_a_two_expert_run_has_the_expert_switch():
+    steps = [5.0, 4.0, 4.0, 6.5, 4.0, 4.0]
+    m = measurement(workload=A14B, step_times=steps, experts=[1, 1, 1, 2, 2, 2], plan=Plan(offload="model"))
+    r = build_report(m, candidate(steps=6, step_s=4.0, denoise=(21.0, 20.5), expert_switch=(2.5, 20.5)),
+                     target_gpu="h100", target_memory_gib=79.19)
+    md = render_markdown(r)
+    assert "Expert_Switch (in step 4) † | 2.50 |" in md
+    assert "Step_4_Inference [expert 2] | 4.00 |" in md
+    assert "| Expert_Switch † |" in md  # in the predicted-vs-measured table
+
+
+# ---- rich ----
+
+
+def test_rich_tables_render():
+    console = Console(record=True, width=220)
+    render_rich(reduced_capped_report(), console)
+    text = console.export_text()
+    for piece in ("Stage breakdown", "Predicted vs measured", "Model_Initialization", "VAE_Decoding",
+                  "Total_Execution", "On l40s (s)", "Step_4..50_Inference *"):
+        assert piece in text, piece
+    # a long run's steady steps are merged on the console; the split first step stays on its own
+    console = Console(record=True, width=220)
+    render_rich(full_report(), console)
+    text = console.export_text()
+    assert "Step_2..50_Inference (mean of 49)" in text and "Step_1_Inference" in text
+    assert "Step_7_Inference" not in text
+
+
+# ---- PNG ----
+
+
+@pytest.mark.parametrize("make", [full_report, reduced_capped_report, oom_report])
+def test_memory_plot_is_written(tmp_path, make):
+    path = plot_memory(make(), tmp_path / "plots" / "memory.png")
+    data = path.read_bytes()
+    assert data.startswith(PNG_MAGIC) and len(data) > 10_000
+
+
+def test_memory_plot_without_a_timeline(tmp_path):
+    m = measurement(step_times=FULL, timeline=False)
+    r = build_report(m, candidate(), target_gpu="h100", target_memory_gib=79.19)
+    data = plot_memory(r, tmp_path / "m.png").read_bytes()
+    assert data.startswith(PNG_MAGIC) and len(data) > 10_000
+
+
+# ---- accuracy summary ----
+
+
+def test_accuracy_markdown_from_committed_reports(tmp_path):
+    d = tmp_path / "verify-reports"
+    for r in (full_report(), reduced_capped_report(), oom_report()):
+        write_json(r, d / f"{report_stem(r)}.json")
+    # one run with a known 10 % over-prediction of the VAE decode peak (49.5 vs 45.0)
+    off = build_report(measurement(step_times=FULL), candidate(vae=(10.3, 49.5)), target_gpu="h100",
+                       target_memory_gib=79.19)
+    write_json(off, d / "zz-off.json")
+    md = accuracy_markdown(d)
+    assert "From 4 verify report(s)" in md
+    # runs are numbered in file-name order: #1 the l4 OOM, #2 the capped l40s, #3 the full h100, #4 zz-off
+    assert "| vae_decode peak | 3 | 3.5 % | +3.5 % | 10.0 % (#4) |" in md
+    assert "| 4 | vae_decode peak (GiB) | 49.50 | 45.00 | +10.0 % | yes |  |" in md
+    assert "| 2 | denoise time (s) | 123.94 | 123.70 | +0.2 % | yes | * extrapolated |" in md
+    assert "| 2 | vae_decode peak (GiB) | 34.40 | 34.20 | +0.6 % | yes | basis need (capped) |" in md
+    assert "Capped to a smaller target's memory" in md
+    assert "local ones): #1, #2." in md
+    assert "peaks measured: #1, #2." in md
+    assert "Runs that did not finish (OOM or error; only completed stages compared): #1." in md
+    assert "Predicted to fit but ran out of memory (prediction FAILED): #1." in md
+    assert "| step time | 3 |" in md
+    assert "prepare time" not in md  # measured only: no accuracy figure
+    assert "`zz-off.json`" in md
+
+
+def test_accuracy_markdown_without_reports(tmp_path):
+    assert "No verify reports" in accuracy_markdown(tmp_path)
+
+
+# ---- plan files ----
+
+
+def _plan_json(results) -> dict:
+    return {"workload": WORKLOAD.model_dump(mode="json"), "safety_margin_gib": 1.0, "results": results}
+
+
+def _result(gpu, plan):
+    rec = None if plan is None else candidate(plan=Plan(**plan)).model_dump(mode="json")
+    return {"gpu": gpu, "memory_gib": 44.99, "recommended": rec, "reason": "r", "candidates": []}
+
+
+def test_load_plan_file(tmp_path):
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(_plan_json([_result("l40s", {"offload": "model", "text_encoder": "cpu",
+                                                           "dit_dtype": "fp8", "vae_tiling": True})])))
+    wl, plan = load_plan_file(path)
+    assert wl == WORKLOAD
+    assert plan == Plan(offload="model", text_encoder="cpu", dit_dtype="fp8", vae_tiling=True)
+
+
+def test_load_plan_file_errors(tmp_path):
+    path = tmp_path / "plan.json"
+    two = _plan_json([_result("l40s", {"offload": "model"}), _result("h100", None)])
+    path.write_text(json.dumps(two))
+    with pytest.raises(WanfitError, match="several GPUs"):
+        load_plan_file(path)
+    assert load_plan_file(path, gpu="l40s")[1].offload == "model"
+    with pytest.raises(WanfitError, match="recommends no plan for h100"):
+        load_plan_file(path, gpu="h100")
+    with pytest.raises(WanfitError, match="no result for GPU 'a100'"):
+        load_plan_file(path, gpu="a100")
+    path.write_text("{not json")
+    with pytest.raises(WanfitError, match="is not JSON"):
+        load_plan_file(path)
+    path.write_text(json.dumps({"workload": {}}))
+    with pytest.raises(WanfitError, match="not a `wanfit plan --format json`"):
+        load_plan_file(path)
+    with pytest.raises(WanfitError, match="no plan file"):
+        load_plan_file(tmp_path / "missing.json")
+
+
+# ---- execution guards ----
+
+
+def test_run_verify_refuses_without_cuda():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is visible: the refusal is for machines without one")
+    with pytest.raises(WanfitError) as err:
+        run_verify(WORKLOAD, Plan(), "h100")
+    assert "needs a CUDA GPU" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_run_verify_checks_the_step_count_first():
+    with pytest.raises(WanfitError, match="between 1 and the job's 50 steps"):
+        run_verify(WORKLOAD, Plan(), "h100", steps=60)
+
+
+def test_verify_modules_import_no_heavy_libraries():
+    code = ("import sys, wanfit.scenarios, wanfit.verify, wanfit.verify.cap, wanfit.verify.compare, "
+            "wanfit.verify.report, wanfit.verify.summary, wanfit.verify.run\n"
+            "bad = [m for m in ('torch', 'matplotlib', 'diffusers', 'pynvml', 'sklearn') if m in sys.modules]\n"
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
