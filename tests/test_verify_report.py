@@ -281,3 +281,64 @@ def test_verify_modules_import_no_heavy_libraries():
             "bad = [m for m in ('torch', 'matplotlib', 'diffusers', 'pynvml', 'sklearn') if m in sys.modules]\n"
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---- run_verify orchestration (GPU, worker and planner replaced by stand-ins) ----
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    """An 'H100' as NVML would describe it, a planner that returns fixture candidates per GPU, and a
+    worker that returns a fixture measurement: checks what run_verify asks for and builds, not a run."""
+    import types
+
+    import wanfit.measure.worker as worker
+    import wanfit.verify.run as run_mod
+
+    calls: dict = {"predict": [], "run": []}
+    monkeypatch.setattr(run_mod, "_require_cuda", lambda: None)
+    monkeypatch.setattr(run_mod, "local_gpu_nvml", lambda: ("NVIDIA H100 80GB HBM3", 79.647))
+
+    def predict_one(workload, plan, gpu):
+        calls["predict"].append(gpu)
+        slow = {"h100": 1.0, "l40s": 2.5, "l4": 6.0}[gpu]
+        return candidate(plan=plan, denoise=((3.4 + 49 * 2.46) * slow, 20.5), fits=gpu != "l4")
+
+    def run_in_subprocess(workload, plan, *, steps=None, memory_cap_gib=None, checkpoint=None):
+        calls["run"].append({"steps": steps, "memory_cap_gib": memory_cap_gib, "checkpoint": checkpoint})
+        times = FULL if steps is None else [3.4] + [2.46] * (steps - 1)
+        return measurement(workload=workload, plan=plan, step_times=times, memory_cap_gib=memory_cap_gib)
+
+    monkeypatch.setitem(sys.modules, "wanfit.api", types.SimpleNamespace(predict_one=predict_one))
+    monkeypatch.setattr(worker, "run_in_subprocess", run_in_subprocess)
+    return calls
+
+
+def test_run_verify_on_the_target_itself_runs_uncapped(fake_gpu):
+    r = run_verify(WORKLOAD, Plan(offload="model"), "h100")
+    assert fake_gpu["run"] == [{"steps": None, "memory_cap_gib": None, "checkpoint": None}]
+    assert fake_gpu["predict"] == ["h100"]
+    assert r.same_gpu and r.cap is None and r.local_gpu == "h100"
+    assert r.verdict == "pass" and r.exit_code == 0
+
+
+def test_run_verify_caps_a_smaller_target_and_scores_time_locally(fake_gpu):
+    r = run_verify(WORKLOAD, Plan(offload="model"), "L40S", steps=3, tolerance_memory=0.04)
+    # the worker gets the target's usable memory; the cap record subtracts the run's context + baseline
+    assert fake_gpu["run"] == [{"steps": 3, "memory_cap_gib": 44.988, "checkpoint": None}]
+    assert fake_gpu["predict"] == ["l40s", "h100"]
+    assert r.target_gpu == "l40s" and not r.same_gpu and r.local_gpu == "h100"
+    assert r.cap is not None
+    assert r.cap.outside_torch_gib == pytest.approx(0.6 + 0.5)
+    assert r.cap.torch_budget_gib == pytest.approx(44.988 - 1.1)
+    assert r.cap.local_total_gib == 79.19  # torch's total, as the run recorded it
+    assert r.tolerances.memory == 0.04
+    d = next(rw for rw in r.rows if rw.stage == "denoise")
+    assert d.extrapolated and d.time_within is True  # scored against the h100 prediction
+    assert d.target_time_s == pytest.approx((3.4 + 49 * 2.46) * 2.5)
+
+
+def test_run_verify_refuses_a_larger_target_before_running(fake_gpu):
+    with pytest.raises(WanfitError, match="cannot be emulated"):
+        run_verify(WORKLOAD, Plan(), "h200")
+    assert fake_gpu["run"] == []
