@@ -285,3 +285,10 @@ def test_note_idle_gpu_during_a_long_host_stage():
 def test_within_agrees_with_error_pct(pred, meas, rel):
     inside = within(pred, meas, rel, 0.0)
     assert inside == (abs(error_pct(pred, meas)) <= rel * 100 + 1e-6) or abs(abs(pred - meas) - rel * meas) < 1e-9
+
+
+def test_reduced_two_expert_run_that_missed_the_switch_says_so():
+    wl = A14B.model_copy(update={"steps": 40})
+    m = measurement(workload=wl, step_times=[5.0, 4.0, 4.0], experts=[1, 1, 1])
+    d = row(compare(m, candidate(steps=40, step_s=4.0)), "denoise")
+    assert d.extrapolated and "expert switch was not among the steps run" in d.note

@@ -31,6 +31,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from wanfit.geometry import high_noise_steps
 from wanfit.measurement import Measurement, StageRecord
 from wanfit.prediction import Candidate
 from wanfit.verify.cap import MemoryCap
@@ -184,6 +185,9 @@ def measured_stages(m: Measurement) -> dict[str, _Measured]:
         note = None
         if missing:
             note = f"{len(steps)} of {requested} steps run; {missing} x {steady:.3f} s steady-state step added"
+            spec = m.workload.spec
+            if spec.experts == 2 and switch is None and 0 < high_noise_steps(spec, requested) < requested:
+                note += "; the full run's expert switch was not among the steps run (not measured)"
         if partial:
             note = f"run stopped at {m.failed_stage}: {len(steps)} steps completed"
         out["denoise"] = _Measured(

@@ -81,10 +81,12 @@ def run_verify(
     tolerance_memory: float = 0.05,
     tolerance_time: float = 0.10,
     checkpoint: Path | None = None,
+    **predict_options,
 ) -> VerifyReport:
     """Predict `workload` + `plan` on `target_gpu`, run it on the local GPU (capped to the target's
     usable memory when the target is smaller), and compare. `steps` < workload.steps runs fewer
-    denoising steps and extrapolates (marked so in the report)."""
+    denoising steps and extrapolates (marked so in the report). `predict_options` (e.g. a
+    calibration directory or safety margin) are passed on to the planner's predict_one."""
     tolerances = Tolerances(memory=tolerance_memory, time=tolerance_time)
     steps = _check_steps(workload, steps)
     _require_cuda()
@@ -100,11 +102,11 @@ def run_verify(
         capped = needs_cap(target_memory, local[1])  # refuses a target larger than this GPU
 
     # Predict before the run: a missing calibration is reported before any GPU time is spent.
-    prediction = predict_one(workload, plan, target_key)
+    prediction = predict_one(workload, plan, target_key, **predict_options)
     local_prediction = None
     if not same_gpu and local_key is not None:
         try:
-            local_prediction = predict_one(workload, plan, local_key)
+            local_prediction = predict_one(workload, plan, local_key, **predict_options)
         except WanfitError:
             local_prediction = None  # no calibration for the local GPU: time is shown, not scored
 
