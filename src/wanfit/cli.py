@@ -336,7 +336,8 @@ def verify(
     format: FormatOpt = "table",
 ) -> None:
     """Run one workload + plan on the local GPU, compare with the prediction, and report (needs CUDA).
-    Exit code 1 when a measured figure is outside tolerance or a plan predicted to fit runs out of memory."""
+    Exit code 1: a measured figure is outside tolerance; 3: a plan predicted to fit ran out of memory;
+    4: the run failed; 2: bad input."""
     if recommended and plan_file is not None:
         raise WanfitError("give either --recommended or --plan-file, not both")
     if plan_file is not None:
@@ -358,8 +359,8 @@ def verify(
 
             chosen = Plan(**pinned)
     try:
-        from wanfit.verify import compare
         from wanfit.verify import report as verify_report
+        from wanfit.verify.compare import exit_code
         from wanfit.verify.run import run_verify
     except ModuleNotFoundError as missing:
         raise WanfitError(f"`wanfit verify` needs the GPU extras ({missing.name} is missing): "
@@ -372,34 +373,20 @@ def verify(
         verify_report.render_rich(result, console())
         for path in written:
             typer.echo(f"wrote {path}", err=True)
-    raise typer.Exit(compare.exit_code(result))
+    raise typer.Exit(exit_code(result))
 
 
 def plan_from_file(path: Path, gpu: str | None) -> tuple[Workload, Plan, str]:
-    """Workload, recommended plan and GPU from a saved `wanfit plan --format json`."""
-    from pydantic import ValidationError
+    """Workload, recommended plan and target GPU key from a saved `wanfit plan --format json`."""
+    from wanfit.verify.run import load_plan_file
 
-    from wanfit.prediction import PlanReport
-
-    try:
-        saved = PlanReport.model_validate_json(path.read_text())
-    except ValidationError as error:
-        raise WanfitError(f"{path} is not a `wanfit plan --format json` file ({_one_line(error)}); "
-                          "save one with `wanfit plan --format json > plan.json`") from None
-    results = saved.results
     if gpu is not None:
         from wanfit.profiles import get_profile
 
         key = get_profile(gpu).key
-        results = [r for r in saved.results if r.gpu in (gpu, key)]
-        if not results:
-            raise WanfitError(f"{path} has no result for GPU '{gpu}' (it has {', '.join(r.gpu for r in saved.results)})")
-    elif len(results) != 1:
-        raise WanfitError(f"{path} has results for {len(results)} GPUs: pick one with --gpu")
-    result = results[0]
-    if result.recommended is None:
-        raise WanfitError(f"{path} recommends no plan for {result.gpu} ({result.reason}); pin one with --offload etc.")
-    return saved.workload, result.recommended.as_plan(), result.gpu
+        return (*load_plan_file(path, key), key)
+    workload, chosen = load_plan_file(path)  # checks the file holds exactly one GPU's result
+    return workload, chosen, json.loads(path.read_text())["results"][0]["gpu"]
 
 
 def recommended_plan(report: PlanReport) -> Plan:
@@ -409,10 +396,19 @@ def recommended_plan(report: PlanReport) -> Plan:
     return result.recommended.as_plan()
 
 
+def report_stem(result: Any) -> str:
+    """File name of a verify report: what ran, for which GPU, when (so reports never overwrite)."""
+    w, p = result.workload, result.plan
+    when = "".join(ch for ch in result.created_at[:19] if ch.isdigit())
+    tiling = "tiled" if p.vae_tiling else "untiled"
+    return (f"{result.target_gpu}-{w.model}-{w.width}x{w.height}x{w.frames}f-{p.offload}-te_{p.text_encoder}-"
+            f"{p.dit_dtype}-{tiling}-{when}")
+
+
 def write_verify_outputs(result: Any, out: Path, verify_report: Any) -> list[Path]:
     """The verify report as JSON, Markdown and a PNG memory plot under `out`."""
     out.mkdir(parents=True, exist_ok=True)
-    stem = out / verify_report.report_stem(result)
+    stem = out / report_stem(result)
     json_path, md_path, png_path = stem.with_suffix(".json"), stem.with_suffix(".md"), stem.with_suffix(".png")
     verify_report.write_json(result, json_path)
     md_path.write_text(verify_report.render_markdown(result))
@@ -428,14 +424,12 @@ def gpus(format: FormatOpt = "table") -> None:
 
     profiles = load_profiles()
     if format == "json":
-        print_json([p.model_dump(mode="json") for p in profiles.values()] if isinstance(profiles, dict)
-                   else [p.model_dump(mode="json") for p in profiles])
+        print_json([p.model_dump(mode="json") for p in profiles.values()])
         return
     from wanfit.render import rows_table
 
     rows = profile_table_rows(profiles)
-    console().print(rows_table(rows, "GPU profiles (memory in GiB, 2^30 bytes)",
-                               right_align=[k for k in (rows[0] if rows else {}) if k not in ("key", "name")]))
+    console().print(rows_table(rows, "GPU profiles (memory in GiB = 2^30 bytes; TFLOP/s; GB/s; W)"))
 
 
 @app.command()
@@ -448,8 +442,7 @@ def models(format: FormatOpt = "table", calibration_dir: CalibrationDirOpt = Non
     if format == "json":
         print_json(rows)
         return
-    console().print(rows_table(rows, "Wan models (sizes WxH in pixels; calibrations as <gpu>/<model>)",
-                               right_align=("dit_params", "experts", "frames", "steps", "stride")))
+    console().print(rows_table(rows, "Wan models (size WxH in pixels; calibrations: GPUs with a calibration file)"))
 
 
 def main() -> None:

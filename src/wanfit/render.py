@@ -81,7 +81,7 @@ def candidates_table(result: GpuResult) -> Table:
     """Every candidate plan for one GPU: peak VRAM, headroom, per-stage and total time, fits."""
     stages = stage_names(result.candidates)
     table = Table(title=f"{result.gpu}: {result.memory_gib:.1f} GiB usable", title_justify="left",
-                  caption=_provenance(result), caption_justify="left", show_lines=False, pad_edge=False)
+                  caption=_provenance(result), caption_justify="left", show_lines=False)
     table.add_column("", width=1)
     table.add_column("offload")
     table.add_column("text enc")
@@ -146,7 +146,7 @@ def _notes(result: GpuResult) -> list[str]:
 
 def comparison_table(report: PlanReport) -> Table:
     """Side by side: the best plan per GPU, its time and peak (hardware choice)."""
-    table = Table(title="GPU comparison (best plan per GPU)", title_justify="left", pad_edge=False)
+    table = Table(title="GPU comparison (best plan per GPU)", title_justify="left")
     for name, justify in (("GPU", "left"), ("usable GiB", "right"), ("best plan", "left"), ("peak GiB", "right"),
                           ("headroom GiB", "right"), ("step", "right"), ("total", "right"), ("fitting plans", "right"),
                           ("calibration", "left")):
@@ -189,13 +189,14 @@ def render_plan_report(report: PlanReport) -> RenderableType:
     return Group(*parts)
 
 
-def rows_table(rows: Sequence[Mapping[str, Any]], title: str, right_align: Iterable[str] = ()) -> Table:
-    """A plain table from a list of flat dicts (column order = first row's keys)."""
-    right = set(right_align)
-    table = Table(title=title, title_justify="left", pad_edge=False)
+def rows_table(rows: Sequence[Mapping[str, Any]], title: str) -> Table:
+    """A plain table from a list of flat dicts (column order = first row's keys); numeric columns right-aligned."""
+    table = Table(title=title, title_justify="left")
     columns: list[str] = []
     for row in rows:
         columns += [k for k in row if k not in columns]
+    right = {col for col in columns
+             if all(isinstance(row.get(col), int | float | None) and not isinstance(row.get(col), bool) for row in rows)}
     for col in columns:
         table.add_column(col, justify="right" if col in right else "left")
     for row in rows:
@@ -208,6 +209,8 @@ def _cell(value: Any) -> str:
         return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
+    if isinstance(value, int) and abs(value) >= 10_000:
+        return f"{value:,}"  # parameter counts
     if isinstance(value, float):
         return f"{value:g}"
     if isinstance(value, list | tuple):
@@ -216,16 +219,21 @@ def _cell(value: Any) -> str:
 
 
 def calibrations_on_disk(model: str, calibration_dir=None) -> list[str]:
-    """GPU keys with a calibration file for `model` (<dir>/<gpu>/<model>.json), user directories first."""
+    """Calibration files usable for `model`, as '<gpu>/<calibrated model>': its own and those of models
+    with the same DiT (e.g. wan2.1-t2v-14b's covers the Wan2.2 A14B experts). User directories first."""
+    from wanfit.catalog import MODELS
     from wanfit.paths import calibration_dirs
 
+    family = MODELS[model].dit_family
     found: list[str] = []
     for directory in calibration_dirs(calibration_dir):
         if not directory.is_dir():
             continue
-        for gpu_dir in sorted(p for p in directory.iterdir() if p.is_dir()):
-            if (gpu_dir / f"{model}.json").is_file() and gpu_dir.name not in found:
-                found.append(gpu_dir.name)
+        for path in sorted(directory.glob("*/*.json")):
+            other = MODELS.get(path.stem)
+            label = f"{path.parent.name}/{path.stem}"
+            if other is not None and other.dit_family == family and label not in found:
+                found.append(label)
     return found
 
 
