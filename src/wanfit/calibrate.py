@@ -48,7 +48,7 @@ GRIDS: dict[str, list[tuple[Plan, list[tuple[int, int, int, int, bool]]]]] = {
         (Plan(dit_dtype="fp32"), [(480, 832, 81, 2, False)]),
         (Plan(offload="model"), [(480, 832, 81, 2, True)]),
         (Plan(offload="group"), [(480, 832, 81, 2, False)]),
-        (Plan(vae_tiling=True), [(720, 1280, 81, 1, True)]),
+        (Plan(vae_tiling=True), [(480, 832, 81, 1, True)]),
     ],
     "wan2.1-t2v-1.3b": [
         (BASE, [(480, 832, 41, 3, True), (480, 832, 81, 3, True), (720, 1280, 41, 3, True), (720, 1280, 81, 2, True)]),

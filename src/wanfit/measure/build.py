@@ -107,9 +107,18 @@ def build_components(spec: ModelSpec, plan: Plan, device: str, checkpoint: Path 
     return build_random(spec, plan, device)
 
 
+def _storage_bytes(t: torch.Tensor) -> int:
+    """Real bytes of a tensor. Quantised tensor subclasses (torchao) report their logical dtype's
+    size from element_size(); their inner tensors hold the real storage."""
+    if hasattr(t, "__tensor_flatten__"):
+        names, _ = t.__tensor_flatten__()
+        return sum(_storage_bytes(getattr(t, n)) for n in names)
+    return t.numel() * t.element_size()
+
+
 def gpu_bytes(module: torch.nn.Module | None) -> int:
     """Bytes of a module's parameters and buffers that sit on a CUDA device right now."""
     if module is None:
         return 0
     tensors = list(module.parameters()) + list(module.buffers())
-    return sum(t.numel() * t.element_size() for t in tensors if t.is_cuda)
+    return sum(_storage_bytes(t) for t in tensors if t.is_cuda)

@@ -29,6 +29,9 @@ PROMPT = "A red fox runs through fresh snow at dawn, cinematic, shallow depth of
 NEGATIVE = "blurry, low quality, distorted"
 
 
+_PROCESS_BASELINE: dict[str, float | None] = {}
+
+
 @dataclass
 class PipelineCache:
     """Keeps the last built pipeline so several sizes of one model+plan share one build."""
@@ -106,17 +109,24 @@ def run_point(
     nvml = Nvml() if cuda else Nvml.__new__(Nvml)
     if not cuda:
         nvml.handle, nvml.activity_source = None, None
-    idle = nvml.used_gib()
-    context = None
-    if cuda:
+    idle, context = _PROCESS_BASELINE.get("idle"), _PROCESS_BASELINE.get("context")
+    if cuda and "idle" not in _PROCESS_BASELINE:
+        # Measured once per process, before the first CUDA allocation: the device memory in use
+        # before this process, then what its CUDA context adds.
+        idle = nvml.used_gib()
         torch.cuda.init()
         torch.zeros(1, device=device)
         torch.cuda.synchronize()
         used = nvml.used_gib()
         context = used - idle if used is not None and idle is not None else None
-        if memory_cap_gib is not None:
-            total = torch.cuda.get_device_properties(0).total_memory / GIB
-            torch.cuda.set_per_process_memory_fraction(min(1.0, memory_cap_gib / total))
+        _PROCESS_BASELINE.update(idle=idle, context=context)
+    if cuda and memory_cap_gib is not None:
+        from wanfit.verify.cap import memory_fraction
+
+        # The cap limits only the torch allocator; the context and the pre-existing use sit outside it.
+        total = torch.cuda.get_device_properties(0).total_memory / GIB
+        torch.cuda.set_per_process_memory_fraction(memory_fraction(memory_cap_gib, total, (context or 0) + (idle or 0)))
+    if cuda:
         gc.collect()
         torch.cuda.empty_cache()
     env = collect_environment(torch, nvml.driver(), memory_cap_gib)
