@@ -35,6 +35,7 @@ class Candidate(BaseModel):
     duration_interval_s: tuple[float, float] | None = None
     peak_vram_interval_gib: tuple[float, float] | None = None
     host_ram_gib: float = 0.0  # system memory the plan needs for offloaded weights
+    host_ram_fits: bool = True  # False when a host RAM limit was given and the offloaded weights exceed it
     stages: list[StagePrediction] = Field(default_factory=list)
     extrapolated: bool = False
     transferred_from: str | None = None  # calibration (gpu/model) the prediction was carried over from

@@ -1,0 +1,60 @@
+"""The importable Python API: what `wanfit plan` prints, as pydantic objects, for tools that embed wanfit.
+
+Pure Python (no torch, no sklearn): predictions come from stored calibrations and GPU profiles.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from wanfit.advise import advise
+from wanfit.calibration import find_calibration
+from wanfit.errors import WanfitError
+from wanfit.paths import calibration_dirs
+from wanfit.predict import predict
+from wanfit.prediction import Candidate, PlanReport
+from wanfit.profiles import get_profile
+from wanfit.workload import Plan, Workload
+
+
+def _check_options(safety_margin_gib: float, host_ram_gib: float | None) -> None:
+    if safety_margin_gib < 0:
+        raise WanfitError(f"the safety margin must be >= 0 GiB, not {safety_margin_gib:g}")
+    if host_ram_gib is not None and host_ram_gib <= 0:
+        raise WanfitError(f"host RAM must be a positive number of GiB, not {host_ram_gib:g}")
+
+
+def plan_report(workload: Workload, gpus: list[str], pinned: dict | None = None, safety_margin_gib: float = 1.0,
+                host_ram_gib: float | None = None, calibration_dir: Path | None = None) -> PlanReport:
+    """Every plan for `workload` on each GPU (profile keys or aliases), ranked, with a recommendation.
+
+    `pinned` fixes plan knobs ({"offload": "model", "vae_tiling": False, ...}); `safety_margin_gib`
+    is kept free on the GPU; `host_ram_gib` limits the weights offloading plans keep in system
+    memory; `calibration_dir` is searched before the shipped calibrations."""
+    _check_options(safety_margin_gib, host_ram_gib)
+    if not gpus:
+        raise WanfitError("name at least one GPU (e.g. --gpu l40s; `wanfit gpus` lists them)")
+    dirs = calibration_dirs(calibration_dir)
+    results = []
+    seen = set()
+    for name in gpus:
+        profile = get_profile(name)
+        if profile.key in seen:
+            continue
+        seen.add(profile.key)
+        calibration, how = find_calibration(profile.key, workload.model, dirs)
+        results.append(advise(workload, calibration, how, profile, pinned, safety_margin_gib, host_ram_gib))
+    return PlanReport(workload=workload, safety_margin_gib=safety_margin_gib, results=results)
+
+
+def predict_one(workload: Workload, plan: Plan, gpu: str, calibration_dir: Path | None = None,
+                safety_margin_gib: float = 1.0, host_ram_gib: float | None = None) -> Candidate:
+    """The prediction for one workload + plan on one GPU (verify puts a measurement beside it)."""
+    _check_options(safety_margin_gib, host_ram_gib)
+    profile = get_profile(gpu)
+    calibration, how = find_calibration(profile.key, workload.model, calibration_dirs(calibration_dir))
+    cand = predict(workload, plan, calibration, profile).candidate(profile.memory_gib, safety_margin_gib, host_ram_gib)
+    if how != "exact" and calibration.model != workload.model:
+        note = f"predicted from the {calibration.model} calibration (same DiT: {calibration.dit_family})"
+        cand = cand.model_copy(update={"notes": [note, *cand.notes]})
+    return cand

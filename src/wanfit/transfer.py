@@ -1,0 +1,122 @@
+"""Cross-GPU transfer: carry a calibration measured on one GPU over to another.
+
+Memory carries over unchanged (same shapes, same dtypes, same allocator), except the CUDA
+context, which comes from the target's profile when it records one. Time is scaled term by term:
+the matmul-bound part of a step by bf16 dense throughput, the attention part by attention
+throughput (by matmul throughput when the target has no attention figure), the memory-bound part
+by HBM bandwidth, host transfers by the host link; fixed per-launch overheads stay as measured.
+
+The calibrated side of each ratio is the ceiling measured on the calibrated GPU. The target side
+is the profile's recorded *achieved* figure when there is one; otherwise its datasheet figure
+times the calibrated GPU's achieved/datasheet efficiency (so a datasheet is never compared with a
+measurement). Pure Python; no heavy imports (this runs on the `plan` path).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+from wanfit.measurement import Ceilings
+
+if TYPE_CHECKING:
+    from wanfit.calibration import Calibration
+
+# What each fitted time term is bound by (how it scales to another GPU).
+TERM_BOUND = {
+    "matmul_s": "matmul",
+    "attention_s": "attention",
+    "elementwise_s": "bandwidth",
+    "layer_forwards": "overhead",
+}
+
+
+@dataclass(frozen=True)
+class TimeScale:
+    """Time on the target / time on the calibrated GPU, per kind of work (1.0: same GPU)."""
+
+    matmul: float = 1.0
+    attention: float = 1.0
+    bandwidth: float = 1.0
+    host_pinned: float = 1.0
+    host_pageable: float = 1.0
+    overhead: float = 1.0
+    transferred_from: str | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def of(self, bound: str) -> float:
+        return getattr(self, bound)
+
+
+@lru_cache(maxsize=64)
+def _profile(key: str) -> Any | None:
+    try:
+        from wanfit.profiles import get_profile
+
+        return get_profile(key)
+    except Exception:  # no profile for the calibrated GPU: handled by the caller
+        return None
+
+
+def _opt(obj: Any, name: str) -> float | None:
+    value = getattr(obj, name, None)
+    return float(value) if value else None
+
+
+def target_throughputs(cal_ceilings: Ceilings, cal_profile: Any | None, target: Any) -> tuple[Ceilings, list[str]]:
+    """The target's throughputs, on the same footing as the calibrated GPU's measured ceilings."""
+    notes = []
+
+    def efficiency(measured: float, datasheet: float | None) -> float:
+        if datasheet:
+            return measured / datasheet
+        return 1.0
+
+    if cal_profile is None:
+        notes.append("the calibrated GPU has no profile: target datasheet figures used as if achieved")
+    dm = _opt(cal_profile, "bf16_dense_tflops")
+    db = _opt(cal_profile, "memory_bandwidth_gbps")
+    dh = _opt(cal_profile, "host_link_gbps")
+    matmul = _opt(target, "achieved_matmul_tflops")
+    if matmul is None:
+        matmul = float(target.bf16_dense_tflops) * efficiency(cal_ceilings.matmul_tflops, dm)
+    attention = _opt(target, "achieved_attention_tflops")
+    if attention is None:  # scale attention like matmul (keep the calibrated GPU's attention/matmul ratio)
+        attention = matmul * cal_ceilings.attention_tflops / cal_ceilings.matmul_tflops
+    bandwidth = float(target.memory_bandwidth_gbps) * efficiency(cal_ceilings.device_copy_gbps, db)
+    host = float(target.host_link_gbps)
+    pinned = host * efficiency(cal_ceilings.h2d_pinned_gbps, dh)
+    pageable = host * efficiency(cal_ceilings.h2d_pageable_gbps, dh)
+    return Ceilings(matmul_tflops=matmul, attention_tflops=attention, device_copy_gbps=bandwidth,
+                    h2d_pinned_gbps=pinned, h2d_pageable_gbps=pageable), notes
+
+
+def time_scale(cal: Calibration, target: Any | None) -> TimeScale:
+    """How much longer each kind of work takes on `target` than on the calibrated GPU."""
+    if target is None or target.key == cal.gpu:
+        return TimeScale()
+    base = cal.feature_ceilings
+    cal_profile = _profile(cal.gpu)
+    t, notes = target_throughputs(base, cal_profile, target)
+    notes.append(f"time transferred from {cal.gpu} (ceilings {cal.feature_ceilings_source}) to {target.key}")
+    return TimeScale(
+        matmul=base.matmul_tflops / t.matmul_tflops,
+        attention=base.attention_tflops / t.attention_tflops,
+        bandwidth=base.device_copy_gbps / t.device_copy_gbps,
+        host_pinned=base.h2d_pinned_gbps / t.h2d_pinned_gbps,
+        host_pageable=base.h2d_pageable_gbps / t.h2d_pageable_gbps,
+        overhead=1.0,
+        transferred_from=cal.label,
+        notes=tuple(notes),
+    )
+
+
+def context_gib(cal: Calibration, target: Any | None) -> tuple[float, bool]:
+    """CUDA context size on the target and whether it is known there (else the calibrated one)."""
+    if target is not None and target.key != cal.gpu:
+        ctx = _opt(target, "cuda_context_gib")
+        if ctx is not None:
+            return ctx, True
+        return cal.context_gib, False
+    return cal.context_gib, True
