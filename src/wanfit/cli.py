@@ -200,12 +200,17 @@ def make_plan_report(workload: Workload, gpus: list[str], pinned: dict, margin: 
                      calibration_dir: Path | None) -> PlanReport:
     from wanfit.api import plan_report
 
+    return plan_report(workload, gpus, pinned, **planner_options(margin, host_ram, calibration_dir))
+
+
+def planner_options(margin: float | None, host_ram: float | None, calibration_dir: Path | None) -> dict[str, Any]:
+    """The planner's keyword options the user gave (the API's defaults apply to the rest)."""
     options: dict[str, Any] = {"calibration_dir": calibration_dir}
     if margin is not None:
         options["safety_margin_gib"] = margin
     if host_ram is not None:
         options["host_ram_gib"] = host_ram
-    return plan_report(workload, gpus, pinned, **options)
+    return options
 
 
 # ----------------------------------------------------------------------------------------------
@@ -365,7 +370,8 @@ def verify(
     except ModuleNotFoundError as missing:
         raise WanfitError(f"`wanfit verify` needs the GPU extras ({missing.name} is missing): "
                           "pip install 'wanfit[gpu]'") from None
-    result = run_verify(workload, chosen, target, steps, tolerance_memory, tolerance_time, checkpoint)
+    result = run_verify(workload, chosen, target, steps, tolerance_memory, tolerance_time, checkpoint,
+                        **planner_options(margin, host_ram, calibration_dir))
     written = write_verify_outputs(result, out, verify_report)
     if format == "json":
         print_json(result.model_dump(mode="json"))
