@@ -340,7 +340,10 @@ class _Fitter:
                     pool_rows.append(Row({"block_gib": block}, s.torch_peak_reserved_gib - prev, size_key(m)))
                 elif s.name != "prepare" and t is not None and s.torch_peak_reserved_gib > prev + GROWTH_EPS_GIB \
                         and m.plan.offload in ("none", "model"):
-                    grown[kind + suffix].append(Row({"transient_gib": t},
+                    # DiT weight casts (fp8 storage, fp32 autocast) allocate per layer between the
+                    # activations: they fragment the step's reservation differently.
+                    cast = f":{m.plan.dit_dtype}" if kind == "denoise" and m.plan.dit_dtype != "bf16" else ""
+                    grown[kind + cast + suffix].append(Row({**self.x(m), "transient_gib": t},
                                                     s.torch_peak_reserved_gib - s.torch_peak_allocated_gib,
                                                     size_key(m)))
                 prev = max(prev, s.torch_peak_reserved_gib)
@@ -348,9 +351,23 @@ class _Fitter:
                 for s in steady_steps(m):
                     if s.torch_peak_reserved_gib is not None and s.torch_peak_allocated_gib is not None:
                         frag.append(s.torch_peak_reserved_gib - s.torch_peak_allocated_gib)
+        casts = {k: v for k, v in grown.items() if k.startswith(("denoise:fp8", "denoise:fp32"))}
         for kind, rows in sorted(grown.items()):
-            self.put(f"reserved_slack:{kind}", fit_linear(rows, ["transient_gib"], held_out=self.held, unit="GiB",
+            if kind in casts:
+                continue
+            # The decode's fragmentation follows its buffers: per-frame feature maps and the video.
+            features = ["frame_mpix", "video_fp32_gib"] if kind.startswith("vae_decode:") or kind == "vae_decode" \
+                else ["transient_gib"]
+            self.put(f"reserved_slack:{kind}", fit_linear(rows, features, held_out=self.held, unit="GiB",
                      target=f"reserved above allocated where a {kind.split(':')[0]} stage grew the reservation, GiB"))
+        # Weight casts add a bounded amount of fragmentation (their per-layer buffers) on top of the
+        # bf16 step's: an offset over the bf16 slack, not a slope that would grow with the activations.
+        for kind, rows in sorted(casts.items()):
+            suffix = ":no-expandable" if kind.endswith(":no-expandable") else ""
+            base = self.models.get(f"reserved_slack:denoise{suffix}") or self.models.get("reserved_slack:denoise")
+            off = [Row({}, r.y - (base.predict(r.x) if base else 0.0), r.group) for r in rows]
+            self.put(f"reserved_slack:{kind}", fit_constant(off, held_out=self.held, unit="GiB",
+                     target="extra reservation slack of DiT weight casts over the bf16 step's, GiB"))
         self.put("group_stream_pool", fit_linear(pool_rows, ["block_gib"], intercept=False, held_out=self.held,
                  unit="GiB", target="reservation of the group-offload transfer stream (blocks in flight), GiB"))
         return max(0.0, _median(frag, 0.0))

@@ -163,15 +163,21 @@ class _Composer:
 
     def slack(self, kind: str, transient: float) -> float:
         """Reservation above the allocated peak when a stage of this kind grows the cache."""
-        m = None
-        if not self.plan.expandable_segments:
-            m = self.model(f"reserved_slack:{kind}:no-expandable")
-            if m is None:
-                self.note("allocator without expandable segments not calibrated: slack of expandable segments used")
+        suffix = "" if self.plan.expandable_segments else ":no-expandable"
+        m = self.model(f"reserved_slack:{kind}{suffix}")
+        if m is None and suffix:
+            self.note("allocator without expandable segments not calibrated: slack of expandable segments used")
         m = m or self.model(f"reserved_slack:{kind}")
         if m is None and kind == "vae_decode_tiled":
             m = self.model("reserved_slack:denoise")
-        return max(0.0, m.predict({"transient_gib": transient})) if m is not None else 0.0
+        slack = m.predict({**self.x, "transient_gib": transient}) if m is not None else 0.0
+        # Weight casts of a resident DiT: a fitted offset (measured without offload; under group or
+        # sequential offload the casts happen on streamed blocks, not measured: none added).
+        if kind == "denoise" and self.plan.dit_dtype != "bf16" and self.plan.offload in ("none", "model"):
+            cast = self.model(f"reserved_slack:denoise:{self.plan.dit_dtype}{suffix}") or \
+                self.model(f"reserved_slack:denoise:{self.plan.dit_dtype}")
+            slack += cast.predict({}) if cast is not None else 0.0
+        return max(0.0, slack)
 
     def group_pool(self, w: Weights) -> float:
         """Reservation of the group-offload transfer stream: the blocks in flight are allocated on

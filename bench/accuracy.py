@@ -1,0 +1,279 @@
+"""How accurate are wanfit's predictions? Held-out errors of every shipped calibration, the
+5B -> 14B carry-over of the step-time model, and the wall time of `wanfit plan`.
+
+    python bench/accuracy.py            # print the tables
+    python bench/accuracy.py --write    # also write docs/accuracy.md
+
+Held out = leave-one-size-out: every measurement of one workload size (all its plans, and the
+reset-check repeat) is removed, the calibration is refitted from the rest, and the removed
+measurements are predicted. No size a prediction is scored on was seen by its fit; a knob
+measured at that size only falls back to its analytic estimate (counted, and marked `*`).
+Peak VRAM is the device-level peak (NVML) over the stages the run measured; the step is the
+steady step (median of the steps after the first); stage times are text encode and VAE decode.
+Needs scikit-learn (it refits); no GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from wanfit.fit import fit_calibration, size_key  # noqa: E402
+from wanfit.measurement import Ceilings, Measurement  # noqa: E402
+from wanfit.measurements_file import load_measurements  # noqa: E402
+from wanfit.predict import predict  # noqa: E402
+from wanfit.workload import Plan, Workload  # noqa: E402
+
+VERIFY_BEGIN = "<!-- BEGIN verify summary (generated from verify-reports/ by wanfit.verify.summary) -->"
+VERIFY_END = "<!-- END verify summary -->"
+TARGETS = {"peak": 3.0, "step": 5.0, "plan_s": 0.3}
+# Public reference runs used for the carry-over when no 14B calibration is shipped yet.
+REFERENCE = REPO / "bench" / "reference" / "h100-2026-11-22.json"
+
+
+@dataclass
+class Errors:
+    """Signed relative errors (%) of one figure over the held-out points."""
+
+    values: list[float] = field(default_factory=list)
+    deltas: list[float] = field(default_factory=list)  # predicted - measured, in the figure's unit
+
+    def add(self, predicted: float | None, measured: float | None) -> None:
+        if predicted is not None and measured:
+            self.values.append(100.0 * (predicted - measured) / measured)
+            self.deltas.append(predicted - measured)
+
+    def summary(self, absolute_unit: str | None = None) -> str:
+        if not self.values:
+            return "-"
+        if absolute_unit:  # tiny figures (a 0.1 s text encode): the error in its unit says more
+            d = [abs(v) for v in self.deltas]
+            return f"{statistics.mean(d):.2f} / {max(d):.2f} {absolute_unit} (n={len(d)})"
+        absolute = [abs(v) for v in self.values]
+        return f"{statistics.mean(absolute):.1f} / {max(absolute):.1f} % (n={len(absolute)})"
+
+
+def _measured_stage(m: Measurement, stage: str) -> list:
+    name = "step" if stage == "denoise" else stage
+    return [s for s in m.stages if s.name == name]
+
+
+def _steady_median(m: Measurement) -> float | None:
+    """The measured steady step: the fastest step after the first (the fit's own estimator; with
+    two or three steps per point, one slowed step would otherwise move a median by half its delay)."""
+    steps = [s.time_s for s in m.steps() if (s.index or 0) >= 2]
+    return min(steps) if steps else None
+
+
+def ceilings_of(gpu_dir: Path) -> Ceilings | None:
+    path = gpu_dir / "ceilings.json"
+    if not path.exists():
+        return None
+    return Ceilings.model_validate(json.loads(path.read_text())["ceilings"])
+
+
+def held_out(ms: list[Measurement], gpu: str, model: str, ceilings: Ceilings | None) -> dict:
+    """Leave-one-size-out over the measurements of one calibration."""
+    peak, step, text, decode, fallback, step_fallback = Errors(), Errors(), Errors(), Errors(), Errors(), Errors()
+    rows = []
+    sizes = sorted({size_key(m) for m in ms if m.status == "ok"}, key=repr)
+    for size in sizes:
+        train = [m for m in ms if size_key(m) != size]
+        test = [m for m in ms if size_key(m) == size and m.status == "ok"]
+        try:
+            cal = fit_calibration(train, gpu, model, ceilings, 0.0, held_out=False)
+        except Exception as error:  # too little left to fit (e.g. the only multi-step size)
+            rows.append((size, f"not refittable without this size: {error}"))
+            continue
+        for m in test:
+            p = predict(m.workload, m.plan, cal)
+            analytic = any("not calibrated" in n or "not measured" in n for n in p.notes)
+            measured_peak = max((s.device_used_peak_gib for s in m.stages
+                                 if s.name not in ("init", "total") and s.device_used_peak_gib is not None),
+                                default=None)
+            names = {"step": "denoise"}
+            seen = {names.get(s.name, s.name) for s in m.stages if s.name not in ("init", "total")}
+            predicted_peak = max((s.peak_vram_gib for s in p.stages if s.name in seen), default=None)
+            (fallback if analytic else peak).add(predicted_peak, measured_peak)
+            (step_fallback if analytic else step).add(p.step_s, _steady_median(m))
+            te = _measured_stage(m, "text_encode")
+            if te and m.stage("init") is None:  # a fresh process's first encode carries CUDA warm-up
+                text.add(p.stage("text_encode").time_s, te[0].time_s)
+            dec = _measured_stage(m, "vae_decode")
+            if dec:
+                decode.add(p.stage("vae_decode").time_s, dec[0].time_s)
+                rows.append((size, f"  decode {p.stage('vae_decode').time_s:.2f} vs {dec[0].time_s:.2f} s"))
+            steady = _steady_median(m)
+            rows.append((size, f"{m.plan.label()}: peak {predicted_peak:.2f} vs {measured_peak:.2f} GiB, step "
+                               f"{p.step_s:.3f} vs {steady if steady is None else round(steady, 3)} s"
+                               f"{' *' if analytic else ''}"))
+    return {"peak": peak, "peak_analytic": fallback, "step": step, "step_analytic": step_fallback,
+            "text_encode": text, "vae_decode": decode,
+            "rows": rows, "sizes": len(sizes), "points": sum(1 for m in ms if m.status == "ok")}
+
+
+def _reference_14b() -> list[tuple[Workload, float]]:
+    data = json.loads(REFERENCE.read_text())
+    out = []
+    for run in data["wan2.1_t2v_14b_shape"]["runs"]:
+        wl = Workload(model="wan2.1-t2v-14b", height=run["h"], width=run["w"], frames=run["frames"], steps=2,
+                      guidance=5.0)
+        out.append((wl, statistics.median(run["step_s"][1:])))
+    return out
+
+
+def carry_over(gpu_dir: Path, ms_5b: list[Measurement], ceilings: Ceilings | None) -> tuple[Errors, str]:
+    """Fit the step time on the 5B, predict the 14B DiT's measured steady steps (same GPU)."""
+    cal = fit_calibration(ms_5b, gpu_dir.name, "wan2.2-ti2v-5b", ceilings, 0.0, held_out=False)
+    errors = Errors()
+    path = gpu_dir / "wan2.1-t2v-14b.measurements.jsonl"
+    if path.exists():
+        points = [(m.workload, _steady_median(m)) for m in load_measurements(path)
+                  if m.status == "ok" and m.plan.offload in ("none", "model") and m.plan.dit_dtype == "bf16"]
+        source = f"{path.relative_to(REPO)}"
+    else:
+        points = _reference_14b()
+        source = f"{REFERENCE.relative_to(REPO)} (14B runs on an H100, torch 2.11; no 14B calibration shipped yet)"
+    for wl, measured in points:
+        if measured:
+            errors.add(predict(wl, Plan(), cal).step_s, measured)
+    return errors, source
+
+
+def plan_wall_time(gpu: str, calibration_dir: Path | None, repeats: int = 5) -> tuple[float, float]:
+    """Median wall time (s) of `wanfit plan --gpu GPU` as a subprocess: JSON and table output."""
+    exe = Path(sys.executable).parent / "wanfit"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "wanfit.cli"]
+    extra = ["--calibration-dir", str(calibration_dir)] if calibration_dir else []
+    out = []
+    for fmt in ("json", "table"):
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            subprocess.run([*cmd, "plan", "--gpu", gpu, "--format", fmt, *extra], check=True, capture_output=True)
+            times.append(time.perf_counter() - t)
+        out.append(statistics.median(times))
+    return out[0], out[1]
+
+
+def calibrations(root: Path) -> list[tuple[Path, str]]:
+    return [(p.parent, p.name.removesuffix(".measurements.jsonl"))
+            for p in sorted(root.glob("*/*.measurements.jsonl"))]
+
+
+def render(results: list[dict], carry: list[tuple[str, Errors, str]], timing: list[tuple[str, float, float]]) -> str:
+    lines = ["| calibration | sizes | points | peak VRAM | steady step | VAE decode | text encode | "
+             "knob fallbacks: peak | knob fallbacks: step |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r['label']} | {r['sizes']} | {r['points']} | {r['peak'].summary()} | {r['step'].summary()} | "
+                     f"{r['vae_decode'].summary()} | {r['text_encode'].summary('s')} | {r['peak_analytic'].summary()} | "
+                     f"{r['step_analytic'].summary()} |")
+    lines += ["", "Cells: mean / worst absolute error (n = held-out measurements scored); text encode in seconds "
+              "(it takes about 0.1 s). Targets: peak VRAM "
+              f"<= {TARGETS['peak']:g} %, step <= {TARGETS['step']:g} % on the calibrated GPU.", ""]
+    lines += ["| carry-over | 14B steady step error (%) | measured 14B source |", "|---|---|---|"]
+    for label, errors, source in carry:
+        per = ", ".join(f"{v:+.1f}" for v in errors.values) or "-"
+        lines.append(f"| {label} | {errors.summary()} (each: {per}) | {source} |")
+    lines += ["", "| `wanfit plan` | --format json | table |", "|---|---|---|"]
+    for gpu, js, tab in timing:
+        lines.append(f"| --gpu {gpu} (median of 5, wall, subprocess) | {js:.2f} s | {tab:.2f} s |")
+    lines.append(f"\nTarget: `plan` <= {TARGETS['plan_s']:g} s.")
+    return "\n".join(lines)
+
+
+def verify_section(reports_dir: Path) -> str:
+    try:
+        from wanfit.verify.summary import accuracy_markdown
+    except ImportError:
+        return "Verify summary not available yet (wanfit.verify.summary.accuracy_markdown is missing)."
+    return accuracy_markdown(reports_dir)
+
+
+def write_doc(table: str, notes: list[str], path: Path, reports_dir: Path) -> None:
+    doc = [
+        "# Accuracy",
+        "",
+        "Generated by `python bench/accuracy.py --write` from the committed measurements under `calibration/` "
+        "and the verify reports under `verify-reports/`; do not edit by hand.",
+        "",
+        "## Held-out error of the shipped calibrations",
+        "",
+        "Leave-one-size-out: every measurement of one workload size is removed, the calibration refitted from "
+        "the rest, and the removed measurements predicted; training error is never reported. Peak VRAM is the "
+        "device-level peak (what nvidia-smi shows) over the stages the run measured; the step is the steady "
+        "step (median after the first). `knob fallbacks` scores points whose knob was measured at the removed "
+        "size only, so its prediction fell back to the analytic estimate.",
+        "",
+        table,
+        "",
+        *notes,
+        "",
+        VERIFY_BEGIN,
+        "",
+        verify_section(reports_dir),
+        "",
+        VERIFY_END,
+        "",
+    ]
+    path.write_text("\n".join(doc))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calibration-root", type=Path, default=REPO / "calibration")
+    parser.add_argument("--reports", type=Path, default=REPO / "verify-reports")
+    parser.add_argument("--write", action="store_true", help="write docs/accuracy.md")
+    parser.add_argument("--details", action="store_true", help="print every held-out prediction")
+    args = parser.parse_args()
+    results, carry, timing, notes = [], [], [], []
+    for gpu_dir, model in calibrations(args.calibration_root):
+        ms = load_measurements(gpu_dir / f"{model}.measurements.jsonl")
+        ceilings = ceilings_of(gpu_dir)
+        r = held_out(ms, gpu_dir.name, model, ceilings)
+        r["label"] = f"{gpu_dir.name}/{model}"
+        results.append(r)
+        if args.details:
+            for size, row in r["rows"]:
+                print(size, row)
+        if model == "wan2.2-ti2v-5b":
+            errors, source = carry_over(gpu_dir, ms, ceilings)
+            carry.append((f"{gpu_dir.name}: 5B step fit -> 14B", errors, source))
+        if not any(t[0] == gpu_dir.name for t in timing):
+            calibrated = (gpu_dir / f"{model}.json").exists()
+            js, tab = plan_wall_time(gpu_dir.name, None if calibrated else _fitted_dir(gpu_dir, model, ms, ceilings))
+            timing.append((gpu_dir.name, js, tab))
+    if not results:
+        print(f"no measurements under {args.calibration_root}: nothing to score")
+        return 1
+    table = render(results, carry, timing)
+    print(table)
+    if args.write:
+        out = REPO / "docs" / "accuracy.md"
+        write_doc(table, notes, out, args.reports)
+        print(f"wrote {out}")
+    return 0
+
+
+def _fitted_dir(gpu_dir: Path, model: str, ms: list[Measurement], ceilings: Ceilings | None) -> Path:
+    """A temporary calibration directory when the calibration itself is not committed yet."""
+    import tempfile
+
+    from wanfit.calibration import save_calibration
+
+    tmp = Path(tempfile.mkdtemp(prefix="wanfit-accuracy-"))
+    save_calibration(fit_calibration(ms, gpu_dir.name, model, ceilings, 0.0), tmp / gpu_dir.name / f"{model}.json")
+    return tmp
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""Fitting a calibration from real H100 measurements: what is fitted, how it is scored, what it keeps."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from planner_fixtures import GPU, MODEL, calibration, ceilings, measurements
+from wanfit.calibration import Calibration, load_calibration, save_calibration
+from wanfit.errors import WanfitError
+from wanfit.fit import Row, fit_calibration, fit_constant, fit_linear
+from wanfit.measurement import Environment
+from wanfit.predict import predict
+from wanfit.workload import Plan
+
+
+def test_measured_weights_come_from_the_allocator():
+    w = calibration().weights_gib
+    # bf16 DiT of 4,999,787,712 params with its fp32-kept modules; fp8 storage; fp32 weights.
+    assert w["transformer"]["bf16"].gib == pytest.approx(9.334, abs=0.01)
+    assert w["transformer"]["fp8"].gib == pytest.approx(4.763, abs=0.01)
+    assert w["transformer"]["fp32"].gib == pytest.approx(18.627, abs=0.01)
+    assert w["vae"]["fp32"].gib == pytest.approx(2.625, abs=0.01)
+    assert all(x.source == "measured" for x in (w["transformer"]["fp8"], w["vae"]["fp32"]))
+    # int8 text encoder: resident_weights_gib reports the quantised tensors' logical bf16 size
+    # (10.58 GiB); the allocator shows 6.3 GiB (Linear weights int8, embedding bf16).
+    assert w["text_encoder"]["int8"].gib == pytest.approx(6.306, abs=0.05)
+    assert w["text_encoder"]["bf16"].gib == pytest.approx(10.6, abs=0.06)
+
+
+def test_outside_memory_from_points_that_started_a_process():
+    cal = calibration()
+    # A reused process sees context 0 and its own pipeline as "idle": only fresh points count.
+    assert cal.context_gib == pytest.approx(0.603, abs=0.01)
+    assert cal.idle_gib == pytest.approx(0.472, abs=0.01)
+    assert 0.0 < cal.non_torch_gib < 0.4
+
+
+def test_held_out_errors_are_reported_and_small_where_the_physics_is_simple():
+    models = calibration().models
+    for name in ("denoise_activation", "step_time", "decode_transient:untiled", "decode_s:untiled"):
+        ho = models[name].held_out
+        assert ho is not None and ho.folds >= 5
+        assert "leave-one-group-out" in ho.method
+    # Activation memory is linear in the hidden-state size; decode memory in frame pixels + video bytes.
+    assert models["denoise_activation"].held_out.worst_abs_pct < 1.0
+    assert models["decode_transient:untiled"].held_out.worst_abs < 0.1  # GiB
+    assert models["step_time"].held_out.worst_abs_pct < 5.0
+    assert models["decode_s:untiled"].held_out.mean_abs_pct < 5.0
+
+
+def test_step_time_coefficients_are_physical():
+    m = calibration().models["step_time"]
+    coef = dict(zip(m.features, m.coefficients, strict=True))
+    # Matmul and attention cannot beat the ceilings measured on this GPU.
+    assert coef["matmul_s"] >= 1.0 and coef["attention_s"] >= 1.0
+    assert all(c >= 0 for c in m.coefficients)
+    assert m.intercept == 0.0
+
+
+def test_held_out_is_not_training_error():
+    """Four points on a line and one far off it: training error would hide the outlier's effect,
+    leave-one-group-out does not."""
+    rows = [Row({"x": float(x)}, 2.0 * x + 1.0, (x,)) for x in range(1, 5)] + [Row({"x": 5.0}, 20.0, (5,))]
+    m = fit_linear(rows, ["x"], target="y", unit="s")
+    training = max(abs(m.predict(r.x) - r.y) for r in rows)
+    assert m.held_out.worst_abs > training
+    assert m.held_out.folds == 5
+    # One group: nothing can be held out, so no error is claimed.
+    assert fit_linear(rows[:1], ["x"], target="y", unit="s").held_out is None
+
+
+def test_fit_respects_lower_bounds():
+    rows = [Row({"a": float(x)}, 0.5 * x, (x,)) for x in range(1, 6)]
+    m = fit_linear(rows, ["a"], intercept=False, lower=[1.0], target="y", unit="s")
+    assert m.coefficients[0] == pytest.approx(1.0)
+    assert fit_constant([Row({}, v, (i,)) for i, v in enumerate([1.0, 2.0, 9.0])], target="y", unit="s").intercept == 2.0
+
+
+def test_knob_never_measured_falls_back_and_says_so():
+    without_fp8 = [m for m in measurements() if m.plan.dit_dtype != "fp8"]
+    cal = fit_calibration(without_fp8, GPU, MODEL, ceilings(), 0.0, held_out=False)
+    assert "step_extra:fp8" not in cal.models
+    assert cal.weights_gib["transformer"]["fp8"].source == "analytic"
+    assert any("step_extra:fp8" in n for n in cal.notes)
+    full = predict(_wl(), Plan(dit_dtype="fp8"), calibration())
+    fallback = predict(_wl(), Plan(dit_dtype="fp8"), cal)
+    assert any("not calibrated" in n for n in fallback.notes)
+    assert any("not measured" in n for n in fallback.notes)
+    assert not any("not calibrated" in n for n in full.notes if "fp8" in n)
+    # The analytic estimate is close to what was measured (1 byte per parameter vs 4.76 GiB measured).
+    assert fallback.stage("denoise").allocated_gib == pytest.approx(full.stage("denoise").allocated_gib, rel=0.03)
+
+
+def test_oom_points_are_kept_and_checked():
+    base = next(m for m in measurements() if m.workload.frames == 121 and m.plan == Plan() and m.stage("vae_decode"))
+    env = Environment(**{**base.environment.model_dump(), "memory_cap_gib": 40.0})
+    stages = [s for s in base.stages if s.name in ("text_encode", "prepare", "step")]
+    oom = base.model_copy(update={"id": "oom-decode", "status": "oom", "failed_stage": "vae_decode",
+                                  "stages": stages, "environment": env})
+    cal = fit_calibration([*measurements(), oom], GPU, MODEL, ceilings(), 0.0, held_out=False)
+    assert len(cal.oom_points) == 1
+    point = cal.oom_points[0]
+    assert point.failed_stage == "vae_decode" and point.available_gib == 40.0
+    assert point.predicted_need_gib > 40.0 and point.consistent is True
+
+
+def test_no_successful_measurement_is_one_line_error():
+    failed = [m.model_copy(update={"status": "error"}) for m in measurements()[:3]]
+    with pytest.raises(WanfitError) as err:
+        fit_calibration(failed, GPU, MODEL, ceilings(), 0.0)
+    assert "\n" not in str(err.value) and "wanfit calibrate" in str(err.value)
+
+
+def test_calibration_round_trips_as_plain_json(tmp_path):
+    cal = calibration()
+    path = tmp_path / "h100" / "wan2.2-ti2v-5b.json"
+    save_calibration(cal, path)
+    data = json.loads(path.read_text())
+    assert data["schema_version"] == 1 and data["gpu"] == "h100" and data["dit_family"] == "dit-5b"
+    assert data["measurements_file"] == "wan2.2-ti2v-5b.measurements.jsonl"
+    step = data["models"]["step_time"]
+    assert {"features", "coefficients", "intercept", "training_range", "n_points", "held_out"} <= set(step)
+    assert load_calibration(path) == Calibration.model_validate(data)
+
+
+@pytest.mark.parametrize("content", ['{"gpu": "h100", "models": [', '[]', '{"schema_version": 1, "gpu": "h100"}'])
+def test_corrupt_calibration_is_one_line_error(tmp_path, content):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(WanfitError) as err:
+        load_calibration(path)
+    message = str(err.value)
+    assert "\n" not in message and str(path) in message and "wanfit calibrate" in message
+
+
+def test_plan_path_does_not_import_sklearn():
+    code = ("import sys; from wanfit import api, predict, calibration, advise, transfer; "
+            "print(','.join(m for m in ('sklearn', 'scipy', 'torch', 'numpy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == ""
+
+
+def _wl():
+    from wanfit.workload import Workload
+
+    return Workload.for_model(MODEL, frames=121, steps=50)
