@@ -196,7 +196,7 @@ def comparison_table(report: PlanReport) -> Table:
     table = Table(title="GPU comparison (best plan per GPU)", title_justify="left")
     for name, justify in (("GPU", "left"), ("usable GiB", "right"), ("best plan", "left"), ("peak GiB", "right"),
                           ("headroom GiB", "right"), ("step", "right"), ("total", "right"), ("fitting plans", "right"),
-                          ("calibration", "left")):
+                          ("time", "left")):
         table.add_column(name, justify=justify)
     ranked = sorted(report.results,
                     key=lambda r: (r.recommended is None, r.recommended.duration_s if r.recommended else 0.0))
@@ -207,9 +207,10 @@ def comparison_table(report: PlanReport) -> Table:
             table.add_row(result.gpu, fmt_gib(result.memory_gib), Text("none fits", style="red"), "-", "-", "-", "-",
                           fitting, result.calibration or "none")
             continue
+        source = f"from {cand.transferred_from}" if cand.transferred_from else f"measured ({result.calibration})"
         table.add_row(result.gpu, fmt_gib(result.memory_gib), plan_label(cand.plan), fmt_gib(cand.peak_vram_gib),
                       fmt_gib(cand.headroom_gib), fmt_seconds(cand.step_s), fmt_seconds(cand.duration_s), fitting,
-                      result.calibration or "none", style="bold" if result is ranked[0] else None)
+                      source, style="bold" if result is ranked[0] else None)
     return table
 
 
