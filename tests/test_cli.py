@@ -337,3 +337,74 @@ def test_plan_file_round_trip_is_validated(tmp_path):
     result = runner.invoke(cli.app, ["verify", "--plan-file", str(broken), "--gpu", "l40s"])
     assert result.exit_code == 2
     assert "wanfit plan --format json" in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# verify wiring (the run itself needs a GPU: run_verify is replaced by one returning a built report)
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def fake_verify(monkeypatch):
+    """Replace run_verify; record its arguments and return a report built from constructed objects."""
+    import wanfit.verify.run as verify_run
+    from verify_fixtures import candidate, measurement
+    from wanfit.verify.report import build_report
+
+    calls = []
+
+    def run_verify(workload, plan, target_gpu, steps=None, tolerance_memory=0.05, tolerance_time=0.10,
+                   checkpoint=None, **options):
+        calls.append({"workload": workload, "plan": plan, "target_gpu": target_gpu, "steps": steps,
+                      "tolerance_memory": tolerance_memory, "tolerance_time": tolerance_time, **options})
+        step_times = [3.4] + [2.46] * (steps - 1 if steps else workload.steps - 1)
+        m = measurement(workload=workload, plan=plan, step_times=step_times)
+        return build_report(m, candidate(plan=plan, steps=workload.steps), target_gpu=target_gpu,
+                            target_memory_gib=79.19, local_gpu=target_gpu)
+
+    monkeypatch.setattr(verify_run, "run_verify", run_verify)
+    return calls
+
+
+def test_verify_writes_reports_and_exits_with_the_verdict(fake_verify, tmp_path):
+    out = tmp_path / "reports"
+    result = runner.invoke(cli.app, ["verify", "--gpu", "h100", "--offload", "model", "--steps", "3",
+                                     "--tolerance-time", "0.2", "--out", str(out)])
+    from wanfit.verify.report import load_report
+
+    written = sorted(p.suffix for p in out.iterdir())
+    assert written == [".json", ".md", ".png"], result.output
+    report = load_report(next(out.glob("*.json")))
+    assert result.exit_code == report.exit_code, result.output
+    (call,) = fake_verify
+    assert call["target_gpu"] == "h100" and call["steps"] == 3 and call["tolerance_time"] == 0.2
+    assert call["plan"].offload == "model" and call["plan"].dit_dtype == "bf16"  # unpinned knobs: Plan defaults
+    assert call["workload"].steps == 50  # the job's steps; --steps is how many run
+    assert next(out.glob("*.png")).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_verify_recommended_runs_the_plan_plan_recommends(fake_verify, tmp_path, cal_args):
+    planned = json.loads(wanfit("plan", "--gpu", "l40s", "--frames", "81", "--format", "json", *cal_args).stdout)
+    recommended = planned["results"][0]["recommended"]["plan"]
+    runner.invoke(cli.app, ["verify", "--gpu", "l40s", "--frames", "81", "--recommended", "--steps", "2",
+                            "--out", str(tmp_path), *cal_args])
+    (call,) = fake_verify
+    assert call["plan"].knobs() == recommended
+    assert call["workload"].frames == 81
+
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(json.dumps(planned))
+    fake_verify.clear()
+    runner.invoke(cli.app, ["verify", "--plan-file", str(plan_file), "--steps", "2", "--out", str(tmp_path),
+                            *cal_args])
+    (call,) = fake_verify
+    assert call["plan"].knobs() == recommended and call["target_gpu"] == "l40s"
+    assert call["workload"].model_dump() == planned["workload"]
+
+
+def test_verify_flag_conflicts_are_one_line(tmp_path):
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text("{}")
+    both = runner.invoke(cli.app, ["verify", "--recommended", "--plan-file", str(plan_file), "--gpu", "l40s"])
+    assert both.exit_code == 2 and "not both" in both.stderr
+    workload = runner.invoke(cli.app, ["verify", "--plan-file", str(plan_file), "--frames", "81", "--gpu", "l40s"])
+    assert workload.exit_code == 2 and "--plan-file fixes the workload" in workload.stderr

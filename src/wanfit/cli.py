@@ -402,19 +402,10 @@ def recommended_plan(report: PlanReport) -> Plan:
     return result.recommended.as_plan()
 
 
-def report_stem(result: Any) -> str:
-    """File name of a verify report: what ran, for which GPU, when (so reports never overwrite)."""
-    w, p = result.workload, result.plan
-    when = "".join(ch for ch in result.created_at[:19] if ch.isdigit())
-    tiling = "tiled" if p.vae_tiling else "untiled"
-    return (f"{result.target_gpu}-{w.model}-{w.width}x{w.height}x{w.frames}f-{p.offload}-te_{p.text_encoder}-"
-            f"{p.dit_dtype}-{tiling}-{when}")
-
-
 def write_verify_outputs(result: Any, out: Path, verify_report: Any) -> list[Path]:
     """The verify report as JSON, Markdown and a PNG memory plot under `out`."""
     out.mkdir(parents=True, exist_ok=True)
-    stem = out / report_stem(result)
+    stem = out / verify_report.report_stem(result)
     json_path, md_path, png_path = stem.with_suffix(".json"), stem.with_suffix(".md"), stem.with_suffix(".png")
     verify_report.write_json(result, json_path)
     md_path.write_text(verify_report.render_markdown(result))
