@@ -276,13 +276,8 @@ def test_unknown_scenario():
 
 
 def test_no_gpu_given_and_none_detected():
-    result = wanfit("plan", env={"PATH": str(tmp_path_without_nvidia_smi())})
+    result = wanfit("plan", env={"PATH": str(Path(sys.executable).parent)})  # no nvidia-smi on this PATH
     assert_one_line_error(result, "--gpu")
-
-
-def tmp_path_without_nvidia_smi() -> Path:
-    """A PATH with no nvidia-smi on it (the console script is called by its full path)."""
-    return Path(sys.executable).parent
 
 
 def test_no_calibration_usable(tmp_path):
@@ -408,3 +403,18 @@ def test_verify_flag_conflicts_are_one_line(tmp_path):
     assert both.exit_code == 2 and "not both" in both.stderr
     workload = runner.invoke(cli.app, ["verify", "--plan-file", str(plan_file), "--frames", "81", "--gpu", "l40s"])
     assert workload.exit_code == 2 and "--plan-file fixes the workload" in workload.stderr
+
+
+def test_default_gpu_is_the_local_one_found_through_nvidia_smi(tmp_path, cal_args):
+    """Without --gpu, plan asks nvidia-smi (never torch) and matches the answer to a profile."""
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text("#!/bin/sh\necho 'NVIDIA L40S, 46068'\n")
+    fake.chmod(0o755)
+    result = wanfit("plan", "--format", "json", "--frames", "81", *cal_args,
+                    env={"PATH": f"{tmp_path}{os.pathsep}{Path(sys.executable).parent}"})
+    assert result.returncode == 0, result.stderr
+    assert [r["gpu"] for r in json.loads(result.stdout)["results"]] == ["l40s"]
+
+    fake.write_text("#!/bin/sh\necho 'NVIDIA Mystery GPU, 12345'\n")
+    unknown = wanfit("plan", *cal_args, env={"PATH": f"{tmp_path}{os.pathsep}{Path(sys.executable).parent}"})
+    assert_one_line_error(unknown, "--gpu")
