@@ -73,7 +73,7 @@ ScenarioOpt = Annotated[str | None, typer.Option(
     "--scenario", help="Preset: speed-preview | efficiency | max-quality | long-duration (explicit flags win).",
     show_default=False)]
 MarginOpt = Annotated[float | None, typer.Option("--margin", help="Safety margin in GiB kept free on the GPU. "
-                                                 "(default: the planner's)", show_default=False)]
+                                                 "(default: 1)", show_default=False)]
 HostRamOpt = Annotated[float | None, typer.Option("--host-ram", help="System memory in GiB available for offloaded "
                                                   "weights. (default: unlimited)", show_default=False)]
 CalibrationDirOpt = Annotated[Path | None, typer.Option(
