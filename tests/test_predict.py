@@ -173,3 +173,22 @@ def test_first_directory_wins_and_corrupt_file_is_reported(tmp_path):
     with pytest.raises(WanfitError) as err:
         find_calibration("h100", MODEL, [mine, shipped])
     assert f"{MODEL}.json" in str(err.value)
+
+
+def test_calibration_from_another_wanfit_version_is_one_line_error():
+    cal = calibration()
+    step = cal.models["step_time"]
+    odd = step.model_copy(update={"features": [*step.features, "retired_feature"],
+                                  "coefficients": [*step.coefficients, 1.0]})
+    stale = cal.model_copy(update={"models": {**cal.models, "step_time": odd}})
+    with pytest.raises(WanfitError) as err:
+        predict(wl(), Plan(), stale)
+    assert "wanfit calibrate --fit-only --gpu h100" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_targets_without_throughput_or_host_figures_still_transfer():
+    cal = calibration()
+    for key in ("a10g", "h20"):
+        p = predict(wl(frames=81), Plan(), cal, get_profile(key))
+        assert p.transferred_from == "h100/wan2.2-ti2v-5b" and p.step_s > 0
+        assert any("has no" in n for n in p.notes)

@@ -208,7 +208,12 @@ def _gpu_distance(target: str, other: str) -> tuple:
     import math
 
     same_arch = 0 if getattr(t, "architecture", None) == getattr(o, "architecture", None) else 1
-    ratio = abs(math.log(max(t.bf16_dense_tflops, 1e-9) / max(o.bf16_dense_tflops, 1e-9)))
+
+    def throughput(p) -> float | None:
+        return getattr(p, "achieved_matmul_tflops", None) or getattr(p, "bf16_dense_tflops", None)
+
+    tt, ot = throughput(t), throughput(o)
+    ratio = abs(math.log(tt / ot)) if tt and ot else math.inf
     return (same_arch, ratio, other)
 
 

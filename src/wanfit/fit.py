@@ -360,13 +360,21 @@ class _Fitter:
                 else ["transient_gib"]
             self.put(f"reserved_slack:{kind}", fit_linear(rows, features, held_out=self.held, unit="GiB",
                      target=f"reserved above allocated where a {kind.split(':')[0]} stage grew the reservation, GiB"))
-        # Weight casts add a bounded amount of fragmentation (their per-layer buffers) on top of the
-        # bf16 step's: an offset over the bf16 slack, not a slope that would grow with the activations.
+        # Weight casts (per-layer buffers allocated between the activations) fragment in proportion
+        # to the activations (measured fp8: about +0.2 GiB per GiB of bf16 activations). Both slacks
+        # are taken at the bf16 activations: fp32's extra transient (autocast's bf16 weight copies)
+        # is a few large blocks that fragment little. The predictor holds the extra constant beyond
+        # the largest activation measured with the cast.
+        activation = self.models["denoise_activation"]
         for kind, rows in sorted(casts.items()):
             suffix = ":no-expandable" if kind.endswith(":no-expandable") else ""
             base = self.models.get(f"reserved_slack:denoise{suffix}") or self.models.get("reserved_slack:denoise")
-            off = [Row({}, r.y - (base.predict(r.x) if base else 0.0), r.group) for r in rows]
-            self.put(f"reserved_slack:{kind}", fit_constant(off, held_out=self.held, unit="GiB",
+            extra = []
+            for r in rows:
+                x = {**r.x, "transient_gib": activation.predict(r.x)}
+                extra.append(Row(x, r.y - (base.predict(x) if base else 0.0), r.group))
+            self.put(f"reserved_slack:{kind}", fit_linear(extra, ["transient_gib"], intercept=False,
+                     held_out=self.held, unit="GiB",
                      target="extra reservation slack of DiT weight casts over the bf16 step's, GiB"))
         self.put("group_stream_pool", fit_linear(pool_rows, ["block_gib"], intercept=False, held_out=self.held,
                  unit="GiB", target="reservation of the group-offload transfer stream (blocks in flight), GiB"))
@@ -678,8 +686,8 @@ def fit_calibration(measurements: list[Measurement], gpu: str, model: str, ceili
     f = _Fitter(measurements, gpu, model, ceilings, held_out)
     weights = f.weights_table()
     idle, ctx, non_torch = f.outside_memory()
-    frag = f.reservation(weights)
     f.fit_memory(weights)
+    frag = f.reservation(weights)
     f.fit_time(weights)
     if f.errors:
         f.notes.append(f"{len(f.errors)} measurement(s) ended in an error (not memory) and were left out")

@@ -26,6 +26,7 @@ from typing import Any
 
 from wanfit.calibration import Calibration, LinearModel
 from wanfit.catalog import ModelSpec, get_model
+from wanfit.errors import WanfitError
 from wanfit.features import (
     STAGES,
     Moves,
@@ -176,7 +177,9 @@ class _Composer:
         if kind == "denoise" and self.plan.dit_dtype != "bf16" and self.plan.offload in ("none", "model"):
             cast = self.model(f"reserved_slack:denoise:{self.plan.dit_dtype}{suffix}") or \
                 self.model(f"reserved_slack:denoise:{self.plan.dit_dtype}")
-            slack += cast.predict({}) if cast is not None else 0.0
+            if cast is not None:
+                measured_max = cast.training_range.get("transient_gib", (0.0, transient))[1]
+                slack += cast.predict({"transient_gib": min(transient, measured_max)})
         return max(0.0, slack)
 
     def group_pool(self, w: Weights) -> float:
@@ -284,7 +287,7 @@ class _Composer:
                   "a checkpoint from disk")
         x = {"weights_gib": built, "host_gib": host_ram_gib(self.plan, w), "fresh_process": 1.0,
              "int8_gib": w.text_encoder if self.plan.text_encoder == "int8" else 0.0}
-        return max(0.0, self.value("init_s", 0.0, x=x))
+        return max(0.0, self.value("init_s", 0.0, "init time not calibrated (no point built a pipeline): 0 s", x=x))
 
     # ---- memory -------------------------------------------------------------------------
 
@@ -294,6 +297,7 @@ class _Composer:
         assert m is not None
         self._check_range(m)
         act = m.predict(self.x)
+        self.bf16_activation = max(0.0, act)
         if plan.dit_dtype != "bf16":
             act += self.value(f"denoise_extra:{plan.dit_dtype}", 0.0,
                               f"DiT {plan.dit_dtype} activation memory not calibrated: as bf16")
@@ -399,7 +403,10 @@ class _Composer:
                 if plan.offload == "group" and name in ("denoise", "expert_switch"):
                     pool = self.group_pool(w)
                     default_stream -= min(pool, trans[name])
-                grow = self.slack(kinds[name], trans[name]) if name != "prepare" else 0.0
+                grown_by = trans[name]
+                if kinds[name] == "denoise" and plan.dit_dtype != "bf16" and plan.offload in ("none", "model"):
+                    grown_by = self.bf16_activation  # cast slack is fitted against the bf16 activations
+                grow = self.slack(kinds[name], grown_by) if name != "prepare" else 0.0
                 reserved = max(reserved, default_stream + grow)
             stages.append(StageEstimate(name=name, time_s=max(0.0, times[name]), allocated_gib=alloc[name],
                                         peak_vram_gib=outside + reserved + pool,
@@ -496,4 +503,9 @@ def plan_weights(cal: Calibration, spec: ModelSpec, plan: Plan) -> tuple[Weights
 def predict(workload: Workload, plan: Plan, calibration: Calibration, target: Any | None = None) -> Prediction:
     """Predict `workload` run with `plan`, from `calibration`, on `target` (a GpuProfile; None:
     the calibrated GPU itself)."""
-    return _Composer(workload, plan, calibration, target).run()
+    try:
+        return _Composer(workload, plan, calibration, target).run()
+    except KeyError as missing:  # a fitted model asks for a feature this wanfit no longer computes
+        raise WanfitError(f"calibration {calibration.label} was fitted by another wanfit version (no feature "
+                          f"{missing}): refit it with `wanfit calibrate --fit-only --gpu {calibration.gpu} "
+                          f"--model {calibration.model}`") from None

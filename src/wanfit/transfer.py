@@ -78,16 +78,25 @@ def target_throughputs(cal_ceilings: Ceilings, cal_profile: Any | None, target: 
     dm = _opt(cal_profile, "bf16_dense_tflops")
     db = _opt(cal_profile, "memory_bandwidth_gbps")
     dh = _opt(cal_profile, "host_link_gbps")
+    bandwidth = float(target.memory_bandwidth_gbps) * efficiency(cal_ceilings.device_copy_gbps, db)
     matmul = _opt(target, "achieved_matmul_tflops")
-    if matmul is None:
+    if matmul is None and _opt(target, "bf16_dense_tflops") is not None:
         matmul = float(target.bf16_dense_tflops) * efficiency(cal_ceilings.matmul_tflops, dm)
+    if matmul is None:  # no throughput figure at all: compute scaled like memory bandwidth
+        notes.append(f"{target.key} has no bf16 throughput figure: compute time scaled by memory bandwidth")
+        matmul = cal_ceilings.matmul_tflops * bandwidth / cal_ceilings.device_copy_gbps
     attention = _opt(target, "achieved_attention_tflops")
     if attention is None:  # scale attention like matmul (keep the calibrated GPU's attention/matmul ratio)
         attention = matmul * cal_ceilings.attention_tflops / cal_ceilings.matmul_tflops
-    bandwidth = float(target.memory_bandwidth_gbps) * efficiency(cal_ceilings.device_copy_gbps, db)
-    host = float(target.host_link_gbps)
-    pinned = host * efficiency(cal_ceilings.h2d_pinned_gbps, dh)
-    pageable = host * efficiency(cal_ceilings.h2d_pageable_gbps, dh)
+    host = _opt(target, "host_link_gbps")
+    if host is None:
+        notes.append(f"{target.key} has no host-link figure: host transfers as on the calibrated GPU")
+        pinned, pageable = cal_ceilings.h2d_pinned_gbps, cal_ceilings.h2d_pageable_gbps
+    else:
+        pinned = _opt(target, "achieved_h2d_gbps") or host * efficiency(cal_ceilings.h2d_pinned_gbps, dh)
+        pageable = host * efficiency(cal_ceilings.h2d_pageable_gbps, dh)
+    if _opt(target, "achieved_d2d_gbps"):
+        bandwidth = float(target.achieved_d2d_gbps)
     return Ceilings(matmul_tflops=matmul, attention_tflops=attention, device_copy_gbps=bandwidth,
                     h2d_pinned_gbps=pinned, h2d_pageable_gbps=pageable), notes
 
