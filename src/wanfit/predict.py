@@ -119,7 +119,6 @@ class _Composer:
     def __init__(self, workload: Workload, plan: Plan, cal: Calibration, target: Any | None) -> None:
         self.wl, self.plan, self.cal, self.target = workload, plan, cal, target
         self.spec: ModelSpec = workload.spec
-        self.cal_spec: ModelSpec = get_model(cal.model)
         self.scale: TimeScale = time_scale(cal, target)
         self.notes: list[str] = list(self.scale.notes)
         self.x = size_features(workload, cal.feature_ceilings)
@@ -172,8 +171,9 @@ class _Composer:
         if m is None and kind == "vae_decode_tiled":
             m = self.model("reserved_slack:denoise")
         slack = m.predict({**self.x, "transient_gib": transient}) if m is not None else 0.0
-        # Weight casts of a resident DiT: a fitted offset (measured without offload; under group or
-        # sequential offload the casts happen on streamed blocks, not measured: none added).
+        # Weight casts of a resident DiT fragment more, in proportion to the bf16 activations (held
+        # constant beyond the largest measured). Measured without offload; under group or sequential
+        # offload the casts happen on streamed blocks, not measured: none added.
         if kind == "denoise" and self.plan.dit_dtype != "bf16" and self.plan.offload in ("none", "model"):
             cast = self.model(f"reserved_slack:denoise:{self.plan.dit_dtype}{suffix}") or \
                 self.model(f"reserved_slack:denoise:{self.plan.dit_dtype}")
@@ -260,6 +260,17 @@ class _Composer:
         return seconds
 
     def decode_s(self, w: Weights) -> float:
+        seconds = self.decode_compute_s()
+        if self.plan.offload == "model":
+            seconds += self.host_seconds(model_offload_moves("vae_decode", self.plan, w))
+        elif self.plan.offload == "sequential":
+            # The Wan VAE decodes latent frame by latent frame: every call streams the VAE's leaves.
+            stream = w.vae * GIB * self.x["latent_frames"] / (self.cal.feature_ceilings.h2d_pageable_gbps * 1e9)
+            self.note("sequential offload decode: VAE streamed per latent frame at the pageable h2d rate (analytic)")
+            seconds += stream * self.scale.host_pageable
+        return seconds
+
+    def decode_compute_s(self) -> float:
         tiled = self.plan.vae_tiling
         m = self.model("decode_s:tiled" if tiled else "decode_s:untiled")
         if m is None and tiled:
@@ -271,15 +282,7 @@ class _Composer:
             return 0.0
         self._check_range(m)
         # Decoder convolutions are compute-bound (TF32 / tensor cores): scale with matmul throughput.
-        seconds = sum(m.terms(self.x).values()) * self.scale.matmul + m.intercept * self.scale.overhead
-        if self.plan.offload == "model":
-            seconds += self.host_seconds(model_offload_moves("vae_decode", self.plan, w))
-        elif self.plan.offload == "sequential":
-            # The Wan VAE decodes latent frame by latent frame: every call streams the VAE's leaves.
-            stream = w.vae * GIB * self.x["latent_frames"] / (self.cal.feature_ceilings.h2d_pageable_gbps * 1e9)
-            self.note("sequential offload decode: VAE streamed per latent frame at the pageable h2d rate (analytic)")
-            seconds += stream * self.scale.host_pageable
-        return seconds
+        return sum(m.terms(self.x).values()) * self.scale.matmul + m.intercept * self.scale.overhead
 
     def init_s(self, w: Weights) -> float:
         built = w.dit * w.experts + w.text_encoder + w.text_encoder_host + w.vae + w.image_encoder
@@ -368,7 +371,9 @@ class _Composer:
             trans["prepare"] = self.decode_transient()
             self.note("I2V conditioning encode not calibrated: estimated from the VAE decode")
         alloc["prepare"] = resident_gib("prepare", plan, w) + persistent + trans["prepare"]
-        times["prepare"] = self.value("prepare_s", 0.0) + (self.decode_s(w) if spec.is_i2v else 0.0)
+        if spec.is_i2v and plan.offload == "model":
+            alloc["prepare"] += w.vae  # the VAE's offload hook brings it up for the encode
+        times["prepare"] = self.value("prepare_s", 0.0) + (self.decode_compute_s() if spec.is_i2v else 0.0)
 
         trans["denoise"] = act
         alloc["denoise"] = resident_gib("denoise", plan, w) + persistent + act
