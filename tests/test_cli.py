@@ -221,12 +221,15 @@ def test_plan_table_highlights_the_recommendation(cal_args):
     assert "GPU comparison" not in result.stdout
 
 
-def test_plan_does_not_import_heavy_modules(cal_args):
-    """`wanfit plan` must run without torch: nothing heavy may be imported on its path."""
+@pytest.mark.parametrize("command", [["plan", "--gpu", "l40s", "--format", "json"], ["plan", "--gpu", "l40s"],
+                                     ["gpus"], ["models", "--format", "json"]])
+def test_planner_commands_do_not_import_heavy_modules(command, cal_args):
+    """`wanfit plan` (and gpus, models) must run without torch: nothing heavy may be imported on their path."""
+    args = [*command, *cal_args] if command[0] == "plan" else command
     script = (
         "import sys\n"
         "from wanfit.cli import main\n"
-        f"sys.argv = ['wanfit', 'plan', '--gpu', 'l40s', '--format', 'json', *{cal_args!r}]\n"
+        f"sys.argv = ['wanfit', *{args!r}]\n"
         "try:\n"
         "    main()\n"
         "except SystemExit as e:\n"

@@ -48,6 +48,12 @@ def plan_label(plan: Mapping[str, Any]) -> str:
     return f"offload={plan.get('offload')} te={plan.get('text_encoder')} dit={plan.get('dit_dtype')} vae={tiling}"
 
 
+def compact_plan(plan: Mapping[str, Any]) -> str:
+    """'model/int8/fp8/tiled': the knobs in the narrow table's order."""
+    knobs = f"{plan.get('offload')}/{plan.get('text_encoder')}/{plan.get('dit_dtype')}"
+    return knobs + ("/tiled" if plan.get("vae_tiling") else "")
+
+
 def stage_names(candidates: Iterable[Candidate]) -> list[str]:
     """Every stage any candidate has, in pipeline order."""
     seen: list[str] = []
@@ -98,9 +104,9 @@ class FastTable:
                 for i, (header, _) in enumerate(self.columns)]
 
     def as_rich_table(self) -> Table:
-        table = Table(title=self.title, title_justify="left", caption=self.caption, caption_justify="left")
+        table = Table(title=Text(self.title), title_justify="left", caption=Text(self.caption), caption_justify="left")
         for header, justify in self.columns:
-            table.add_column(header, justify=justify)
+            table.add_column(Text(header), justify=justify)
         for cells, style in self.rows:
             table.add_row(*cells, style=style)
         return table
@@ -145,8 +151,9 @@ def candidates_table(result: GpuResult) -> FastTable:
     times = [("step", "right"), ("total", "right"), ("fits", "left")]
     columns = [("", "left"), ("offload", "left"), ("text enc", "left"), ("DiT", "left"), ("VAE tiling", "left"),
                *memory, *[(STAGE_TITLES.get(name, name), "right") for name in stages], *times]
+    # Narrow: one plan column, no per-stage times, no binding stage (the recommendation line names it).
     narrow_columns = [("", "left"), ("offload/te/DiT[/tiled]", "left"), ("peak", "right"), ("need", "right"),
-                      ("headroom", "right"), ("binding", "left"), *times]
+                      ("headroom", "right"), ("total", "right"), ("fits", "left")]
     rows, narrow_rows = [], []
     for cand in result.candidates:
         recommended = _is_recommended(cand, result)
@@ -161,8 +168,7 @@ def candidates_table(result: GpuResult) -> FastTable:
                       Text("yes", style="green") if cand.fits else Text("no", style="red")]
         stage_cells = [fmt_seconds(by_stage[name].time_s) if name in by_stage else "-" for name in stages]
         rows.append(([mark, *knobs, *memory_cells, *stage_cells, *time_cells], style))
-        narrow_rows.append(([mark, "/".join(knobs[:3]) + ("/tiled" if knobs[3] == "on" else ""), *memory_cells,
-                             *time_cells], style))
+        narrow_rows.append(([mark, compact_plan(cand.plan), *memory_cells[:3], *time_cells[1:]], style))
     title = f"{result.gpu}: {result.memory_gib:.1f} GiB usable"
     narrow = FastTable(title + " (peak, need, headroom in GiB)", _provenance(result), narrow_columns, narrow_rows)
     return FastTable(title, _provenance(result), columns, rows, narrow=narrow)
@@ -191,27 +197,34 @@ def _notes(result: GpuResult) -> list[str]:
     return seen
 
 
-def comparison_table(report: PlanReport) -> Table:
-    """Side by side: the best plan per GPU, its time and peak (hardware choice)."""
-    table = Table(title="GPU comparison (best plan per GPU)", title_justify="left")
-    for name, justify in (("GPU", "left"), ("usable GiB", "right"), ("best plan", "left"), ("peak GiB", "right"),
-                          ("headroom GiB", "right"), ("step", "right"), ("total", "right"), ("fitting plans", "right"),
-                          ("time", "left")):
-        table.add_column(name, justify=justify)
+def comparison_table(report: PlanReport) -> FastTable:
+    """Side by side: the best plan per GPU, its time and peak (hardware choice), fastest first."""
+    columns = [("GPU", "left"), ("usable GiB", "right"), ("best: offload/te/DiT[/tiled]", "left"),
+               ("peak GiB", "right"), ("headroom GiB", "right"), ("step", "right"), ("total", "right"),
+               ("fitting plans", "right"), ("time", "left")]
+    narrow_columns = [("GPU", "left"), ("best plan", "left"), ("peak", "right"), ("total", "right"),
+                      ("fitting", "right")]
     ranked = sorted(report.results,
                     key=lambda r: (r.recommended is None, r.recommended.duration_s if r.recommended else 0.0))
+    rows, narrow_rows = [], []
     for result in ranked:
         cand = result.recommended
         fitting = f"{sum(c.fits for c in result.candidates)}/{len(result.candidates)}"
+        style = "bold" if result is ranked[0] and cand is not None else None
         if cand is None:
-            table.add_row(result.gpu, fmt_gib(result.memory_gib), Text("none fits", style="red"), "-", "-", "-", "-",
-                          fitting, result.calibration or "none")
+            none = Text("none fits", style="red")
+            rows.append(([result.gpu, fmt_gib(result.memory_gib), none, "-", "-", "-", "-", fitting, "-"], None))
+            narrow_rows.append(([result.gpu, none, "-", "-", fitting], None))
             continue
-        source = f"from {cand.transferred_from}" if cand.transferred_from else f"measured ({result.calibration})"
-        table.add_row(result.gpu, fmt_gib(result.memory_gib), plan_label(cand.plan), fmt_gib(cand.peak_vram_gib),
+        source = f"from {cand.transferred_from}" if cand.transferred_from else "measured here"
+        rows.append(([result.gpu, fmt_gib(result.memory_gib), compact_plan(cand.plan), fmt_gib(cand.peak_vram_gib),
                       fmt_gib(cand.headroom_gib), fmt_seconds(cand.step_s), fmt_seconds(cand.duration_s), fitting,
-                      source, style="bold" if result is ranked[0] else None)
-    return table
+                      source], style))
+        narrow_rows.append(([result.gpu, compact_plan(cand.plan), fmt_gib(cand.peak_vram_gib),
+                             fmt_seconds(cand.duration_s), fitting], style))
+    title = "GPU comparison (best plan per GPU)"
+    return FastTable(title, "", columns, rows, narrow=FastTable(title + " (peak in GiB)", "", narrow_columns,
+                                                                 narrow_rows))
 
 
 def render_plan_report(report: PlanReport) -> RenderableType:
@@ -239,17 +252,22 @@ def render_plan_report(report: PlanReport) -> RenderableType:
 
 def rows_table(rows: Sequence[Mapping[str, Any]], title: str) -> Table:
     """A plain table from a list of flat dicts (column order = first row's keys); numeric columns right-aligned."""
-    table = Table(title=title, title_justify="left")
+    table = Table(title=Text(title), title_justify="left")
     columns: list[str] = []
     for row in rows:
         columns += [k for k in row if k not in columns]
     right = {col for col in columns
              if all(isinstance(row.get(col), int | float | None) and not isinstance(row.get(col), bool) for row in rows)}
     for col in columns:
-        table.add_column(col, justify="right" if col in right else "left")
+        table.add_column(Text(col), justify="right" if col in right else "left")
     for row in rows:
-        table.add_row(*[_cell(row.get(col)) for col in columns])
+        table.add_row(*_plain(*[_cell(row.get(col)) for col in columns]))
     return table
+
+
+def _plain(*cells: str) -> list[Text]:
+    """Cells as Text: a plain str in a rich Table is parsed as markup, and '[...]' in data would break it."""
+    return [Text(c) for c in cells]
 
 
 def _cell(value: Any) -> str:
