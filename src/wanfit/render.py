@@ -177,7 +177,7 @@ def candidates_table(result: GpuResult) -> FastTable:
 def recommendation_line(result: GpuResult) -> Text:
     """'Recommended on l40s: offload=model ... — <reason>' or why nothing fits."""
     if result.recommended is None:
-        return Text.assemble(("No plan fits ", "bold red"), (result.gpu, "bold"), ": ", result.reason)
+        return Text.assemble(("No plan fits ", "bold red"), (result.gpu, "bold"), " — ", result.reason)
     cand = result.recommended
     text = Text.assemble(("Recommended on ", "bold"), (result.gpu, "bold"), ": ",
                          (plan_label(cand.plan), "bold green"),
