@@ -7,10 +7,10 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-from wanfit.measure.tiny import tiny_spec  # noqa: E402
-from wanfit.measure.worker import Job, run_in_subprocess, run_jobs  # noqa: E402
-from wanfit.measurements_file import load_measurements  # noqa: E402
-from wanfit.workload import Plan, Workload  # noqa: E402
+from wanfit.measure.tiny import tiny_spec
+from wanfit.measure.worker import Job, run_in_subprocess, run_jobs
+from wanfit.measurements_file import load_measurements
+from wanfit.workload import Plan, Workload
 
 pytestmark = pytest.mark.slow
 KEY = "wan2.1-t2v-1.3b"
