@@ -421,3 +421,20 @@ def test_default_gpu_is_the_local_one_found_through_nvidia_smi(tmp_path, cal_arg
     fake.write_text("#!/bin/sh\necho 'NVIDIA Mystery GPU, 12345'\n")
     unknown = wanfit("plan", *cal_args, env={"PATH": f"{tmp_path}{os.pathsep}{Path(sys.executable).parent}"})
     assert_one_line_error(unknown, "--gpu")
+
+
+def test_json_contract_doc_names_every_field():
+    """docs/json-contract.md documents every field `plan --format json` prints (and no field that is gone)."""
+    import re
+
+    from wanfit.prediction import Candidate, GpuResult, PlanReport, StagePrediction
+    from wanfit.workload import Workload
+
+    doc = (Path(__file__).parents[1] / "docs" / "json-contract.md").read_text()
+    documented = set(re.findall(r"^\| `(\w+)`", doc, flags=re.MULTILINE))
+    documented |= {name for cell in re.findall(r"^\| `(\w+)`, `(\w+)`", doc, flags=re.MULTILINE) for name in cell}
+    fields = set()
+    for model in (PlanReport, GpuResult, Candidate, StagePrediction, Workload):
+        fields |= set(model.model_fields)
+    assert fields - documented == set()
+    assert documented - fields == set()
