@@ -438,3 +438,24 @@ def test_json_contract_doc_names_every_field():
         fields |= set(model.model_fields)
     assert fields - documented == set()
     assert documented - fields == set()
+
+
+def test_calibrate_fit_only_refits_stored_measurements(tmp_path):
+    """--fit-only needs no GPU: it fits the measurements already in --out and writes the calibration."""
+    from planner_fixtures import CEILINGS, MEASUREMENTS
+    from wanfit.calibration import load_calibration
+
+    gpu_dir = tmp_path / "h100"
+    gpu_dir.mkdir()
+    (gpu_dir / "wan2.2-ti2v-5b.measurements.jsonl").write_text(MEASUREMENTS.read_text())
+    (gpu_dir / "ceilings.json").write_text(CEILINGS.read_text())
+    result = wanfit("calibrate", "--gpu", "H100", "--fit-only", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    written = gpu_dir / "wan2.2-ti2v-5b.json"
+    assert result.stdout.strip() == f"wrote {written}"
+    cal = load_calibration(written)
+    assert (cal.gpu, cal.model) == ("h100", "wan2.2-ti2v-5b")
+    assert cal.n_measurements > 10
+
+    missing = wanfit("calibrate", "--gpu", "h100", "--fit-only", "--model", "wan2.1-t2v-1.3b", "--out", str(tmp_path))
+    assert_one_line_error(missing, "no measurements")

@@ -287,13 +287,18 @@ def calibrate(
     except ModuleNotFoundError as missing:
         raise WanfitError(f"`wanfit calibrate` needs the GPU extras ({missing.name} is missing): "
                           "pip install 'wanfit[gpu]'") from None
-    if fit_only:
-        from wanfit.profiles import get_profile
+    try:
+        if fit_only:
+            from wanfit.profiles import get_profile
 
-        key = get_profile(gpu).key
-        written = [calibration.fit_model(key, m, out) for m in models]
-    else:
-        written = calibration.run_calibration(gpu, models, out, resume=resume, quick=quick)
+            key = get_profile(gpu).key
+            written = [calibration.fit_model(key, m, out) for m in models]
+        else:
+            written = calibration.run_calibration(gpu, models, out, resume=resume, quick=quick)
+    except ModuleNotFoundError as missing:
+        extra = "fit" if fit_only else "gpu"
+        raise WanfitError(f"`wanfit calibrate` needs the {extra} extras ({missing.name} is missing): "
+                          f"pip install 'wanfit[{extra}]'") from None
     for path in written:
         typer.echo(f"wrote {path}")
 
