@@ -21,6 +21,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
+# pydantic scans installed entry points for plugins at first import (~20 ms); wanfit uses none.
+# Set before typer imports pydantic; a caller's own setting wins.
+os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+
 import typer
 
 from wanfit.errors import WanfitError
