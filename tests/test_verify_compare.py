@@ -153,6 +153,18 @@ def test_oom_during_denoise_leaves_denoise_time_unscored():
     assert "step 3" in d.note
 
 
+def test_random_weight_runs_do_not_score_init_memory():
+    """Random weights are built on the GPU before placement: the init peak is not what a checkpoint
+    load needs, so it is shown with a note and left out of the init and total memory scores."""
+    m = measurement(step_times=FULL, source="random", init=(20.0, 70.0))
+    c = compare(m, candidate(), target_memory_gib=79.19)
+    init = row(c, "init")
+    assert init.memory_within is None and init.time_within is True
+    assert "not compared" in init.note
+    assert row(c, "total").measured_peak_gib == 45.0
+    assert c.verdict == "pass"
+
+
 def test_confirmed_oom_with_a_completed_stage_outside_tolerance_still_fails():
     m = measurement(step_times=[3.4, 2.46], status="oom", failed_stage="vae_decode", vae=None)
     c = compare(m, candidate(fits=False, init=(20.0, 15.0)))  # init peak 15.0 vs 12.5

@@ -42,7 +42,7 @@ def full_report(**kw) -> VerifyReport:
 
 def reduced_capped_report() -> VerifyReport:
     m = measurement(step_times=[3.4, 2.46, 2.45], plan=Plan(offload="model"), vae=(10.3, 44.2),
-                    memory_cap_gib=44.99)
+                    memory_cap_gib=44.99, source="random")
     cap = make_cap("l40s", 44.99, 79.19, 1.1)
     p = candidate(plan=Plan(offload="model"), vae=(25.0, 52.0), denoise=(400.0, 20.5),
                   need={"vae_decode": 34.4, "total": 34.4})

@@ -32,6 +32,7 @@ def measurement(
     step_sm: list[float] | None = None,
     status: str = "ok",
     failed_stage: str | None = None,
+    source: str = "checkpoint",
     init: tuple[float, float] = (20.0, 12.5),  # (time s, device peak GiB)
     text: tuple[float, float] = (0.5, 23.5),
     prepare: tuple[float, float] = (0.2, 13.0),
@@ -81,7 +82,7 @@ def measurement(
         error="CUDA out of memory. Tried to allocate 2.60 GiB" if status == "oom" else
         ("RuntimeError: boom" if status == "error" else None),
         steps_run=len(step_times), stages=stages, resident_weights_gib={"transformer": 9.31, "vae": 2.63},
-        context_gib=context, idle_device_used_gib=idle, activity_source="nvml GPU utilisation (test)",
+        source=source, context_gib=context, idle_device_used_gib=idle, activity_source="nvml GPU utilisation (test)",
         timeline=samples, environment=environment(memory_cap_gib=memory_cap_gib),
         created_at="2026-11-23T12:00:00+00:00",
     )
