@@ -41,6 +41,20 @@ def quantize_int8(module: torch.nn.Module, backend: str | None = None) -> str:
     return backend
 
 
+def _offload_with_pipeline_hooks(pipe, dits, te, plan: Plan, enable, device: str) -> None:
+    """Model or sequential CPU offload through diffusers' pipeline hooks. Every component starts
+    on the CPU; a GPU-placed text encoder is registered with the pipeline so the offload chain
+    (text_encoder -> transformer -> transformer_2 -> vae) moves it as diffusers does."""
+    for m in [*dits, pipe.vae, getattr(pipe, "image_encoder", None)]:
+        if m is not None:
+            m.to("cpu")
+    if plan.text_encoder == "gpu":
+        te.to("cpu")
+        pipe.text_encoder = te
+    torch.cuda.empty_cache()
+    enable(device=device)
+
+
 def apply_plan(comp: Components, plan: Plan, device: str) -> None:
     pipe = comp.pipe
     cuda = device.startswith("cuda")
@@ -67,16 +81,7 @@ def apply_plan(comp: Components, plan: Plan, device: str) -> None:
         if plan.text_encoder == "gpu":
             te.to(device)
     elif plan.offload == "model":
-        # Register the text encoder with the pipeline so the model-offload chain
-        # (text_encoder -> transformer -> transformer_2 -> vae) moves it like diffusers does.
-        for m in [*dits, pipe.vae, getattr(pipe, "image_encoder", None)]:
-            if m is not None:
-                m.to("cpu")
-        if plan.text_encoder == "gpu":
-            te.to("cpu")
-            pipe.text_encoder = te
-        torch.cuda.empty_cache()
-        pipe.enable_model_cpu_offload(device=device)
+        _offload_with_pipeline_hooks(pipe, dits, te, plan, pipe.enable_model_cpu_offload, device)
     elif plan.offload == "group":
         from diffusers.hooks import apply_group_offloading
 
@@ -95,14 +100,7 @@ def apply_plan(comp: Components, plan: Plan, device: str) -> None:
         if getattr(pipe, "image_encoder", None) is not None:
             pipe.image_encoder.to(device)
     elif plan.offload == "sequential":
-        for m in [*dits, pipe.vae, getattr(pipe, "image_encoder", None)]:
-            if m is not None:
-                m.to("cpu")
-        if plan.text_encoder == "gpu":
-            te.to("cpu")
-            pipe.text_encoder = te
-        torch.cuda.empty_cache()
-        pipe.enable_sequential_cpu_offload(device=device)
+        _offload_with_pipeline_hooks(pipe, dits, te, plan, pipe.enable_sequential_cpu_offload, device)
     if plan.vae_tiling:
         pipe.vae.enable_tiling()
     if cuda:
