@@ -24,9 +24,11 @@ MAX_TIMELINE_POINTS = 1500
 class Nvml:
     """NVML device handle for the process's CUDA device; every reading is None without NVML."""
 
-    def __init__(self, index: int | None = None) -> None:
+    def __init__(self, index: int | None = None, enabled: bool = True) -> None:
         self.handle = None
         self.activity_source: str | None = None
+        if not enabled:  # a CPU run: nothing to read, and no NVML init on machines without a driver
+            return
         try:
             import pynvml
 

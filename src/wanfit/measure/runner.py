@@ -106,9 +106,7 @@ def run_point(
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     cuda = device.startswith("cuda")
     steps_run = steps or workload.steps
-    nvml = Nvml() if cuda else Nvml.__new__(Nvml)
-    if not cuda:
-        nvml.handle, nvml.activity_source = None, None
+    nvml = Nvml(enabled=cuda)
     idle, context = _PROCESS_BASELINE.get("idle"), _PROCESS_BASELINE.get("context")
     if cuda and "idle" not in _PROCESS_BASELINE:
         # Measured once per process, before the first CUDA allocation: the device memory in use
@@ -223,7 +221,8 @@ def run_point(
         failed = prog.stage if prog.stage != "step" else f"step {prog.steps_done + 1}"
         if cache is not None:
             cache.clear()
-    clock.sync() if status == "ok" else None
+    if status == "ok":
+        clock.sync()
     end = poller.sample()
     peaks = [s.device_used_peak_gib for s in prog.stages if s.device_used_peak_gib is not None]
     total = StageRecord(
