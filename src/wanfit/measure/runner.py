@@ -140,8 +140,7 @@ def run_point(
         clock.begin()
         key = (spec.model_dump_json(), plan.model_dump_json(), str(checkpoint), device)
         if cache is not None and cache.key == key:
-            comp = cache.comp
-            clock.begin()  # a reused pipeline has no init stage
+            comp = cache.comp  # a reused pipeline has no init stage: text_encode starts at the begin() above
         else:
             if cache is not None:
                 cache.clear()
