@@ -161,6 +161,11 @@ def host_ram_gib(plan: Plan, w: Weights) -> float:
     return dits + w.vae + w.image_encoder + te_host + te_offloaded
 
 
+# DiT blocks in flight under group offloading when not calibrated: the current one and the one
+# prefetched on the transfer stream.
+GROUPS_IN_FLIGHT = 2
+
+
 @dataclass(frozen=True)
 class Moves:
     """Bytes (GiB) crossing the host link in one stage: host->device and device->host (pageable)."""

@@ -42,7 +42,7 @@ from wanfit.calibration import (
 )
 from wanfit.catalog import ModelSpec, get_model
 from wanfit.errors import WanfitError
-from wanfit.features import analytic_weights_gib, model_offload_moves, size_features
+from wanfit.features import GROUPS_IN_FLIGHT, analytic_weights_gib, model_offload_moves, size_features
 from wanfit.measurement import Ceilings, Measurement, StageRecord
 from wanfit.units import GIB
 from wanfit.workload import Plan
@@ -319,10 +319,12 @@ class _Fitter:
         margin of the verdict (reserved above allocated in steady no-offload steps, where the
         cache already holds the step's working set). Returns the fragmentation margin."""
         grown: dict[str, list[Row]] = defaultdict(list)
-        pool_rows, frag = [], []
+        group_steps: list[tuple[Measurement, StageRecord, float, float]] = []
+        frag = []
         for m in self.ms:
             suffix = "" if m.plan.expandable_segments else ":no-expandable"
             prev = None
+            before_denoise = 0.0
             for s in m.stages:
                 if s.name in ("init", "total"):
                     continue
@@ -334,10 +336,11 @@ class _Fitter:
                 kind = {"text_encode": "text_encode", "step": "denoise", "prepare": "denoise",
                         "vae_decode": "vae_decode_tiled" if m.plan.vae_tiling else "vae_decode"}[s.name]
                 t = transient(s)
-                if s.name == "step" and s.index == 1 and m.plan.offload == "group" and prev > s.torch_peak_allocated_gib:
-                    dtype = m.plan.dit_dtype
-                    block = weights["transformer"][dtype].gib / self.spec.transformer["num_layers"]
-                    pool_rows.append(Row({"block_gib": block}, s.torch_peak_reserved_gib - prev, size_key(m)))
+                if s.name == "step" and m.plan.offload == "group":
+                    if s.index == 1:
+                        before_denoise = prev
+                    elif t is not None:
+                        group_steps.append((m, s, t, before_denoise))
                 elif s.name != "prepare" and t is not None and s.torch_peak_reserved_gib > prev + GROWTH_EPS_GIB \
                         and m.plan.offload in ("none", "model"):
                     # DiT weight casts (fp8 storage, fp32 autocast) allocate per layer between the
@@ -376,6 +379,20 @@ class _Fitter:
             self.put(f"reserved_slack:{kind}", fit_linear(extra, ["transient_gib"], intercept=False,
                      held_out=self.held, unit="GiB",
                      target="extra reservation slack of DiT weight casts over the bf16 step's, GiB"))
+        # The transfer stream's pool: a steady group-offloaded step's reservation above the default
+        # stream's cache, which is the larger of what earlier stages left reserved and what the step
+        # needs there (its allocations less the blocks in flight, plus the slack of its transient),
+        # as the predictor composes it.
+        in_flight = self.models.get("denoise_extra:group")
+        slack = self.models.get("reserved_slack:denoise")
+        pool_rows = []
+        for m, s, t, before in group_steps:
+            block = weights["transformer"][m.plan.dit_dtype].gib / self.spec.transformer["num_layers"]
+            blocks = in_flight.predict({"block_gib": block}) if in_flight is not None else GROUPS_IN_FLIGHT * block
+            default_stream = s.torch_peak_allocated_gib - min(max(0.0, blocks), t)
+            default_stream += max(0.0, slack.predict({**self.x(m), "transient_gib": t})) if slack is not None else 0.0
+            pool_rows.append(Row({"block_gib": block}, s.torch_peak_reserved_gib - max(before, default_stream),
+                                 size_key(m)))
         self.put("group_stream_pool", fit_linear(pool_rows, ["block_gib"], intercept=False, held_out=self.held,
                  unit="GiB", target="reservation of the group-offload transfer stream (blocks in flight), GiB"))
         return max(0.0, _median(frag, 0.0))

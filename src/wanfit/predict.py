@@ -28,6 +28,7 @@ from wanfit.calibration import Calibration, LinearModel
 from wanfit.catalog import ModelSpec, get_model
 from wanfit.errors import WanfitError
 from wanfit.features import (
+    GROUPS_IN_FLIGHT,
     STAGES,
     Moves,
     Weights,
@@ -48,10 +49,6 @@ from wanfit.workload import Plan, Workload
 EXTRAPOLATION_WIDEN = 2.0  # held-out error x2 outside the calibrated range
 TRANSFER_TIME_REL = 0.25  # +25 % relative time uncertainty when transferred to another GPU
 NO_HELDOUT_TIME_REL = 0.10  # a time fit with too few sizes to hold any out
-# Text encoder blocks per group under group offloading (the runner's setting) and groups in flight
-# (the current one and the one prefetched on the stream).
-TE_BLOCKS_PER_GROUP = 4
-GROUPS_IN_FLIGHT = 2
 
 
 @dataclass(frozen=True)
@@ -190,6 +187,13 @@ class _Composer:
             return GROUPS_IN_FLIGHT * w.block
         return max(0.0, m.predict({"block_gib": w.block}))
 
+    def group_in_flight(self, w: Weights) -> float:
+        """DiT blocks allocated (on the transfer stream) during a group-offloaded step."""
+        m = self.model("denoise_extra:group")
+        if m is None:
+            return GROUPS_IN_FLIGHT * w.block
+        return max(0.0, m.predict({"block_gib": w.block}))
+
     # ---- time ---------------------------------------------------------------------------
 
     def base_step_s(self) -> float:
@@ -305,12 +309,9 @@ class _Composer:
             act += self.value(f"denoise_extra:{plan.dit_dtype}", 0.0,
                               f"DiT {plan.dit_dtype} activation memory not calibrated: as bf16")
         if plan.offload == "group":
-            m = self.model("denoise_extra:group")
-            if m is None:
+            if self.model("denoise_extra:group") is None:
                 self.note(f"group offload blocks in flight not calibrated: {GROUPS_IN_FLIGHT} blocks assumed")
-                act += GROUPS_IN_FLIGHT * w.block
-            else:
-                act += m.predict({"block_gib": w.block})
+            act += self.group_in_flight(w)
         elif plan.offload == "sequential":
             act += self.value("denoise_extra:sequential", w.block,
                               "sequential offload memory not calibrated: one DiT block in flight assumed")
@@ -336,8 +337,10 @@ class _Composer:
             return max(0.0, combo.predict({}))
         base = self.value(f"text_encode_transient:{plan.text_encoder}", 0.0)
         if plan.offload == "group" and plan.text_encoder == "gpu":
-            layers = self.spec.text_encoder["num_layers"]
-            base += GROUPS_IN_FLIGHT * TE_BLOCKS_PER_GROUP * w.text_encoder / layers
+            # Uncalibrated: the runner offloads the encoder leaf by leaf; its largest leaf, the
+            # token embedding, is in flight with the next one.
+            te = self.spec.text_encoder
+            base += GROUPS_IN_FLIGHT * te["vocab_size"] * te["d_model"] * 2 / GIB
         return max(0.0, base)
 
     def _check_range(self, m: LinearModel) -> None:
@@ -406,8 +409,9 @@ class _Composer:
             if name != "init":
                 default_stream = alloc[name]
                 if plan.offload == "group" and name in ("denoise", "expert_switch"):
+                    # The blocks in flight sit in the transfer stream's pool, not the default stream's cache.
                     pool = self.group_pool(w)
-                    default_stream -= min(pool, trans[name])
+                    default_stream -= min(self.group_in_flight(w), trans[name])
                 grown_by = trans[name]
                 if kinds[name] == "denoise" and plan.dit_dtype != "bf16" and plan.offload in ("none", "model"):
                     grown_by = self.bf16_activation  # cast slack is fitted against the bf16 activations

@@ -93,9 +93,11 @@ def apply_plan(comp: Components, plan: Plan, device: str) -> None:
             apply_group_offloading(dit, onload_device=onload, offload_device=torch.device("cpu"),
                                    offload_type="block_level", num_blocks_per_group=1, use_stream=True)
         if plan.text_encoder == "gpu":
+            # Leaf level: UMT5's blocks sit under `encoder.block`, not at its top level, so
+            # block-level grouping put the whole encoder in one group (10.8 GiB measured at encode).
             te.to("cpu")
             apply_group_offloading(te, onload_device=onload, offload_device=torch.device("cpu"),
-                                   offload_type="block_level", num_blocks_per_group=4, use_stream=True)
+                                   offload_type="leaf_level", use_stream=True)
         pipe.vae.to(device)
         if getattr(pipe, "image_encoder", None) is not None:
             pipe.image_encoder.to(device)
