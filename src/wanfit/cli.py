@@ -414,8 +414,9 @@ def recommended_plan(report: PlanReport) -> Plan:
 def write_verify_outputs(result: Any, out: Path, verify_report: Any) -> list[Path]:
     """The verify report as JSON, Markdown and a PNG memory plot under `out`."""
     out.mkdir(parents=True, exist_ok=True)
-    stem = out / verify_report.report_stem(result)
-    json_path, md_path, png_path = stem.with_suffix(".json"), stem.with_suffix(".md"), stem.with_suffix(".png")
+    # Not Path.with_suffix: the stem holds dots (wan2.2-...), which it would cut at.
+    stem = verify_report.report_stem(result)
+    json_path, md_path, png_path = (out / f"{stem}{ext}" for ext in (".json", ".md", ".png"))
     verify_report.write_json(result, json_path)
     md_path.write_text(verify_report.render_markdown(result))
     verify_report.plot_memory(result, png_path)
