@@ -3,7 +3,10 @@ local files only) or from the catalog architecture with random weights (no downl
 
 Random weights are initialised on the GPU when there is one (fast), in the dtypes a
 `from_pretrained(..., dtype=bf16)` load gives: DiT and text encoder bf16 with the DiT's
-`_keep_in_fp32_modules` kept fp32, VAE fp32 (as the diffusers docs load it).
+`_keep_in_fp32_modules` kept fp32, VAE fp32 (as the diffusers docs load it). A component the plan
+keeps in host memory is moved to the CPU as soon as it is built, so the init stage never holds
+every weight at once: a run capped to a smaller GPU must not fail where a checkpoint load (which
+places each component straight where the plan wants it) would not.
 """
 
 from __future__ import annotations
@@ -49,19 +52,39 @@ def _build(factory, dtype: torch.dtype, device: str):
         torch.set_default_dtype(previous)
 
 
+def host_at_start(plan: Plan) -> set[str]:
+    """Components the plan holds in host memory before its offload hooks move anything: model and
+    sequential offload start with every component on the CPU; group offload with the DiTs (and a
+    bf16 text encoder it streams); a CPU text encoder always. An int8 text encoder is quantised on
+    the GPU, where it stays."""
+    te_host = plan.text_encoder == "cpu" or (plan.offload != "none" and plan.text_encoder == "gpu")
+    out = {"text_encoder"} if te_host else set()
+    if plan.offload in ("model", "sequential"):
+        out |= {"transformer", "vae", "image_encoder"}
+    elif plan.offload == "group":
+        out.add("transformer")
+    return out
+
+
 def build_random(spec: ModelSpec, plan: Plan, device: str) -> Components:
     from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanTransformer3DModel
     from transformers import UMT5Config, UMT5EncoderModel
 
     dit_dtype = DIT_DTYPES[plan.dit_dtype]
+    on_host = host_at_start(plan) if device.startswith("cuda") else set()
+
+    def placed(module: torch.nn.Module, name: str) -> torch.nn.Module:
+        return module.to("cpu") if name in on_host else module
+
     experts = []
     for _ in range(spec.experts):
         dit = _build(lambda: WanTransformer3DModel(**spec.transformer), dit_dtype, device)
         if dit_dtype != torch.float32:
             _keep_fp32(dit)
-        experts.append(dit)
-    vae = _build(lambda: AutoencoderKLWan(**spec.vae), torch.float32, device)
-    text_encoder = _build(lambda: UMT5EncoderModel(UMT5Config(**spec.text_encoder)), torch.bfloat16, device)
+        experts.append(placed(dit, "transformer"))
+    vae = placed(_build(lambda: AutoencoderKLWan(**spec.vae), torch.float32, device), "vae")
+    text_encoder = placed(_build(lambda: UMT5EncoderModel(UMT5Config(**spec.text_encoder)), torch.bfloat16, device),
+                          "text_encoder")
     scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
                                         num_train_timesteps=1000, flow_shift=spec.defaults.flow_shift)
     kwargs = dict(tokenizer=None, text_encoder=None, vae=vae, scheduler=scheduler, transformer=experts[0],
@@ -74,8 +97,8 @@ def build_random(spec: ModelSpec, plan: Plan, device: str) -> Components:
         if spec.image_encoder:
             from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
-            image_encoder = _build(lambda: CLIPVisionModelWithProjection(CLIPVisionConfig(**spec.image_encoder)),
-                                   torch.bfloat16, device)
+            image_encoder = placed(_build(lambda: CLIPVisionModelWithProjection(CLIPVisionConfig(**spec.image_encoder)),
+                                          torch.bfloat16, device), "image_encoder")
             image_processor = CLIPImageProcessor(crop_size=224, size={"shortest_edge": 224})
         pipe = WanImageToVideoPipeline(image_encoder=image_encoder, image_processor=image_processor, **kwargs)
     else:
