@@ -1,7 +1,8 @@
 """Shared inputs of the planner tests: real H100 measurements and the calibration fitted from them.
 
 tests/fixtures/h100-wan2.2-ti2v-5b.measurements.jsonl is a copy of the first H100 calibration run of
-Wan2.2-TI2V-5B (calibration/h100/wan2.2-ti2v-5b.measurements.jsonl, 2026-11-23, 23 points) with the
+Wan2.2-TI2V-5B (calibration/h100/wan2.2-ti2v-5b.measurements.jsonl, 2026-11-23, 23 points; its two group-offload
+points re-measured the same day with the text encoder offloaded leaf by leaf) with the
 memory timelines dropped to keep it small; tests/fixtures/h100-ceilings.json is that run's measured
 ceilings. Both are measurements, copied unchanged otherwise.
 """

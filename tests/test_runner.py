@@ -119,3 +119,19 @@ def test_reused_pipeline_skips_init_and_gives_same_shapes():
     second = run_point(tiny_workload(key, frames=9), Plan(), spec=tiny_spec(key), device="cpu", cache=cache)
     assert first.stage("init") is not None and second.stage("init") is None
     assert second.status == "ok" and first.id != second.id
+
+
+@pytest.mark.parametrize(("plan", "on_host"), [
+    (Plan(), set()),
+    (Plan(text_encoder="cpu"), {"text_encoder"}),
+    (Plan(text_encoder="int8", offload="model"), {"transformer", "vae", "image_encoder"}),
+    (Plan(offload="model"), {"transformer", "vae", "image_encoder", "text_encoder"}),
+    (Plan(offload="sequential", text_encoder="cpu"), {"transformer", "vae", "image_encoder", "text_encoder"}),
+    (Plan(offload="group"), {"transformer", "text_encoder"}),
+    (Plan(offload="group", text_encoder="int8"), {"transformer"}),
+])
+def test_random_weights_the_plan_keeps_on_the_host_leave_the_gpu_once_built(plan, on_host):
+    """A capped run must not hold every weight at init when the plan keeps some in host memory."""
+    from wanfit.measure.build import host_at_start
+
+    assert host_at_start(plan) == on_host

@@ -46,11 +46,11 @@ def _check_common(r, tmp_path):
     assert stages["total"].measured_peak_gib > 1.0  # at least the weights and the context
     assert m.timeline, "the NVML poller should have sampled device memory"
     assert m.context_gib is not None and m.context_gib > 0
-    stem = tmp_path / report_stem(r)
-    write_json(r, stem.with_suffix(".json"))
+    stem = report_stem(r)
+    write_json(r, tmp_path / f"{stem}.json")
     md = render_markdown(r)
     assert "Model_Initialization" in md and "Step_3..8_Inference *" in md
-    assert plot_memory(r, stem.with_suffix(".png")).stat().st_size > 10_000
+    assert plot_memory(r, tmp_path / f"{stem}.png").stat().st_size > 10_000
 
 
 def test_tiny_verify_on_the_local_gpu(tmp_path):

@@ -342,3 +342,15 @@ def test_run_verify_refuses_a_larger_target_before_running(fake_gpu):
     with pytest.raises(WanfitError, match="cannot be emulated"):
         run_verify(WORKLOAD, Plan(), "h200")
     assert fake_gpu["run"] == []
+
+
+def test_reports_of_different_runs_get_their_own_files(tmp_path):
+    """Model keys hold dots (wan2.2-...): the written names must keep them, not cut at the first."""
+    from wanfit.cli import write_verify_outputs
+    from wanfit.verify import report as verify_report
+
+    written = [p for r in (full_report(), reduced_capped_report())
+               for p in write_verify_outputs(r, tmp_path, verify_report)]
+    assert len({p.name for p in written}) == 6
+    assert all(p.name.startswith("wan2.2-ti2v-5b_") and p.stat().st_size > 0 for p in written)
+    assert sorted(p.suffix for p in written) == [".json", ".json", ".md", ".md", ".png", ".png"]
