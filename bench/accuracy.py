@@ -207,11 +207,9 @@ def render(results: list[dict], carry: list[tuple[str, Errors, str]], timing: li
 
 
 def verify_section(reports_dir: Path) -> str:
-    try:
-        from wanfit.verify.summary import accuracy_markdown
-    except ImportError:
-        return "Verify summary not available yet (wanfit.verify.summary.accuracy_markdown is missing)."
-    return accuracy_markdown(reports_dir)
+    from wanfit.verify.summary import accuracy_markdown
+
+    return accuracy_markdown(reports_dir, repredict=True)
 
 
 def write_doc(table: str, notes: list[str], path: Path, reports_dir: Path) -> None:

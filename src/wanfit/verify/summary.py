@@ -14,7 +14,14 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from wanfit.verify.compare import error_pct
-from wanfit.verify.report import DERIVED_MARK, EXTRAPOLATED_MARK, STAGE_LABELS, VerifyReport, load_report
+from wanfit.verify.report import (
+    DERIVED_MARK,
+    EXTRAPOLATED_MARK,
+    STAGE_LABELS,
+    VerifyReport,
+    build_report,
+    load_report,
+)
 
 STAT_ORDER = ("step time", "denoise time", "vae_decode time", "total time", "init time", "text_encode time",
               "expert_switch time", "total peak", "denoise peak", "vae_decode peak", "init peak", "text_encode peak",
@@ -76,10 +83,10 @@ def _run_label(r: VerifyReport) -> str:
     return f"{r.workload.label()}; {r.plan.label()}"
 
 
-def accuracy_markdown(reports_dir: Path) -> str:
+def accuracy_markdown(reports_dir: Path, repredict: bool = False) -> str:
     """Markdown: the runs, every figure (predicted, measured, error), then mean and worst absolute
-    error per figure kind over scored figures, and plain statements of what was capped, reduced or
-    failed."""
+    error per figure kind over scored figures (with `repredict`, also against what the shipped
+    calibrations predict now), and plain statements of what was capped, reduced or failed."""
     reports = load_reports(reports_dir)
     lines = ["## Verify runs: predicted vs measured", ""]
     if not reports:
@@ -105,9 +112,23 @@ def accuracy_markdown(reports_dir: Path) -> str:
         err = "—" if f.error_pct is None else f"{f.error_pct:+.1f} %"
         lines.append(f"| {f.run} | {f.kind} ({f.unit}) | {_f(f.predicted)} | {_f(f.measured)} | {err} | "
                      f"{'yes' if f.scored else 'no'} | {', '.join(f.flags)} |")
-    lines += ["", "### Error per figure kind (scored figures only)", "",
-              "| Figure | n | Mean abs. error | Mean signed error | Worst abs. error (run) |",
-              "|---|---:|---:|---:|---:|"]
+    lines += ["", "### Error per figure kind (scored figures only, as predicted before each run)", ""]
+    lines += _error_table(all_figs)
+    if repredict:
+        lines += ["", "### The same runs re-predicted by the shipped calibrations", "",
+                  "The predictions above are the ones each report recorded before its run. The fits have "
+                  "changed since (see each report's `wanfit` version and the git log); here every run's "
+                  "measured figures are compared with what the calibrations in `calibration/` predict now. "
+                  "None of these runs is in a calibration grid.", ""]
+        lines += _error_table([f for i, (_, r) in enumerate(repredicted(reports), 1) for f in figures(i, r)])
+    lines += ["", "### What these runs are", ""]
+    lines += _statements(reports)
+    return "\n".join(lines) + "\n"
+
+
+def _error_table(all_figs: list[Figure]) -> list[str]:
+    lines = ["| Figure | n | Mean abs. error | Mean signed error | Worst abs. error (run) |",
+             "|---|---:|---:|---:|---:|"]
     kinds = sorted({f.kind for f in all_figs},
                    key=lambda k: (STAT_ORDER.index(k) if k in STAT_ORDER else len(STAT_ORDER), k))
     for kind in kinds:
@@ -119,9 +140,24 @@ def accuracy_markdown(reports_dir: Path) -> str:
         lines.append(f"| {kind} | {len(scored)} | {statistics.mean(errs):.1f} % | "
                      f"{statistics.mean(f.error_pct for f in scored):+.1f} % | {abs(worst.error_pct):.1f} % "
                      f"(#{worst.run}) |")
-    lines += ["", "### What these runs are", ""]
-    lines += _statements(reports)
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def repredicted(reports: list[tuple[Path, VerifyReport]], **predict_options) -> list[tuple[Path, VerifyReport]]:
+    """Each report rebuilt around what the shipped calibrations predict now for its workload + plan
+    (same measurement, cap, tolerances and GPUs)."""
+    from wanfit.api import predict_one
+
+    out = []
+    for path, r in reports:
+        prediction = predict_one(r.workload, r.plan, r.target_gpu, **predict_options)
+        local = None
+        if not r.same_gpu and r.local_gpu is not None:
+            local = predict_one(r.workload, r.plan, r.local_gpu, **predict_options)
+        out.append((path, build_report(r.measurement, prediction, target_gpu=r.target_gpu,
+                                       target_memory_gib=r.target_memory_gib, cap=r.cap, tolerances=r.tolerances,
+                                       same_gpu=r.same_gpu, local_gpu=r.local_gpu, local_prediction=local)))
+    return out
 
 
 def _statements(reports: list[tuple[Path, VerifyReport]]) -> list[str]:
