@@ -238,6 +238,19 @@ def write_doc(table: str, notes: list[str], path: Path, reports_dir: Path) -> No
         "",
         VERIFY_END,
         "",
+        "## Reading the verify runs",
+        "",
+        "- The two runs capped to an RTX 4090 ran out of memory at init, before any prediction was tested: the "
+        "runner then built every random-weight component on the GPU before placing it (22.9 GiB under the "
+        "torch cap). `wanfit.measure.build` now moves each component the plan keeps in host memory to the CPU "
+        "as soon as it is built; the capped runs have to be repeated to test the fit/OOM verdict.",
+        "- Sequential offload was calibrated at one point (832x480x41); its per-step overhead grew with the "
+        "frame count (3.1 s at 41 frames, 4.8 s at 81) where the fit holds it constant, so longer sequential "
+        "runs are under-predicted.",
+        "- Init, text-encode and prepare times are fractions of a second to a few seconds; their relative errors "
+        "are large, their absolute ones small. Init of a random-weight run is random-number generation, not a "
+        "checkpoint load from disk.",
+        "",
     ]
     path.write_text("\n".join(doc))
 
@@ -261,6 +274,7 @@ def main() -> int:
         if args.details:
             for size, row in r["rows"]:
                 print(size, row)
+        notes += model_offload_decode_notes(f"{gpu_dir.name}/{model}", ms)
         if model == "wan2.2-ti2v-5b":
             errors, source = carry_over(gpu_dir, ms, ceilings)
             carry.append((f"{gpu_dir.name}: 5B step fit -> 14B", errors, source))
@@ -278,6 +292,25 @@ def main() -> int:
         write_doc(table, notes, out, args.reports)
         print(f"wrote {out}")
     return 0
+
+
+def model_offload_decode_notes(label: str, ms: list[Measurement]) -> list[str]:
+    """Model offload's decode carries the DiT's move to host memory: on the lent GPU machine (a VM
+    whose host memory is handed over on first touch) that move is far slower than the measured
+    pageable copy rate, and leaving that size out leaves the fit without it. Say so, from the data."""
+    out = []
+    plain = {size_key(m): m.stage("vae_decode").time_s for m in ms
+             if m.plan == Plan() and m.stage("vae_decode") is not None}
+    for m in ms:
+        dec = m.stage("vae_decode")
+        if m.plan.offload != "model" or dec is None or size_key(m) not in plain:
+            continue
+        w = m.workload
+        out.append(f"- {label} {w.width}x{w.height}x{w.frames}: VAE decode under model offload took {dec.time_s:.1f} s "
+                   f"against {plain[size_key(m)]:.1f} s without offload (the DiT leaves the GPU first); it is the "
+                   f"only model-offload decode of its size, so the leave-one-size-out fold predicts it without "
+                   f"any measured offload move.")
+    return out
 
 
 def _fitted_dir(gpu_dir: Path, model: str, ms: list[Measurement], ceilings: Ceilings | None) -> Path:
