@@ -3,7 +3,9 @@ composed from physics, cross-GPU transfer, extrapolation, and finding a calibrat
 
 from __future__ import annotations
 
+import json
 import shutil
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -14,6 +16,7 @@ from wanfit.errors import WanfitError
 from wanfit.fit import fit_calibration, size_key, steady_s
 from wanfit.geometry import high_noise_steps
 from wanfit.measurement import Ceilings
+from wanfit.measurements_file import load_measurements
 from wanfit.predict import predict
 from wanfit.profiles import get_profile
 from wanfit.transfer import target_throughputs, time_scale
@@ -192,3 +195,27 @@ def test_targets_without_throughput_or_host_figures_still_transfer():
         p = predict(wl(frames=81), Plan(), cal, get_profile(key))
         assert p.transferred_from == "h100/wan2.2-ti2v-5b" and p.step_s > 0
         assert any("has no" in n for n in p.notes)
+
+
+SHIPPED = Path(__file__).resolve().parents[1] / "calibration" / "h100"
+
+
+def _shipped_baseline_cases() -> list[tuple[str, tuple]]:
+    cases = []
+    for model in ("wan2.1-t2v-14b", "wan2.1-t2v-1.3b"):
+        ms = load_measurements(SHIPPED / f"{model}.measurements.jsonl")
+        cases += [(model, size) for size in sorted({size_key(m) for m in ms if m.plan == Plan()}, key=repr)]
+    return cases
+
+
+@pytest.mark.parametrize(("model", "size"), _shipped_baseline_cases())
+def test_shipped_14b_and_1_3b_calibrations_predict_sizes_they_did_not_see(model, size):
+    """The shipped H100 measurements of the 14B and 1.3B, refitted without one size: that size's
+    device peak within 5 % and steady step within 10 % (verify's default tolerances)."""
+    ms = load_measurements(SHIPPED / f"{model}.measurements.jsonl")
+    ceil = Ceilings.model_validate(json.loads((SHIPPED / "ceilings.json").read_text())["ceilings"])
+    cal = fit_calibration([m for m in ms if size_key(m) != size], GPU, model, ceil, 0.0, held_out=False)
+    for m in (m for m in ms if size_key(m) == size and m.plan == Plan() and m.status == "ok"):
+        p = predict(m.workload, m.plan, cal)
+        assert predicted_peak(p, m) == pytest.approx(measured_peak(m), rel=0.05)
+        assert p.step_s == pytest.approx(steady_s(m), rel=0.10)
