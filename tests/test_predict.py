@@ -94,6 +94,25 @@ def test_offload_moves_the_weights_out_of_the_peak():
     assert model.host_ram_gib > 20 and none.host_ram_gib == 0
 
 
+def test_a_fitting_plan_never_shows_more_device_memory_than_the_card_has():
+    """Reserved cache above the need is given back under pressure: on a card where the need fits
+    but the unconstrained reservation would not, the shown peak is the usable memory, with a note;
+    a plan that does not fit keeps its unconstrained peak."""
+    p = predict(wl(frames=121), Plan(), calibration())
+    assert p.need_gib < p.peak_vram_gib
+    usable = (p.need_gib + p.peak_vram_gib) / 2
+    c = p.candidate(usable, safety_margin_gib=0.0)
+    assert c.fits and c.peak_vram_gib == pytest.approx(usable, abs=1e-3)
+    assert all(s.peak_vram_gib <= usable + 1e-3 for s in c.stages)
+    assert c.peak_vram_interval_gib[1] <= usable + 1e-3
+    assert any("held at" in n for n in c.notes)
+    tight = p.candidate(p.need_gib - 0.5, safety_margin_gib=0.0)
+    assert not tight.fits and tight.peak_vram_gib == pytest.approx(p.peak_vram_gib, abs=1e-3)
+    roomy = p.candidate(p.peak_vram_gib + 5, safety_margin_gib=0.0)
+    assert roomy.peak_vram_gib == pytest.approx(p.peak_vram_gib, abs=1e-3)
+    assert not any("held at" in n for n in roomy.notes)
+
+
 def test_two_expert_model_through_the_dit_family():
     """Wan2.2-A14B from a dit-14b calibration: both experts resident without offload, one at a time
     with model offload, and an expert switch that moves them."""

@@ -93,14 +93,23 @@ class Prediction:
         if not host_ok:
             notes.append(f"needs {self.host_ram_gib:.1f} GiB of host RAM for offloaded weights "
                          f"> {host_ram_limit_gib:.1f} GiB available")
+
+        def shown(gib: float) -> float:
+            # A plan whose need fits never shows more than the card has: under pressure the caching
+            # allocator frees its cached blocks and retries before it fails.
+            return round(min(gib, usable_gib) if headroom >= 0 else gib, 3)
+
+        if headroom >= 0 and self.peak_vram_gib > usable_gib:
+            notes.append(f"device-level peak held at the {usable_gib:.1f} GiB usable: the allocator gives back "
+                         f"cached memory under pressure (unconstrained it would reserve {self.peak_vram_gib:.1f} GiB)")
         return Candidate(
-            plan=self.plan.knobs(), fits=headroom >= 0 and host_ok, peak_vram_gib=round(self.peak_vram_gib, 3),
+            plan=self.plan.knobs(), fits=headroom >= 0 and host_ok, peak_vram_gib=shown(self.peak_vram_gib),
             need_gib=round(self.need_gib, 3), headroom_gib=round(headroom, 3), binding_stage=self.binding_stage,
             step_s=round(self.step_s, 4), duration_s=round(self.duration_s, 3),
             duration_interval_s=_round_pair(self.duration_interval_s, 3),
-            peak_vram_interval_gib=_round_pair(self.peak_vram_interval_gib, 3),
+            peak_vram_interval_gib=(shown(self.peak_vram_interval_gib[0]), shown(self.peak_vram_interval_gib[1])),
             host_ram_gib=round(self.host_ram_gib, 3), host_ram_fits=host_ok,
-            stages=[StagePrediction(name=s.name, time_s=round(s.time_s, 4), peak_vram_gib=round(s.peak_vram_gib, 3),
+            stages=[StagePrediction(name=s.name, time_s=round(s.time_s, 4), peak_vram_gib=shown(s.peak_vram_gib),
                                     need_gib=round(s.need_gib, 3)) for s in self.stages],
             extrapolated=self.extrapolated, transferred_from=self.transferred_from, notes=notes,
         )
