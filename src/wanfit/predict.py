@@ -100,8 +100,8 @@ class Prediction:
             return round(min(gib, usable_gib) if headroom >= 0 else gib, 3)
 
         if headroom >= 0 and self.peak_vram_gib > usable_gib:
-            notes.append(f"device-level peak held at the {usable_gib:.1f} GiB usable: the allocator gives back "
-                         f"cached memory under pressure (unconstrained it would reserve {self.peak_vram_gib:.1f} GiB)")
+            notes.append(f"device-level peak held at the {usable_gib:.1f} GiB usable where the cache would grow "
+                         f"beyond it: the allocator gives back cached memory under pressure")
         return Candidate(
             plan=self.plan.knobs(), fits=headroom >= 0 and host_ok, peak_vram_gib=shown(self.peak_vram_gib),
             need_gib=round(self.need_gib, 3), headroom_gib=round(headroom, 3), binding_stage=self.binding_stage,
