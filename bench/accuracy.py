@@ -33,13 +33,12 @@ from wanfit.fit import fit_calibration, size_key  # noqa: E402
 from wanfit.measurement import Ceilings, Measurement  # noqa: E402
 from wanfit.measurements_file import load_measurements  # noqa: E402
 from wanfit.predict import predict  # noqa: E402
-from wanfit.workload import Plan, Workload  # noqa: E402
+from wanfit.workload import Plan  # noqa: E402
 
 VERIFY_BEGIN = "<!-- BEGIN verify summary (generated from verify-reports/ by wanfit.verify.summary) -->"
 VERIFY_END = "<!-- END verify summary -->"
 TARGETS = {"peak": 3.0, "step": 5.0, "plan_s": 0.3}
 # Public reference runs used for the carry-over when no 14B calibration is shipped yet.
-REFERENCE = REPO / "bench" / "reference" / "h100-2026-11-22.json"
 
 
 @dataclass
@@ -123,32 +122,23 @@ def held_out(ms: list[Measurement], gpu: str, model: str, ceilings: Ceilings | N
             "rows": rows, "sizes": len(sizes), "points": sum(1 for m in ms if m.status == "ok")}
 
 
-def _reference_14b() -> list[tuple[Workload, float]]:
-    data = json.loads(REFERENCE.read_text())
-    out = []
-    for run in data["wan2.1_t2v_14b_shape"]["runs"]:
-        wl = Workload(model="wan2.1-t2v-14b", height=run["h"], width=run["w"], frames=run["frames"], steps=2,
-                      guidance=5.0)
-        out.append((wl, statistics.median(run["step_s"][1:])))
-    return out
-
-
-def carry_over(gpu_dir: Path, ms_5b: list[Measurement], ceilings: Ceilings | None) -> tuple[Errors, str]:
-    """Fit the step time on the 5B, predict the 14B DiT's measured steady steps (same GPU)."""
-    cal = fit_calibration(ms_5b, gpu_dir.name, "wan2.2-ti2v-5b", ceilings, 0.0, held_out=False)
-    errors = Errors()
-    path = gpu_dir / "wan2.1-t2v-14b.measurements.jsonl"
-    if path.exists():
-        points = [(m.workload, _steady_median(m)) for m in load_measurements(path)
-                  if m.status == "ok" and m.plan.offload in ("none", "model") and m.plan.dit_dtype == "bf16"]
-        source = f"{path.relative_to(REPO)}"
-    else:
-        points = _reference_14b()
-        source = f"{REFERENCE.relative_to(REPO)} (14B runs on an H100, torch 2.11; no 14B calibration shipped yet)"
-    for wl, measured in points:
-        if measured:
-            errors.add(predict(wl, Plan(), cal).step_s, measured)
-    return errors, source
+def carry_over(gpu_dir: Path, source_model: str, source_ms: list[Measurement], target_model: str,
+               ceilings: Ceilings | None) -> tuple[Errors, Errors]:
+    """Fit every model of one model's measurements, predict another model's baseline points on the
+    same GPU (bf16 DiT, no offload): (steady step errors, device peak errors). How well a calibration
+    carries over to a DiT it never saw."""
+    cal = fit_calibration(source_ms, gpu_dir.name, source_model, ceilings, 0.0, held_out=False)
+    step, peak = Errors(), Errors()
+    for m in load_measurements(gpu_dir / f"{target_model}.measurements.jsonl"):
+        if m.status != "ok" or m.plan != Plan():
+            continue
+        p = predict(m.workload, m.plan, cal)
+        if (measured := _steady_median(m)) is not None:
+            step.add(p.step_s, measured)
+        seen = {"denoise" if s.name == "step" else s.name for s in m.stages if s.name not in ("init", "total")}
+        measured_peak = max(s.device_used_peak_gib for s in m.stages if s.name not in ("init", "total"))
+        peak.add(max(s.peak_vram_gib for s in p.stages if s.name in seen), measured_peak)
+    return step, peak
 
 
 def plan_wall_time(gpu: str, calibration_dir: Path | None, repeats: int = 5) -> tuple[float, float]:
@@ -182,7 +172,7 @@ def calibrations(root: Path) -> list[tuple[Path, str]]:
             for p in sorted(root.glob("*/*.measurements.jsonl"))]
 
 
-def render(results: list[dict], carry: list[tuple[str, Errors, str]], timing: list[tuple[str, float, float]]) -> str:
+def render(results: list[dict], carry: list[tuple[str, Errors, Errors]], timing: list[tuple[str, float, float]]) -> str:
     lines = ["| calibration | sizes | points | peak VRAM | steady step | VAE decode | text encode | "
              "knob fallbacks: peak | knob fallbacks: step |", "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
@@ -192,10 +182,14 @@ def render(results: list[dict], carry: list[tuple[str, Errors, str]], timing: li
     lines += ["", "Cells: mean / worst absolute error (n = held-out measurements scored); text encode in seconds "
               "(it takes about 0.1 s). Targets: peak VRAM "
               f"<= {TARGETS['peak']:g} %, step <= {TARGETS['step']:g} % on the calibrated GPU.", ""]
-    lines += ["| carry-over | 14B steady step error (%) | measured 14B source |", "|---|---|---|"]
-    for label, errors, source in carry:
-        per = ", ".join(f"{v:+.1f}" for v in errors.values) or "-"
-        lines.append(f"| {label} | {errors.summary()} (each: {per}) | {source} |")
+    lines += ["Carry-over: every model fitted on one model's measurements predicts another model's measured "
+              "baseline points (bf16 DiT, no offload) on the same GPU, a DiT it never saw. Signed errors per point.", "",
+              "| fitted on -> predicted | steady step | each step (%) | device peak | each peak (%) |",
+              "|---|---|---|---|---|"]
+    for label, step, peak in carry:
+        steps = ", ".join(f"{v:+.1f}" for v in step.values) or "-"
+        peaks = ", ".join(f"{v:+.1f}" for v in peak.values) or "-"
+        lines.append(f"| {label} | {step.summary()} | {steps} | {peak.summary()} | {peaks} |")
     lines += ["", "| `wanfit plan` | --format json | table |", "|---|---|---|"]
     for gpu, js, tab in timing:
         lines.append(f"| --gpu {gpu} (median of 5, wall, subprocess) | {js:.2f} s | {tab:.2f} s |")
@@ -275,9 +269,10 @@ def main() -> int:
             for size, row in r["rows"]:
                 print(size, row)
         notes += model_offload_decode_notes(f"{gpu_dir.name}/{model}", ms)
-        if model == "wan2.2-ti2v-5b":
-            errors, source = carry_over(gpu_dir, ms, ceilings)
-            carry.append((f"{gpu_dir.name}: 5B step fit -> 14B", errors, source))
+        for other_dir, other in calibrations(args.calibration_root):
+            if other_dir == gpu_dir and other != model:
+                step, peak = carry_over(gpu_dir, model, ms, other, ceilings)
+                carry.append((f"{gpu_dir.name}: {model} -> {other}", step, peak))
         if not any(t[0] == gpu_dir.name for t in timing):
             calibrated = (gpu_dir / f"{model}.json").exists()
             js, tab = plan_wall_time(gpu_dir.name, None if calibrated else _fitted_dir(gpu_dir, model, ms, ceilings))

@@ -238,3 +238,18 @@ def test_shipped_14b_and_1_3b_calibrations_predict_sizes_they_did_not_see(model,
         p = predict(m.workload, m.plan, cal)
         assert predicted_peak(p, m) == pytest.approx(measured_peak(m), rel=0.05)
         assert p.step_s == pytest.approx(steady_s(m), rel=0.10)
+
+
+@pytest.mark.parametrize(("source", "target"), [("wan2.2-ti2v-5b", "wan2.1-t2v-14b"), ("wan2.1-t2v-14b", "wan2.2-ti2v-5b"),
+                                                ("wan2.1-t2v-1.3b", "wan2.1-t2v-14b")])
+def test_a_step_fit_carries_over_to_a_dit_it_never_saw(source, target):
+    """Time is physics-shaped (FLOPs at measured ceilings, counted traffic): the step model fitted on
+    one model's H100 measurements predicts another model's measured steady steps within 5 %."""
+    ceil = Ceilings.model_validate(json.loads((SHIPPED / "ceilings.json").read_text())["ceilings"])
+    cal = fit_calibration(load_measurements(SHIPPED / f"{source}.measurements.jsonl"), GPU, source, ceil, 0.0,
+                          held_out=False)
+    points = [m for m in load_measurements(SHIPPED / f"{target}.measurements.jsonl")
+              if m.plan == Plan() and m.status == "ok" and steady_s(m) is not None]
+    assert len(points) >= 4
+    for m in points:
+        assert predict(m.workload, m.plan, cal).step_s == pytest.approx(steady_s(m), rel=0.05)

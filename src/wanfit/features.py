@@ -57,6 +57,8 @@ def size_features(workload: Workload, ceilings: Ceilings) -> dict[str, float]:
         # One bf16 pass over every token x hidden element of every block (norms, RoPE, modulation,
         # activations, residual adds are a number of such passes: the fitted coefficient).
         "elementwise_s": g.step_token_elements * BYTES["bf16"] / (ceilings.device_copy_gbps * 1e9),
+        # Per-token timestep modulation (Wan2.2-TI2V-5B): counted traffic at the copy bandwidth.
+        "modulation_s": g.step_modulation_bytes / (ceilings.device_copy_gbps * 1e9),
         # Per block-forward overhead that does not scale with tokens (launches, small kernels).
         "layer_forwards": float(layers * g.forwards_per_step),
         # Memory: one bf16 hidden state of the DiT sequence (activations are a number of these).

@@ -51,9 +51,10 @@ from wanfit.workload import Plan
 # the time coefficients are then plain seconds per unit of work and do not transfer.
 NOMINAL = Ceilings(matmul_tflops=100.0, attention_tflops=100.0, device_copy_gbps=1000.0,
                    h2d_pinned_gbps=25.0, h2d_pageable_gbps=10.0)
-GROWTH_EPS_GIB = 0.02
+GROWTH_EPS_GIB = 0.02  # a stage "grew" the reservation when its reserved peak rose by more than this
 # Weight of the pull toward "matmul and attention run at the measured ceiling" (see _solve).
-PRIOR_STRENGTH = 0.01  # a stage "grew" the reservation when its reserved peak rose by more than this
+PRIOR_STRENGTH = 0.01
+FIXED_PRIOR_STRENGTH = 1e3  # a counted term: held at its lower bound whatever the data
 
 Group = tuple
 
@@ -498,9 +499,13 @@ class _Fitter:
             t = steady_s(m)
             if t is not None and m.plan.dit_dtype == "bf16" and m.plan.offload in ("none", "model"):
                 base_rows.append(Row(self.x(m), t, size_key(m)))
-        step = fit_linear(base_rows, ["matmul_s", "attention_s", "elementwise_s", "layer_forwards"], intercept=False,
-                          lower=[1.0, 1.0, 0.0, 0.0], relative=True, held_out=held,
-                          prior={"matmul_s": PRIOR_STRENGTH, "attention_s": PRIOR_STRENGTH},
+        # modulation_s is counted traffic (geometry.PER_TOKEN_MODULATION_BYTES), held at its copy-
+        # bandwidth time by a strong prior: the same step model then carries between DiTs with and
+        # without per-token modulation (zero for those without: its coefficient stays 1).
+        step = fit_linear(base_rows, ["matmul_s", "attention_s", "elementwise_s", "layer_forwards", "modulation_s"],
+                          intercept=False, lower=[1.0, 1.0, 0.0, 0.0, 1.0], relative=True, held_out=held,
+                          prior={"matmul_s": PRIOR_STRENGTH, "attention_s": PRIOR_STRENGTH,
+                                 "modulation_s": FIXED_PRIOR_STRENGTH},
                           target="steady denoising step (CFG forwards included), s", unit="s")
         if step is None:
             raise WanfitError(f"no bf16 measurement of {self.model_key} ran two or more steps: the step-time fit needs "

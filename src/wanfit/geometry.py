@@ -13,6 +13,13 @@ from wanfit.catalog import TEXT_LEN, ModelSpec
 from wanfit.workload import Workload
 
 BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "int8": 1}
+# Extra memory traffic, in bytes per token per hidden element per block, of a DiT whose timestep
+# modulation is per token (`expand_timesteps`, Wan2.2-TI2V-5B) instead of one vector broadcast over
+# the sequence. Counted from diffusers' WanTransformerBlock.forward: the (tokens, 6, dim) modulation
+# cast bf16 -> fp32 (read 12, write 24) and added to scale_shift_table (read 24, write 24); `1 + scale`
+# for attention and FFN (read 4, write 4, twice); shift, scale and gate read per token by the two
+# modulated norms and the two gated residual adds (4 each: 24). Total 124.
+PER_TOKEN_MODULATION_BYTES = 12 + 24 + 24 + 24 + 2 * 8 + 24
 
 
 @dataclass(frozen=True)
@@ -29,6 +36,7 @@ class Geometry:
     linear_flops: float  # per forward
     attention_flops: float  # per forward (self + cross attention score and value products)
     token_elements: float  # tokens x inner_dim x layers x batch: the memory-bound elementwise work
+    modulation_bytes: float  # per forward: extra traffic of per-token timestep modulation (0 if broadcast)
     forwards_per_step: int
     pixels_per_frame: int
     frames: int
@@ -46,6 +54,10 @@ class Geometry:
     @property
     def step_token_elements(self) -> float:
         return self.token_elements * self.forwards_per_step
+
+    @property
+    def step_modulation_bytes(self) -> float:
+        return self.modulation_bytes * self.forwards_per_step
 
 
 def latent_shape(spec: ModelSpec, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
@@ -74,7 +86,9 @@ def geometry(wl: Workload) -> Geometry:
     return Geometry(
         latent_frames=t, latent_height=h, latent_width=w, latent_channels=c, tokens=tokens,
         context_tokens=ctx, linear_flops=linear, attention_flops=attention,
-        token_elements=float(tokens) * d * layers * b, forwards_per_step=2 if wl.cfg else 1,
+        token_elements=float(tokens) * d * layers * b,
+        modulation_bytes=float(tokens) * d * layers * b * PER_TOKEN_MODULATION_BYTES if spec.expand_timesteps else 0.0,
+        forwards_per_step=2 if wl.cfg else 1,
         pixels_per_frame=pixels, frames=wl.frames, video_bytes_fp32=4.0 * 3 * wl.frames * pixels * b,
         latent_bytes_fp32=4.0 * c * t * h * w * b,
     )

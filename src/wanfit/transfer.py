@@ -28,6 +28,7 @@ TERM_BOUND = {
     "matmul_s": "matmul",
     "attention_s": "attention",
     "elementwise_s": "bandwidth",
+    "modulation_s": "bandwidth",
     "layer_forwards": "overhead",
 }
 
