@@ -179,12 +179,29 @@ def test_find_calibration_exact_family_other_gpu_and_none(tmp_path):
     calibration_dir(tmp_path, as_family_calibration("wan2.1-t2v-14b", gpu="h200"), gpu="h200")
     cal, how = find_calibration("h200", "wan2.2-t2v-a14b", [tmp_path])
     assert how == "dit-family" and cal.model == "wan2.1-t2v-14b"
-    with pytest.raises(WanfitError) as err:
-        find_calibration("l40s", "wan2.1-i2v-14b", [tmp_path])
-    assert "wanfit calibrate --gpu l40s --model wan2.1-i2v-14b" in str(err.value)
+    # No calibration of the I2V DiT anywhere: the nearest DiT by size (the 14B family, not the 5B).
+    cal, how = find_calibration("l40s", "wan2.1-i2v-14b", [tmp_path])
+    assert how == "other-dit" and cal.dit_family == "dit-14b"
     with pytest.raises(WanfitError) as err:
         find_calibration("l40s", "wan2.1-t2v-1.3b", [tmp_path / "empty"])
+    assert "wanfit calibrate --gpu l40s --model wan2.1-t2v-1.3b" in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_another_dits_calibration_is_named_and_widens_the_intervals():
+    """A model whose DiT has no calibration is predicted from another DiT's, and says so."""
+    from wanfit.api import predict_one
+
+    i2v = Workload.for_model("wan2.1-i2v-14b", height=480, width=832)
+    cand = predict_one(i2v, Plan(), "h100")  # the shipped calibrations: no I2V DiT among them
+    assert cand.notes[0].startswith("predicted from the h100/wan2.1-t2v-14b calibration: no calibration has the "
+                                    "dit-14b-i2v DiT")
+    own = predict(wl(frames=81), Plan(), calibration())
+    other = predict(i2v, Plan(), calibration())
+    own_rel = (own.duration_interval_s[1] - own.duration_s) / own.duration_s
+    other_rel = (other.duration_interval_s[1] - other.duration_s) / other.duration_s
+    assert other_rel >= own_rel + 0.10 - 1e-9
+    assert other.peak_vram_interval_gib[1] - other.peak_vram_gib >= 0.10 * other.peak_vram_gib
 
 
 def test_first_directory_wins_and_corrupt_file_is_reported(tmp_path):

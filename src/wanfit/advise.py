@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from wanfit.calibration import Calibration, FindHow
+from wanfit.calibration import Calibration, FindHow, source_note
 from wanfit.errors import WanfitError
 from wanfit.predict import Prediction, predict
 from wanfit.prediction import Candidate, GpuResult
@@ -140,9 +140,7 @@ def advise(workload: Workload, calibration: Calibration, how: FindHow, target: A
            safety_margin_gib: float = 1.0, host_ram_gib: float | None = None) -> GpuResult:
     """Predict every plan for `target` (a GpuProfile), rank and recommend."""
     usable = float(target.memory_gib)
-    family_note = None
-    if how != "exact" and calibration.model != workload.model:
-        family_note = f"predicted from the {calibration.model} calibration (same DiT: {calibration.dit_family})"
+    family_note = source_note(workload.model, calibration)
     predictions = [predict(workload, plan, calibration, target) for plan in plan_space(pinned)]
     candidates = []
     for p in predictions:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from wanfit.advise import advise
-from wanfit.calibration import find_calibration
+from wanfit.calibration import find_calibration, source_note
 from wanfit.errors import WanfitError
 from wanfit.paths import calibration_dirs
 from wanfit.predict import predict
@@ -52,9 +52,8 @@ def predict_one(workload: Workload, plan: Plan, gpu: str, calibration_dir: Path 
     """The prediction for one workload + plan on one GPU (verify puts a measurement beside it)."""
     _check_options(safety_margin_gib, host_ram_gib)
     profile = get_profile(gpu)
-    calibration, how = find_calibration(profile.key, workload.model, calibration_dirs(calibration_dir))
+    calibration, _ = find_calibration(profile.key, workload.model, calibration_dirs(calibration_dir))
     cand = predict(workload, plan, calibration, profile).candidate(profile.memory_gib, safety_margin_gib, host_ram_gib)
-    if how != "exact" and calibration.model != workload.model:
-        note = f"predicted from the {calibration.model} calibration (same DiT: {calibration.dit_family})"
+    if (note := source_note(workload.model, calibration)) is not None:
         cand = cand.model_copy(update={"notes": [note, *cand.notes]})
     return cand

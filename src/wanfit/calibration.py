@@ -30,7 +30,7 @@ SCHEMA_VERSION = 1
 RANGE_TOLERANCE = 0.02
 
 Unit = Literal["GiB", "s"]
-FindHow = Literal["exact", "dit-family", "other-gpu"]
+FindHow = Literal["exact", "dit-family", "other-gpu", "other-dit"]
 
 
 class HeldOutError(BaseModel):
@@ -220,8 +220,9 @@ def _gpu_distance(target: str, other: str) -> tuple:
 def find_calibration(gpu_key: str, model_key: str, dirs: list[Path] | None = None) -> tuple[Calibration, FindHow]:
     """The calibration to predict `model_key` on `gpu_key`, and how it was found:
     `exact` (this GPU, this model), `dit-family` (this GPU, a model with the same DiT, e.g. the
-    Wan2.1-T2V-14B calibration for Wan2.2-T2V-A14B's experts) or `other-gpu` (this model or its DiT
-    family measured on another GPU: time is transferred). None usable: one-line error."""
+    Wan2.1-T2V-14B calibration for Wan2.2-T2V-A14B's experts), `other-gpu` (this model or its DiT
+    family measured on another GPU: time is transferred) or `other-dit` (no calibration of this DiT:
+    the nearest one's, carried over). No calibration at all: one-line error."""
     spec = get_model(model_key)
     dirs = calibration_dirs() if dirs is None else dirs
     files = _candidate_files(dirs)
@@ -240,10 +241,35 @@ def find_calibration(gpu_key: str, model_key: str, dirs: list[Path] | None = Non
     if others:
         ranked = sorted(others, key=lambda f: (f[1] != spec.key, _gpu_distance(gpu_key, f[0]), f[1]))
         return load_calibration(ranked[0][2]), "other-gpu"
+    # No calibration of this DiT anywhere: the nearest DiT by size, this GPU first. The fits are on
+    # physics-shaped features (FLOPs, counted traffic, hidden-state bytes), which carry between the
+    # shipped DiTs within 3 % (step) and 7.4 % (peak) (docs/accuracy.md, carry-over).
+    other_dits = [f for f in files if _family(f[1]) not in (None, spec.dit_family)]
+    if other_dits:
+        ranked = sorted(other_dits, key=lambda f: (_dit_distance(spec, f[1]), f[0] != gpu_key,
+                                                   _gpu_distance(gpu_key, f[0]), f[1]))
+        return load_calibration(ranked[0][2]), "other-dit"
     target = _calibratable(spec.key, spec.dit_family)
     raise WanfitError(f"no calibration covers {spec.key} (DiT family {spec.dit_family}) on any GPU: run "
                       f"`wanfit calibrate --gpu {gpu_key} --model {target}` on that GPU, or point "
                       f"--calibration-dir at a directory that has one")
+
+
+def _dit_distance(spec, other_key: str) -> float:
+    import math
+
+    return abs(math.log(spec.params.dit_per_expert / get_model(other_key).params.dit_per_expert))
+
+
+def source_note(model_key: str, cal: Calibration) -> str | None:
+    """What a prediction from another model's calibration rests on; None for the model's own."""
+    if cal.model == model_key:
+        return None
+    spec = get_model(model_key)
+    if spec.dit_family == cal.dit_family:
+        return f"predicted from the {cal.model} calibration (same DiT: {cal.dit_family})"
+    return (f"predicted from the {cal.label} calibration: no calibration has the {spec.dit_family} DiT; "
+            f"carried over through its FLOPs and shapes (wider interval)")
 
 
 def _calibratable(model_key: str, family: str) -> str:

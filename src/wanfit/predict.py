@@ -49,6 +49,10 @@ from wanfit.workload import Plan, Workload
 EXTRAPOLATION_WIDEN = 2.0  # held-out error x2 outside the calibrated range
 TRANSFER_TIME_REL = 0.25  # +25 % relative time uncertainty when transferred to another GPU
 NO_HELDOUT_TIME_REL = 0.10  # a time fit with too few sizes to hold any out
+# Predicting a DiT from another DiT's calibration: measured carry-over between the shipped DiTs was
+# at worst 3.0 % (step) and 7.4 % (peak) on the H100 (docs/accuracy.md); an untested DiT gets more.
+CROSS_DIT_TIME_REL = 0.10
+CROSS_DIT_PEAK_REL = 0.10
 
 
 @dataclass(frozen=True)
@@ -443,6 +447,9 @@ class _Composer:
         time_rel = self._time_rel() * (EXTRAPOLATION_WIDEN if extrapolated else 1.0)
         if self.scale.transferred_from is not None:
             time_rel += TRANSFER_TIME_REL
+        if cal.dit_family != spec.dit_family:
+            time_rel += CROSS_DIT_TIME_REL
+            mem_half += CROSS_DIT_PEAK_REL * peak
         return Prediction(
             workload=wl, plan=plan, stages=stages, step_s=step, duration_s=duration, peak_vram_gib=peak,
             need_gib=binding.need_gib, binding_stage=binding.name,
