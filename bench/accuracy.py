@@ -82,8 +82,10 @@ def ceilings_of(gpu_dir: Path) -> Ceilings | None:
     return Ceilings.model_validate(json.loads(path.read_text())["ceilings"])
 
 
-def held_out(ms: list[Measurement], gpu: str, model: str, ceilings: Ceilings | None) -> dict:
-    """Leave-one-size-out over the measurements of one calibration."""
+def held_out(ms: list[Measurement], gpu: str, model: str, ceilings: Ceilings | None,
+             siblings: list[Measurement]) -> dict:
+    """Leave-one-size-out over the measurements of one calibration (refitted as `wanfit calibrate`
+    fits it: the other DiTs' baseline steps on the same GPU join the step-time fit)."""
     peak, step, text, decode, fallback, step_fallback = Errors(), Errors(), Errors(), Errors(), Errors(), Errors()
     rows = []
     sizes = sorted({size_key(m) for m in ms if m.status == "ok"}, key=repr)
@@ -91,7 +93,7 @@ def held_out(ms: list[Measurement], gpu: str, model: str, ceilings: Ceilings | N
         train = [m for m in ms if size_key(m) != size]
         test = [m for m in ms if size_key(m) == size and m.status == "ok"]
         try:
-            cal = fit_calibration(train, gpu, model, ceilings, 0.0, held_out=False)
+            cal = fit_calibration(train, gpu, model, ceilings, 0.0, held_out=False, step_siblings=siblings)
         except Exception as error:  # too little left to fit (e.g. the only multi-step size)
             rows.append((size, f"not refittable without this size: {error}"))
             continue
@@ -262,7 +264,10 @@ def main() -> int:
     for gpu_dir, model in calibrations(args.calibration_root):
         ms = load_measurements(gpu_dir / f"{model}.measurements.jsonl")
         ceilings = ceilings_of(gpu_dir)
-        r = held_out(ms, gpu_dir.name, model, ceilings)
+        siblings = [m for other_dir, other in calibrations(args.calibration_root)
+                    if other_dir == gpu_dir and other != model
+                    for m in load_measurements(gpu_dir / f"{other}.measurements.jsonl")]
+        r = held_out(ms, gpu_dir.name, model, ceilings, siblings)
         r["label"] = f"{gpu_dir.name}/{model}"
         results.append(r)
         if args.details:

@@ -148,3 +148,31 @@ def _wl():
     from wanfit.workload import Workload
 
     return Workload.for_model(MODEL, frames=121, steps=50)
+
+
+def test_calibrate_fits_one_step_model_over_every_dit_of_the_gpu(tmp_path):
+    """`wanfit calibrate --fit-only` fits a model's step time on the baseline steps of every DiT
+    measured on that GPU: the step model is shared, the rest of the calibration is the model's own."""
+    import shutil
+    from pathlib import Path
+
+    from wanfit.calibrate import fit_model
+
+    shipped = Path(__file__).resolve().parents[1] / "calibration" / "h100"
+    gpu_dir = tmp_path / "h100"
+    gpu_dir.mkdir()
+    for name in ("ceilings.json", "wan2.1-t2v-1.3b.measurements.jsonl", "wan2.1-t2v-14b.measurements.jsonl"):
+        shutil.copy(shipped / name, gpu_dir / name)
+    alone = fit_calibration(load_measurements_of(gpu_dir, "wan2.1-t2v-1.3b"), "h100", "wan2.1-t2v-1.3b", None, 0.0)
+    pooled = load_calibration(fit_model("h100", "wan2.1-t2v-1.3b", tmp_path))
+    assert pooled.models["step_time"].n_points > alone.models["step_time"].n_points
+    assert any("wan2.1-t2v-14b" in n for n in pooled.notes)
+    assert pooled.weights_gib == alone.weights_gib and pooled.n_measurements == alone.n_measurements
+    other = load_calibration(fit_model("h100", "wan2.1-t2v-14b", tmp_path))
+    assert other.models["step_time"].coefficients == pytest.approx(pooled.models["step_time"].coefficients)
+
+
+def load_measurements_of(gpu_dir, model):
+    from wanfit.measurements_file import load_measurements
+
+    return load_measurements(gpu_dir / f"{model}.measurements.jsonl")

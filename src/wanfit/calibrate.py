@@ -181,7 +181,10 @@ def fit_model(gpu_key: str, model: str, out_dir: Path = Path("calibration")) -> 
     ceilings_path = gpu_dir / "ceilings.json"
     if ceilings_path.exists():
         ceilings = Ceilings.model_validate(json.loads(ceilings_path.read_text())["ceilings"])
-    cal = fit_calibration(measurements, gpu_key, model, ceilings, gpu_minutes(gpu_dir, model))
+    siblings = [m for path in sorted(gpu_dir.glob("*.measurements.jsonl")) if path != meas_path
+                for m in load_measurements(path)]
+    cal = fit_calibration(measurements, gpu_key, model, ceilings, gpu_minutes(gpu_dir, model),
+                          step_siblings=siblings)
     out = gpu_dir / f"{model}.json"
     save_calibration(cal, out)
     return out

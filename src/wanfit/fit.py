@@ -211,7 +211,7 @@ def _median(values: Iterable[float], default: float) -> float:
 
 class _Fitter:
     def __init__(self, measurements: list[Measurement], gpu: str, model: str, ceilings: Ceilings | None,
-                 held_out: bool) -> None:
+                 held_out: bool, step_siblings: list[Measurement]) -> None:
         self.spec: ModelSpec = get_model(model)
         self.gpu, self.model_key, self.held = gpu, model, held_out
         family = self.spec.dit_family
@@ -221,6 +221,8 @@ class _Fitter:
         self.ms = [m for m in ours if m.status in ("ok", "oom") and m.environment.memory_cap_gib is None]
         self.ooms = [m for m in ours if m.status == "oom"]
         self.all = ours
+        self.siblings = [m for m in step_siblings if m.status == "ok" and m.environment.memory_cap_gib is None
+                         and get_model(m.workload.model).dit_family != family]
         if not any(m.status == "ok" for m in self.ms):
             raise WanfitError(f"no successful measurement of {model} to fit: re-run `wanfit calibrate --gpu {gpu} "
                               f"--model {model}` (its measurements file has {len(ours)} point(s), none ok)")
@@ -495,10 +497,13 @@ class _Fitter:
     def fit_time(self, weights: dict[str, dict[str, ComponentWeights]]) -> None:
         held, fc = self.held, self.fc
         base_rows = []
-        for m in self.ms:
+        for m in self.ms + self.siblings:
             t = steady_s(m)
             if t is not None and m.plan.dit_dtype == "bf16" and m.plan.offload in ("none", "model"):
                 base_rows.append(Row(self.x(m), t, size_key(m)))
+        if others := sorted({m.workload.model for m in self.siblings}):
+            self.notes.append(f"step time fitted on this model's baseline steps and those of {', '.join(others)} "
+                              f"on the same GPU (one physics-shaped step model for every DiT)")
         # modulation_s is counted traffic (geometry.PER_TOKEN_MODULATION_BYTES), held at its copy-
         # bandwidth time by a strong prior: the same step model then carries between DiTs with and
         # without per-token modulation (zero for those without: its coefficient stays 1).
@@ -703,9 +708,12 @@ class _WeightsOnly:
 
 
 def fit_calibration(measurements: list[Measurement], gpu: str, model: str, ceilings: Ceilings | None,
-                    gpu_minutes: float, *, held_out: bool = True, measurements_file: str | None = None) -> Calibration:
-    """Fit every model of one calibration from its measurements (see the module docstring)."""
-    f = _Fitter(measurements, gpu, model, ceilings, held_out)
+                    gpu_minutes: float, *, held_out: bool = True, measurements_file: str | None = None,
+                    step_siblings: list[Measurement] | None = None) -> Calibration:
+    """Fit every model of one calibration from its measurements (see the module docstring).
+    `step_siblings`: other DiTs' measurements on the same GPU, whose baseline steps join the
+    step-time fit (its features carry between DiTs; see docs/accuracy.md, carry-over)."""
+    f = _Fitter(measurements, gpu, model, ceilings, held_out, step_siblings or [])
     weights = f.weights_table()
     idle, ctx, non_torch = f.outside_memory()
     f.fit_memory(weights)
