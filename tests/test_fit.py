@@ -176,3 +176,27 @@ def load_measurements_of(gpu_dir, model):
     from wanfit.measurements_file import load_measurements
 
     return load_measurements(gpu_dir / f"{model}.measurements.jsonl")
+
+
+def test_text_encoder_placements_not_measured_for_a_model_come_from_the_same_gpus_others(tmp_path):
+    """Every Wan model has the same UMT5-XXL: the 1.3B grid measures no int8 or CPU text encoder,
+    so its calibration takes them from the 5B's points on the same GPU, and says so."""
+    import shutil
+    from pathlib import Path
+
+    from wanfit.calibrate import fit_model
+
+    shipped = Path(__file__).resolve().parents[1] / "calibration" / "h100"
+    gpu_dir = tmp_path / "h100"
+    gpu_dir.mkdir()
+    for name in ("ceilings.json", "wan2.1-t2v-1.3b.measurements.jsonl", "wan2.2-ti2v-5b.measurements.jsonl"):
+        shutil.copy(shipped / name, gpu_dir / name)
+    alone = fit_calibration(load_measurements_of(gpu_dir, "wan2.1-t2v-1.3b"), "h100", "wan2.1-t2v-1.3b", None, 0.0)
+    assert "text_encode_s:int8" not in alone.models and alone.weights_gib["text_encoder"]["int8"].source == "analytic"
+    five = load_calibration(fit_model("h100", "wan2.2-ti2v-5b", tmp_path))
+    small = load_calibration(fit_model("h100", "wan2.1-t2v-1.3b", tmp_path))
+    for name in ("text_encode_s:int8", "text_encode_s:cpu", "text_encode_transient:int8"):
+        assert small.models[name].intercept == pytest.approx(five.models[name].intercept)
+    assert small.weights_gib["text_encoder"]["int8"] == five.weights_gib["text_encoder"]["int8"]
+    assert small.models["text_encode_s:gpu"] == alone.models["text_encode_s:gpu"]  # its own placement stays its own
+    assert any("UMT5-XXL" in n and "wan2.2-ti2v-5b" in n for n in small.notes)

@@ -206,6 +206,19 @@ def _median(values: Iterable[float], default: float) -> float:
     return float(statistics.median(vals)) if vals else default
 
 
+def _text_encoder_weight(m: Measurement) -> tuple[str, float] | None:
+    """(variant, GiB) of the text encoder resident in a measurement, when it was resident. From the
+    allocator, not from resident_weights_gib: a quantised tensor subclass reports its logical (bf16)
+    element size there."""
+    rw, p = m.resident_weights_gib, m.plan
+    te_resident = p.text_encoder == "int8" or (p.text_encoder == "gpu" and p.offload == "none")
+    te_stage = m.stage("text_encode")
+    if not rw or not te_resident or te_stage is None or te_stage.torch_allocated_start_gib is None:
+        return None
+    others = sum(v for k, v in rw.items() if k != "text_encoder")
+    return ("int8" if p.text_encoder == "int8" else "bf16"), te_stage.torch_allocated_start_gib - others
+
+
 # ---- the fit ----------------------------------------------------------------------------------
 
 
@@ -223,6 +236,7 @@ class _Fitter:
         self.all = ours
         self.siblings = [m for m in step_siblings if m.status == "ok" and m.environment.memory_cap_gib is None
                          and get_model(m.workload.model).dit_family != family]
+        self.borrowed_te: set[str] = set()  # text-encoder fits taken from the siblings' points
         if not any(m.status == "ok" for m in self.ms):
             raise WanfitError(f"no successful measurement of {model} to fit: re-run `wanfit calibrate --gpu {gpu} "
                               f"--model {model}` (its measurements file has {len(ours)} point(s), none ok)")
@@ -237,6 +251,25 @@ class _Fitter:
         if key not in self._x:
             self._x[key] = size_features(m.workload, self.fc)
         return self._x[key]
+
+    def te_siblings(self) -> list[Measurement]:
+        """Other models' points on this GPU whose text encoder is this one's (every Wan model uses
+        the same UMT5-XXL): their text-encoder placements stand in for ones not measured here."""
+        return [m for m in self.siblings if get_model(m.workload.model).text_encoder == self.spec.text_encoder]
+
+    def _te_rows(self, row: Callable[[Measurement], tuple[str, Row] | None]) -> dict[str, list[Row]]:
+        """Rows per text-encoder fit from this model's points; a fit with none here takes the
+        siblings' rows (noted in the calibration)."""
+        own: dict[str, list[Row]] = defaultdict(list)
+        for m in self.ms:
+            if (r := row(m)) is not None:
+                own[r[0]].append(r[1])
+        borrowed: dict[str, list[Row]] = defaultdict(list)
+        for m in self.te_siblings():
+            if (r := row(m)) is not None and r[0] not in own:
+                borrowed[r[0]].append(r[1])
+        self.borrowed_te.update(borrowed)
+        return {**own, **borrowed}
 
     def _feature_ceilings(self, ceilings: Ceilings | None) -> tuple[Ceilings, str]:
         if ceilings is not None:
@@ -273,14 +306,14 @@ class _Fitter:
                     obs[("image_encoder", "bf16")].append(rw["image_encoder"])
             if p.offload in ("none", "group") and "vae" in rw:
                 obs[("vae", "fp32")].append(rw["vae"])
-            te_resident = p.text_encoder == "int8" or (p.text_encoder == "gpu" and p.offload == "none")
-            te_stage = m.stage("text_encode")
-            if te_resident and te_stage is not None and te_stage.torch_allocated_start_gib is not None:
-                # From the allocator, not from resident_weights_gib: a quantised tensor subclass
-                # reports its logical (bf16) element size there.
-                others = sum(v for k, v in rw.items() if k != "text_encoder")
-                te_gib = te_stage.torch_allocated_start_gib - others
-                obs[("text_encoder", "int8" if p.text_encoder == "int8" else "bf16")].append(te_gib)
+            if (te := _text_encoder_weight(m)) is not None:
+                obs[("text_encoder", te[0])].append(te[1])
+        for variant in ("bf16", "int8"):
+            if ("text_encoder", variant) not in obs:
+                borrowed = [te[1] for m in self.te_siblings() if (te := _text_encoder_weight(m)) and te[0] == variant]
+                if borrowed:
+                    obs[("text_encoder", variant)] = borrowed
+                    self.borrowed_te.add(f"{variant} weights")
         table: dict[str, dict[str, ComponentWeights]] = defaultdict(dict)
         variants = [("transformer", "bf16"), ("transformer", "fp8"), ("transformer", "fp32"), ("vae", "fp32"),
                     ("text_encoder", "bf16"), ("text_encoder", "int8")]
@@ -478,17 +511,18 @@ class _Fitter:
         self.put("decode_transient:tiled", fit_linear(dec_rows[True], ["tiles_fp32_gib"], intercept=False,
                  target="tiled VAE decode transient (allocated peak - start), GiB", unit="GiB", held_out=held))
 
-        te_rows: dict[str, list[Row]] = defaultdict(list)
-        for m in self.ms:
+        def transient_row(m: Measurement) -> tuple[str, Row] | None:
             s, p = m.stage("text_encode"), m.plan
             t = transient(s) if s is not None else None
             if t is None:
-                continue
+                return None
             if p.text_encoder != "gpu" or p.offload == "none":
-                te_rows[f"text_encode_transient:{p.text_encoder}"].append(Row({}, t, size_key(m)))
-            elif p.offload in ("group", "sequential"):  # streamed by the offload hooks: all of it is transient
-                te_rows[f"text_encode_transient:gpu:{p.offload}"].append(Row({}, t, size_key(m)))
-        for name, rows in te_rows.items():
+                return f"text_encode_transient:{p.text_encoder}", Row({}, t, size_key(m))
+            if p.offload in ("group", "sequential"):  # streamed by the offload hooks: all of it is transient
+                return f"text_encode_transient:gpu:{p.offload}", Row({}, t, size_key(m))
+            return None
+
+        for name, rows in self._te_rows(transient_row).items():
             self.put(name, fit_constant(rows, target="text encode transient (allocated peak - start), GiB",
                                         unit="GiB", held_out=held))
 
@@ -587,16 +621,15 @@ class _Fitter:
                                               held_out=held,
                  target="tiled VAE decode and postprocess (decoder calls: tiles x latent frames), s", unit="s"))
 
-        te_rows: dict[str, list[Row]] = defaultdict(list)
-        for m in self.ms:
+        def time_row(m: Measurement) -> tuple[str, Row] | None:
             s, p = m.stage("text_encode"), m.plan
             if s is None:
-                continue
-            if p.text_encoder != "gpu" or p.offload == "none":
-                te_rows[f"text_encode_s:{p.text_encoder}"].append(Row({}, s.time_s, size_key(m)))
-            else:
-                te_rows[f"text_encode_s:gpu:{p.offload}"].append(Row({}, s.time_s, size_key(m)))
-        for name, rows in te_rows.items():
+                return None
+            name = f"text_encode_s:{p.text_encoder}" if p.text_encoder != "gpu" or p.offload == "none" \
+                else f"text_encode_s:gpu:{p.offload}"
+            return name, Row({}, s.time_s, size_key(m))
+
+        for name, rows in self._te_rows(time_row).items():
             self.put(name, fit_constant(rows, target="text encode (prompt and negative prompt), s", unit="s",
                                         held_out=held))
         self.put("prepare_s", fit_constant([Row({}, s.time_s, size_key(m)) for m in self.ms
@@ -719,6 +752,10 @@ def fit_calibration(measurements: list[Measurement], gpu: str, model: str, ceili
     f.fit_memory(weights)
     frag = f.reservation(weights)
     f.fit_time(weights)
+    if f.borrowed_te:
+        others = ", ".join(sorted({m.workload.model for m in f.te_siblings()}))
+        f.notes.append(f"text encoder (the same UMT5-XXL) not measured here for: {', '.join(sorted(f.borrowed_te))}; "
+                       f"taken from {others} on the same GPU")
     if f.errors:
         f.notes.append(f"{len(f.errors)} measurement(s) ended in an error (not memory) and were left out")
     missing = [k for k in ("step_extra:fp8", "step_extra:fp32", "step_extra:group", "step_extra:sequential",
