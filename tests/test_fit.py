@@ -153,17 +153,9 @@ def _wl():
 def test_calibrate_fits_one_step_model_over_every_dit_of_the_gpu(tmp_path):
     """`wanfit calibrate --fit-only` fits a model's step time on the baseline steps of every DiT
     measured on that GPU: the step model is shared, the rest of the calibration is the model's own."""
-    import shutil
-    from pathlib import Path
-
     from wanfit.calibrate import fit_model
 
-    shipped = Path(__file__).resolve().parents[1] / "calibration" / "h100"
-    gpu_dir = tmp_path / "h100"
-    gpu_dir.mkdir()
-    for name in ("ceilings.json", "wan2.1-t2v-1.3b.measurements.jsonl", "wan2.1-t2v-14b.measurements.jsonl"):
-        shutil.copy(shipped / name, gpu_dir / name)
-    alone = fit_calibration(load_measurements_of(gpu_dir, "wan2.1-t2v-1.3b"), "h100", "wan2.1-t2v-1.3b", None, 0.0)
+    alone = shipped_gpu_dir_with(tmp_path, "wan2.1-t2v-1.3b", "wan2.1-t2v-14b")
     pooled = load_calibration(fit_model("h100", "wan2.1-t2v-1.3b", tmp_path))
     assert pooled.models["step_time"].n_points > alone.models["step_time"].n_points
     assert any("wan2.1-t2v-14b" in n for n in pooled.notes)
@@ -172,26 +164,28 @@ def test_calibrate_fits_one_step_model_over_every_dit_of_the_gpu(tmp_path):
     assert other.models["step_time"].coefficients == pytest.approx(pooled.models["step_time"].coefficients)
 
 
-def load_measurements_of(gpu_dir, model):
+def shipped_gpu_dir_with(tmp_path, model: str, *others: str) -> Calibration:
+    """<tmp_path>/h100 holding the shipped H100 ceilings and the measurements of `model` and
+    `others`; returns `model` fitted from its own measurements alone."""
+    import shutil
+    from pathlib import Path
+
     from wanfit.measurements_file import load_measurements
 
-    return load_measurements(gpu_dir / f"{model}.measurements.jsonl")
+    shipped = Path(__file__).resolve().parents[1] / "calibration" / "h100"
+    gpu_dir = tmp_path / "h100"
+    gpu_dir.mkdir()
+    for name in ("ceilings.json", *(f"{m}.measurements.jsonl" for m in (model, *others))):
+        shutil.copy(shipped / name, gpu_dir / name)
+    return fit_calibration(load_measurements(gpu_dir / f"{model}.measurements.jsonl"), "h100", model, None, 0.0)
 
 
 def test_text_encoder_placements_not_measured_for_a_model_come_from_the_same_gpus_others(tmp_path):
     """Every Wan model has the same UMT5-XXL: the 1.3B grid measures no int8 or CPU text encoder,
     so its calibration takes them from the 5B's points on the same GPU, and says so."""
-    import shutil
-    from pathlib import Path
-
     from wanfit.calibrate import fit_model
 
-    shipped = Path(__file__).resolve().parents[1] / "calibration" / "h100"
-    gpu_dir = tmp_path / "h100"
-    gpu_dir.mkdir()
-    for name in ("ceilings.json", "wan2.1-t2v-1.3b.measurements.jsonl", "wan2.2-ti2v-5b.measurements.jsonl"):
-        shutil.copy(shipped / name, gpu_dir / name)
-    alone = fit_calibration(load_measurements_of(gpu_dir, "wan2.1-t2v-1.3b"), "h100", "wan2.1-t2v-1.3b", None, 0.0)
+    alone = shipped_gpu_dir_with(tmp_path, "wan2.1-t2v-1.3b", "wan2.2-ti2v-5b")
     assert "text_encode_s:int8" not in alone.models and alone.weights_gib["text_encoder"]["int8"].source == "analytic"
     five = load_calibration(fit_model("h100", "wan2.2-ti2v-5b", tmp_path))
     small = load_calibration(fit_model("h100", "wan2.1-t2v-1.3b", tmp_path))
