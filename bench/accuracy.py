@@ -38,7 +38,6 @@ from wanfit.workload import Plan  # noqa: E402
 VERIFY_BEGIN = "<!-- BEGIN verify summary (generated from verify-reports/ by wanfit.verify.summary) -->"
 VERIFY_END = "<!-- END verify summary -->"
 TARGETS = {"peak": 3.0, "step": 5.0, "plan_s": 0.3}
-# Public reference runs used for the carry-over when no 14B calibration is shipped yet.
 
 
 @dataclass
@@ -100,12 +99,7 @@ def held_out(ms: list[Measurement], gpu: str, model: str, ceilings: Ceilings | N
         for m in test:
             p = predict(m.workload, m.plan, cal)
             analytic = any("not calibrated" in n or "not measured" in n for n in p.notes)
-            measured_peak = max((s.device_used_peak_gib for s in m.stages
-                                 if s.name not in ("init", "total") and s.device_used_peak_gib is not None),
-                                default=None)
-            names = {"step": "denoise"}
-            seen = {names.get(s.name, s.name) for s in m.stages if s.name not in ("init", "total")}
-            predicted_peak = max((s.peak_vram_gib for s in p.stages if s.name in seen), default=None)
+            predicted_peak, measured_peak = peaks(p, m)
             (fallback if analytic else peak).add(predicted_peak, measured_peak)
             (step_fallback if analytic else step).add(p.step_s, _steady_median(m))
             te = _measured_stage(m, "text_encode")
@@ -124,22 +118,29 @@ def held_out(ms: list[Measurement], gpu: str, model: str, ceilings: Ceilings | N
             "rows": rows, "sizes": len(sizes), "points": sum(1 for m in ms if m.status == "ok")}
 
 
-def carry_over(gpu_dir: Path, source_model: str, source_ms: list[Measurement], target_model: str,
+def peaks(p, m: Measurement) -> tuple[float | None, float | None]:
+    """(predicted, measured) device-level peak over the stages the measurement ran (init left out:
+    random weights are built before placement)."""
+    ran = [s for s in m.stages if s.name not in ("init", "total")]
+    seen = {"denoise" if s.name == "step" else s.name for s in ran}
+    measured = max((s.device_used_peak_gib for s in ran if s.device_used_peak_gib is not None), default=None)
+    return max((s.peak_vram_gib for s in p.stages if s.name in seen), default=None), measured
+
+
+def carry_over(gpu: str, source_model: str, source_ms: list[Measurement], target_ms: list[Measurement],
                ceilings: Ceilings | None) -> tuple[Errors, Errors]:
     """Fit every model of one model's measurements, predict another model's baseline points on the
     same GPU (bf16 DiT, no offload): (steady step errors, device peak errors). How well a calibration
     carries over to a DiT it never saw."""
-    cal = fit_calibration(source_ms, gpu_dir.name, source_model, ceilings, 0.0, held_out=False)
+    cal = fit_calibration(source_ms, gpu, source_model, ceilings, 0.0, held_out=False)
     step, peak = Errors(), Errors()
-    for m in load_measurements(gpu_dir / f"{target_model}.measurements.jsonl"):
+    for m in target_ms:
         if m.status != "ok" or m.plan != Plan():
             continue
         p = predict(m.workload, m.plan, cal)
         if (measured := _steady_median(m)) is not None:
             step.add(p.step_s, measured)
-        seen = {"denoise" if s.name == "step" else s.name for s in m.stages if s.name not in ("init", "total")}
-        measured_peak = max(s.device_used_peak_gib for s in m.stages if s.name not in ("init", "total"))
-        peak.add(max(s.peak_vram_gib for s in p.stages if s.name in seen), measured_peak)
+        peak.add(*peaks(p, m))
     return step, peak
 
 
@@ -261,23 +262,21 @@ def main() -> int:
     os.chdir(REPO)  # paths in the written document are relative to the repository
     args.reports = Path(os.path.relpath(args.reports.resolve(), REPO))
     results, carry, timing, notes = [], [], [], []
-    for gpu_dir, model in calibrations(args.calibration_root):
-        ms = load_measurements(gpu_dir / f"{model}.measurements.jsonl")
+    measured = {(gpu_dir, model): load_measurements(gpu_dir / f"{model}.measurements.jsonl")
+                for gpu_dir, model in calibrations(args.calibration_root)}
+    for (gpu_dir, model), ms in measured.items():
         ceilings = ceilings_of(gpu_dir)
-        siblings = [m for other_dir, other in calibrations(args.calibration_root)
-                    if other_dir == gpu_dir and other != model
-                    for m in load_measurements(gpu_dir / f"{other}.measurements.jsonl")]
-        r = held_out(ms, gpu_dir.name, model, ceilings, siblings)
+        others = {other: oms for (other_dir, other), oms in measured.items() if other_dir == gpu_dir and other != model}
+        r = held_out(ms, gpu_dir.name, model, ceilings, [m for oms in others.values() for m in oms])
         r["label"] = f"{gpu_dir.name}/{model}"
         results.append(r)
         if args.details:
             for size, row in r["rows"]:
                 print(size, row)
         notes += model_offload_decode_notes(f"{gpu_dir.name}/{model}", ms)
-        for other_dir, other in calibrations(args.calibration_root):
-            if other_dir == gpu_dir and other != model:
-                step, peak = carry_over(gpu_dir, model, ms, other, ceilings)
-                carry.append((f"{gpu_dir.name}: {model} -> {other}", step, peak))
+        for other, oms in others.items():
+            step, peak = carry_over(gpu_dir.name, model, ms, oms, ceilings)
+            carry.append((f"{gpu_dir.name}: {model} -> {other}", step, peak))
         if not any(t[0] == gpu_dir.name for t in timing):
             calibrated = (gpu_dir / f"{model}.json").exists()
             js, tab = plan_wall_time(gpu_dir.name, None if calibrated else _fitted_dir(gpu_dir, model, ms, ceilings))
