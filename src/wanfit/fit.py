@@ -236,6 +236,10 @@ class _Fitter:
         self.all = ours
         self.siblings = [m for m in step_siblings if m.status == "ok" and m.environment.memory_cap_gib is None
                          and get_model(m.workload.model).dit_family != family]
+        # Siblings whose text encoder is this one's (every Wan model uses the same UMT5-XXL): their
+        # text-encoder placements stand in for ones not measured here.
+        self.te_siblings = [m for m in self.siblings
+                            if get_model(m.workload.model).text_encoder == self.spec.text_encoder]
         self.borrowed_te: set[str] = set()  # text-encoder fits taken from the siblings' points
         if not any(m.status == "ok" for m in self.ms):
             raise WanfitError(f"no successful measurement of {model} to fit: re-run `wanfit calibrate --gpu {gpu} "
@@ -252,11 +256,6 @@ class _Fitter:
             self._x[key] = size_features(m.workload, self.fc)
         return self._x[key]
 
-    def te_siblings(self) -> list[Measurement]:
-        """Other models' points on this GPU whose text encoder is this one's (every Wan model uses
-        the same UMT5-XXL): their text-encoder placements stand in for ones not measured here."""
-        return [m for m in self.siblings if get_model(m.workload.model).text_encoder == self.spec.text_encoder]
-
     def _te_rows(self, row: Callable[[Measurement], tuple[str, Row] | None]) -> dict[str, list[Row]]:
         """Rows per text-encoder fit from this model's points; a fit with none here takes the
         siblings' rows (noted in the calibration)."""
@@ -265,7 +264,7 @@ class _Fitter:
             if (r := row(m)) is not None:
                 own[r[0]].append(r[1])
         borrowed: dict[str, list[Row]] = defaultdict(list)
-        for m in self.te_siblings():
+        for m in self.te_siblings:
             if (r := row(m)) is not None and r[0] not in own:
                 borrowed[r[0]].append(r[1])
         self.borrowed_te.update(borrowed)
@@ -310,7 +309,7 @@ class _Fitter:
                 obs[("text_encoder", te[0])].append(te[1])
         for variant in ("bf16", "int8"):
             if ("text_encoder", variant) not in obs:
-                borrowed = [te[1] for m in self.te_siblings() if (te := _text_encoder_weight(m)) and te[0] == variant]
+                borrowed = [te[1] for m in self.te_siblings if (te := _text_encoder_weight(m)) and te[0] == variant]
                 if borrowed:
                     obs[("text_encoder", variant)] = borrowed
                     self.borrowed_te.add(f"{variant} weights")
@@ -753,7 +752,7 @@ def fit_calibration(measurements: list[Measurement], gpu: str, model: str, ceili
     frag = f.reservation(weights)
     f.fit_time(weights)
     if f.borrowed_te:
-        others = ", ".join(sorted({m.workload.model for m in f.te_siblings()}))
+        others = ", ".join(sorted({m.workload.model for m in f.te_siblings}))
         f.notes.append(f"text encoder (the same UMT5-XXL) not measured here for: {', '.join(sorted(f.borrowed_te))}; "
                        f"taken from {others} on the same GPU")
     if f.errors:

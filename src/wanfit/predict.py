@@ -192,20 +192,21 @@ class _Composer:
                 slack += cast.predict({"transient_gib": min(transient, measured_max)})
         return max(0.0, slack)
 
-    def group_pool(self, w: Weights) -> float:
-        """Reservation of the group-offload transfer stream: the blocks in flight are allocated on
-        it, and the default stream cannot reuse that cache (nor this stream the default's)."""
-        m = self.model("group_stream_pool")
+    def _per_block(self, name: str, w: Weights) -> float:
+        """A group-offload fit on the DiT block size; uncalibrated: GROUPS_IN_FLIGHT blocks."""
+        m = self.model(name)
         if m is None:
             return GROUPS_IN_FLIGHT * w.block
         return max(0.0, m.predict({"block_gib": w.block}))
 
+    def group_pool(self, w: Weights) -> float:
+        """Reservation of the group-offload transfer stream: the blocks in flight are allocated on
+        it, and the default stream cannot reuse that cache (nor this stream the default's)."""
+        return self._per_block("group_stream_pool", w)
+
     def group_in_flight(self, w: Weights) -> float:
         """DiT blocks allocated (on the transfer stream) during a group-offloaded step."""
-        m = self.model("denoise_extra:group")
-        if m is None:
-            return GROUPS_IN_FLIGHT * w.block
-        return max(0.0, m.predict({"block_gib": w.block}))
+        return self._per_block("denoise_extra:group", w)
 
     # ---- time ---------------------------------------------------------------------------
 

@@ -167,8 +167,8 @@ def measured_stages(m: Measurement) -> dict[str, _Measured]:
             out[name] = _Measured(time_s=rec.time_s, device_peak_gib=rec.device_used_peak_gib,
                                   allocated_peak_gib=rec.torch_peak_allocated_gib)
     if m.source == "random" and "init" in out:
-        # Random weights are built on the GPU and then placed per plan, so the init peak holds every
-        # weight whatever the plan; a checkpoint load (what the prediction models) does not. Not scored.
+        # Random weights are built on the GPU, each component at full size before it is placed per
+        # plan; a checkpoint load (what the prediction models) places each straight away. Not scored.
         out["init"] = _Measured(time_s=out["init"].time_s,
                                 note="random weights built on the GPU before placement: init memory not compared")
     run_stages = [s for s in m.stages if s.name != "total" and not (m.source == "random" and s.name == "init")]
