@@ -3,7 +3,6 @@ composed from physics, cross-GPU transfer, extrapolation, and finding a calibrat
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -233,6 +232,7 @@ def test_targets_without_throughput_or_host_figures_still_transfer():
         assert any("has no" in n for n in p.notes)
 
 
+# The shipped H100 measurements; their ceilings are the planner fixtures' (the same file, copied).
 SHIPPED = Path(__file__).resolve().parents[1] / "calibration" / "h100"
 
 
@@ -249,8 +249,7 @@ def test_shipped_14b_and_1_3b_calibrations_predict_sizes_they_did_not_see(model,
     """The shipped H100 measurements of the 14B and 1.3B, refitted without one size: that size's
     device peak within 5 % and steady step within 10 % (verify's default tolerances)."""
     ms = load_measurements(SHIPPED / f"{model}.measurements.jsonl")
-    ceil = Ceilings.model_validate(json.loads((SHIPPED / "ceilings.json").read_text())["ceilings"])
-    cal = fit_calibration([m for m in ms if size_key(m) != size], GPU, model, ceil, 0.0, held_out=False)
+    cal = fit_calibration([m for m in ms if size_key(m) != size], GPU, model, ceilings(), 0.0, held_out=False)
     for m in (m for m in ms if size_key(m) == size and m.plan == Plan() and m.status == "ok"):
         p = predict(m.workload, m.plan, cal)
         assert predicted_peak(p, m) == pytest.approx(measured_peak(m), rel=0.05)
@@ -262,8 +261,7 @@ def test_shipped_14b_and_1_3b_calibrations_predict_sizes_they_did_not_see(model,
 def test_a_step_fit_carries_over_to_a_dit_it_never_saw(source, target):
     """Time is physics-shaped (FLOPs at measured ceilings, counted traffic): the step model fitted on
     one model's H100 measurements predicts another model's measured steady steps within 5 %."""
-    ceil = Ceilings.model_validate(json.loads((SHIPPED / "ceilings.json").read_text())["ceilings"])
-    cal = fit_calibration(load_measurements(SHIPPED / f"{source}.measurements.jsonl"), GPU, source, ceil, 0.0,
+    cal = fit_calibration(load_measurements(SHIPPED / f"{source}.measurements.jsonl"), GPU, source, ceilings(), 0.0,
                           held_out=False)
     points = [m for m in load_measurements(SHIPPED / f"{target}.measurements.jsonl")
               if m.plan == Plan() and m.status == "ok" and steady_s(m) is not None]
