@@ -18,6 +18,7 @@ from wanfit.measurement import Ceilings, Measurement
 from wanfit.measurements_file import load_measurements
 
 FIXTURES = Path(__file__).parent / "fixtures"
+SHIPPED_H100 = Path(__file__).resolve().parents[1] / "calibration" / "h100"  # the shipped H100 measurements
 MEASUREMENTS = FIXTURES / "h100-wan2.2-ti2v-5b.measurements.jsonl"
 CEILINGS = FIXTURES / "h100-ceilings.json"
 MODEL = "wan2.2-ti2v-5b"

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from planner_fixtures import GPU, MODEL, calibration, ceilings, measurements
+from planner_fixtures import GPU, MODEL, SHIPPED_H100, calibration, ceilings, measurements
 from wanfit.calibration import Calibration, load_calibration, save_calibration
 from wanfit.errors import WanfitError
 from wanfit.fit import Row, fit_calibration, fit_constant, fit_linear
@@ -168,15 +168,13 @@ def shipped_gpu_dir_with(tmp_path, model: str, *others: str) -> Calibration:
     """<tmp_path>/h100 holding the shipped H100 ceilings and the measurements of `model` and
     `others`; returns `model` fitted from its own measurements alone."""
     import shutil
-    from pathlib import Path
 
     from wanfit.measurements_file import load_measurements
 
-    shipped = Path(__file__).resolve().parents[1] / "calibration" / "h100"
     gpu_dir = tmp_path / "h100"
     gpu_dir.mkdir()
     for name in ("ceilings.json", *(f"{m}.measurements.jsonl" for m in (model, *others))):
-        shutil.copy(shipped / name, gpu_dir / name)
+        shutil.copy(SHIPPED_H100 / name, gpu_dir / name)
     return fit_calibration(load_measurements(gpu_dir / f"{model}.measurements.jsonl"), "h100", model, None, 0.0)
 
 

@@ -4,12 +4,20 @@ composed from physics, cross-GPU transfer, extrapolation, and finding a calibrat
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from planner_fixtures import GPU, MODEL, as_family_calibration, calibration, calibration_dir, ceilings, measurements
+from planner_fixtures import (
+    GPU,
+    MODEL,
+    SHIPPED_H100,
+    as_family_calibration,
+    calibration,
+    calibration_dir,
+    ceilings,
+    measurements,
+)
 from wanfit.calibration import find_calibration
 from wanfit.errors import WanfitError
 from wanfit.fit import fit_calibration, size_key, steady_s
@@ -232,14 +240,10 @@ def test_targets_without_throughput_or_host_figures_still_transfer():
         assert any("has no" in n for n in p.notes)
 
 
-# The shipped H100 measurements; their ceilings are the planner fixtures' (the same file, copied).
-SHIPPED = Path(__file__).resolve().parents[1] / "calibration" / "h100"
-
-
 def _shipped_baseline_cases() -> list[tuple[str, tuple]]:
     cases = []
     for model in ("wan2.1-t2v-14b", "wan2.1-t2v-1.3b"):
-        ms = load_measurements(SHIPPED / f"{model}.measurements.jsonl")
+        ms = load_measurements(SHIPPED_H100 / f"{model}.measurements.jsonl")
         cases += [(model, size) for size in sorted({size_key(m) for m in ms if m.plan == Plan()}, key=repr)]
     return cases
 
@@ -248,7 +252,7 @@ def _shipped_baseline_cases() -> list[tuple[str, tuple]]:
 def test_shipped_14b_and_1_3b_calibrations_predict_sizes_they_did_not_see(model, size):
     """The shipped H100 measurements of the 14B and 1.3B, refitted without one size: that size's
     device peak within 5 % and steady step within 10 % (verify's default tolerances)."""
-    ms = load_measurements(SHIPPED / f"{model}.measurements.jsonl")
+    ms = load_measurements(SHIPPED_H100 / f"{model}.measurements.jsonl")
     cal = fit_calibration([m for m in ms if size_key(m) != size], GPU, model, ceilings(), 0.0, held_out=False)
     for m in (m for m in ms if size_key(m) == size and m.plan == Plan() and m.status == "ok"):
         p = predict(m.workload, m.plan, cal)
@@ -261,9 +265,9 @@ def test_shipped_14b_and_1_3b_calibrations_predict_sizes_they_did_not_see(model,
 def test_a_step_fit_carries_over_to_a_dit_it_never_saw(source, target):
     """Time is physics-shaped (FLOPs at measured ceilings, counted traffic): the step model fitted on
     one model's H100 measurements predicts another model's measured steady steps within 5 %."""
-    cal = fit_calibration(load_measurements(SHIPPED / f"{source}.measurements.jsonl"), GPU, source, ceilings(), 0.0,
+    cal = fit_calibration(load_measurements(SHIPPED_H100 / f"{source}.measurements.jsonl"), GPU, source, ceilings(), 0.0,
                           held_out=False)
-    points = [m for m in load_measurements(SHIPPED / f"{target}.measurements.jsonl")
+    points = [m for m in load_measurements(SHIPPED_H100 / f"{target}.measurements.jsonl")
               if m.plan == Plan() and m.status == "ok" and steady_s(m) is not None]
     assert len(points) >= 4
     for m in points:
