@@ -120,6 +120,20 @@ def test_a_fitting_plan_never_shows_more_device_memory_than_the_card_has():
     assert not any("held at" in n for n in roomy.notes)
 
 
+
+def test_the_need_carries_a_fragmentation_margin_only_without_expandable_segments():
+    """Expandable segments unmap free pages under a cap, so the need is the allocated peak plus the
+    memory outside torch; whole segments stay mapped without them: the fitted margin is added."""
+    cal = calibration()
+    assert cal.fragmentation_margin_gib > 0.1
+    expandable = predict(wl(frames=121), Plan(), cal)
+    fixed = predict(wl(frames=121), Plan(expandable_segments=False), cal)
+    outside = cal.idle_gib + cal.context_gib + cal.non_torch_gib
+    for s in expandable.stages:
+        assert s.need_gib == pytest.approx(s.allocated_gib + outside, abs=1e-3)
+    for s in fixed.stages:
+        assert s.need_gib == pytest.approx(s.allocated_gib + outside + cal.fragmentation_margin_gib, abs=1e-3)
+
 def test_two_expert_model_through_the_dit_family():
     """Wan2.2-A14B from a dit-14b calibration: both experts resident without offload, one at a time
     with model offload, and an expert switch that moves them."""

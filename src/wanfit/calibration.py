@@ -124,7 +124,7 @@ class Calibration(BaseModel):
     idle_gib: float  # device memory in use before the process touched the GPU (driver baseline)
     context_gib: float  # CUDA context of the process
     non_torch_gib: float  # device memory above the allocator's reservation (lazy-loaded kernels, ...)
-    fragmentation_margin_gib: float  # reserved above allocated in steady denoising steps
+    fragmentation_margin_gib: float  # reserved above allocated in steady steps; in the need without expandable segments
     models: dict[str, LinearModel]
     knobs_measured: dict[str, list[str]]  # knob -> values that had measured points
     oom_points: list[OomPoint] = Field(default_factory=list)

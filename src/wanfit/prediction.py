@@ -2,8 +2,8 @@
 
 Pure pydantic. `peak_vram_gib` is device-level used memory at the peak, as NVML / nvidia-smi
 report it on an uncapped card; `need_gib` is what decides the fit verdict: the torch-allocated
-peak plus the CUDA context and non-torch memory plus a fragmentation margin measured with capped
-runs (a capped allocator frees its cache and retries before it raises OOM).
+peak plus the CUDA context and non-torch memory (a capped allocator frees its cache and retries
+before it raises OOM; predict.py says when a fragmentation margin is added).
 The JSON contract (docs/json-contract.md) is the `model_dump(mode="json")` of PlanReport.
 """
 

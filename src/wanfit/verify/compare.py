@@ -18,8 +18,7 @@ Pure (pydantic + statistics). Conventions:
   predicted `peak_vram_gib`. Under a cap whose target memory is below the predicted uncapped peak,
   the allocator must release its cache to stay under the cap, so the device peak stops measuring
   the prediction; there the basis is "need": torch's allocated peak plus the memory outside torch
-  (CUDA context + driver baseline), against the predicted `need_gib` (which also carries the
-  planner's fragmentation margin).
+  (CUDA context + driver baseline), against the predicted `need_gib`.
 """
 
 from __future__ import annotations
