@@ -14,7 +14,8 @@ from functools import cache
 from pathlib import Path
 
 from wanfit.calibration import Calibration, save_calibration
-from wanfit.measurement import Ceilings, Measurement
+from wanfit.environment import Ceilings
+from wanfit.measurement import Measurement
 from wanfit.measurements_file import load_measurements
 
 FIXTURES = Path(__file__).parent / "fixtures"

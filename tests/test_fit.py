@@ -10,9 +10,9 @@ import pytest
 
 from planner_fixtures import GPU, MODEL, SHIPPED_H100, calibration, ceilings, measurements
 from wanfit.calibration import Calibration, load_calibration, save_calibration
+from wanfit.environment import Environment
 from wanfit.errors import WanfitError
 from wanfit.fit import Row, fit_calibration, fit_constant, fit_linear
-from wanfit.measurement import Environment
 from wanfit.predict import predict
 from wanfit.workload import Plan
 

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
+from wanfit.environment import Environment
 from wanfit.errors import WanfitError
-from wanfit.measurement import Environment, Measurement, point_id
+from wanfit.measurement import Measurement, point_id
 from wanfit.measurements_file import append_measurement, done_ids, load_measurements
 from wanfit.workload import Plan, Workload
 

@@ -19,10 +19,10 @@ from planner_fixtures import (
     measurements,
 )
 from wanfit.calibration import find_calibration
+from wanfit.environment import Ceilings
 from wanfit.errors import WanfitError
 from wanfit.fit import fit_calibration, size_key, steady_s
 from wanfit.geometry import high_noise_steps
-from wanfit.measurement import Ceilings
 from wanfit.measurements_file import load_measurements
 from wanfit.predict import predict
 from wanfit.profiles import get_profile

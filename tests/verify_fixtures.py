@@ -7,7 +7,8 @@ measurements and nothing here is reported as one.
 
 from __future__ import annotations
 
-from wanfit.measurement import Environment, Measurement, MemorySample, StageRecord
+from wanfit.environment import Environment
+from wanfit.measurement import Measurement, MemorySample, StageRecord
 from wanfit.prediction import Candidate, StagePrediction
 from wanfit.workload import Plan, Workload
 

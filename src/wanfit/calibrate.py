@@ -168,8 +168,8 @@ def fit_model(gpu_key: str, model: str, out_dir: Path = Path("calibration")) -> 
     """Fit the measurements of one model on one GPU and write calibration/<gpu>/<model>.json.
     Needs no GPU: `wanfit calibrate --fit-only` refits committed measurements."""
     from wanfit.calibration import save_calibration
+    from wanfit.environment import Ceilings
     from wanfit.fit import fit_calibration
-    from wanfit.measurement import Ceilings
 
     gpu_dir = Path(out_dir) / gpu_key
     meas_path = gpu_dir / f"{model}.measurements.jsonl"

@@ -19,8 +19,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from wanfit.catalog import get_model
+from wanfit.environment import Ceilings, Environment
 from wanfit.errors import WanfitError
-from wanfit.measurement import Ceilings, Environment
 from wanfit.paths import calibration_dirs
 from wanfit.workload import Plan, Workload
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from wanfit.catalog import ModelSpec
+from wanfit.environment import Ceilings
 from wanfit.geometry import BYTES, geometry
-from wanfit.measurement import Ceilings
 from wanfit.units import GIB
 from wanfit.workload import Plan, Workload
 

@@ -41,9 +41,10 @@ from wanfit.calibration import (
     OomPoint,
 )
 from wanfit.catalog import ModelSpec, get_model
+from wanfit.environment import Ceilings
 from wanfit.errors import WanfitError
 from wanfit.features import GROUPS_IN_FLIGHT, analytic_weights_gib, model_offload_moves, size_features
-from wanfit.measurement import Ceilings, Measurement, StageRecord
+from wanfit.measurement import Measurement, StageRecord
 from wanfit.units import GIB
 from wanfit.workload import Plan
 

@@ -12,32 +12,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from wanfit.environment import Environment
 from wanfit.workload import Plan, Workload
 
 StageName = Literal["init", "text_encode", "prepare", "step", "vae_decode", "total"]
 Status = Literal["ok", "oom", "error"]
-
-
-class Environment(BaseModel):
-    """Where a measurement was taken. Embedded in every Measurement and calibration file."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    gpu_name: str
-    gpu_total_gib: float
-    gpu_count: int = 1
-    driver: str | None = None
-    cuda: str | None = None
-    torch: str
-    diffusers: str | None = None
-    transformers: str | None = None
-    python: str
-    platform: str
-    cpu: str | None = None
-    cpu_count: int | None = None
-    host_ram_gib: float | None = None
-    allocator_conf: str = ""  # PYTORCH_CUDA_ALLOC_CONF as the run saw it
-    memory_cap_gib: float | None = None  # set when the process was capped (verify emulating a smaller GPU)
-    wanfit: str
 
 
 class StageRecord(BaseModel):
@@ -80,17 +59,6 @@ class MemorySample(BaseModel):
     t_s: float
     used_gib: float
     sm_pct: float | None = None
-
-
-class Ceilings(BaseModel):
-    """Throughput ceilings measured on the calibrated GPU (the measured side of a cross-GPU ratio)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    matmul_tflops: float  # bf16 8192^3 matmul
-    attention_tflops: float  # bf16 SDPA at a Wan-like shape
-    device_copy_gbps: float  # device-to-device copy, bytes read + written
-    h2d_pinned_gbps: float
-    h2d_pageable_gbps: float
 
 
 class Measurement(BaseModel):

@@ -8,14 +8,16 @@ Memory is printed in GiB (2**30 bytes), times in seconds (or minutes past two mi
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.cells import cell_len
 from rich.console import Group, RenderableType
-from rich.table import Table
-from rich.text import Text
+from rich.text import Span, Text
 
 from wanfit.prediction import Candidate, GpuResult, PlanReport
+
+if TYPE_CHECKING:  # rich.table is imported where a Table is built: the plan table does not need it
+    from rich.table import Table
 
 # Stage names the planner emits, in pipeline order; unknown names are appended as they come.
 STAGE_ORDER = ("init", "text_encode", "prepare", "denoise", "expert_switch", "vae_decode")
@@ -96,19 +98,21 @@ class FastTable:
         self.title = title
         self.caption = caption
         self.columns = list(columns)  # (header, "left" | "right")
-        self.rows = [([c if isinstance(c, Text) else Text(c) for c in cells], style) for cells, style in rows]
+        self.rows = [(list(cells), style) for cells, style in rows]  # plain str cells stay str (fast path)
         self.narrow = narrow
 
     def widths(self) -> list[int]:
-        return [max([cell_len(header)] + [r[0][i].cell_len for r in self.rows])
+        return [max([cell_len(header)] + [_cell_len(r[0][i]) for r in self.rows])
                 for i, (header, _) in enumerate(self.columns)]
 
     def as_rich_table(self) -> Table:
+        from rich.table import Table
+
         table = Table(title=Text(self.title), title_justify="left", caption=Text(self.caption), caption_justify="left")
         for header, justify in self.columns:
             table.add_column(Text(header), justify=justify)
         for cells, style in self.rows:
-            table.add_row(*cells, style=style)
+            table.add_row(*(c if isinstance(c, Text) else Text(c) for c in cells), style=style)
         return table
 
     def __rich_console__(self, console, options):
@@ -120,17 +124,25 @@ class FastTable:
         def rule(left: str, fill: str, cross: str, right: str) -> Text:
             return Text(left + cross.join(fill * (w + 2) for w in widths) + right, no_wrap=True)
 
-        def line(cells: Sequence[Text], style: str | None, edge: str) -> Text:
-            out = Text(edge, no_wrap=True)
+        def line(cells: Sequence[str | Text], style: str | None, edge: str) -> Text:
+            # One string and its style spans per line: assembling a Text per cell was most of the
+            # table's render time. Spans are character offsets; padding counts terminal cells.
+            parts, spans, pos = [edge], [], len(edge)
             for cell, width, (_, justify) in zip(cells, widths, self.columns, strict=True):
-                pad = " " * (width - cell.cell_len)
-                piece = Text.assemble(" ", pad if justify == "right" else "", cell, "" if justify == "right" else pad,
-                                      " ")
-                if style:
-                    piece.stylize_before(style)
-                out.append_text(piece)
-                out.append(edge)
-            return out
+                pad = " " * (width - _cell_len(cell))
+                before, after = (" " + pad, " ") if justify == "right" else (" ", pad + " ")
+                plain = cell if isinstance(cell, str) else cell.plain
+                piece_len = len(before) + len(plain) + len(after)
+                if style:  # the row's style under the cell's own (rich's stylize_before)
+                    spans.append(Span(pos, pos + piece_len, style))
+                start = pos + len(before)
+                if isinstance(cell, Text):
+                    if cell.style:
+                        spans.append(Span(start, start + len(plain), cell.style))
+                    spans.extend(Span(start + sp.start, start + sp.end, sp.style) for sp in cell.spans)
+                parts += [before, plain, after, edge]
+                pos += piece_len + len(edge)
+            return Text("".join(parts), no_wrap=True, spans=spans)
 
         yield Text(self.title, style="table.title", no_wrap=True)
         yield rule("┏", "━", "┳", "┓")
@@ -141,6 +153,10 @@ class FastTable:
         yield rule("└", "─", "┴", "┘")
         if self.caption:
             yield Text(self.caption, style="table.caption")
+
+
+def _cell_len(cell: str | Text) -> int:
+    return cell_len(cell) if isinstance(cell, str) else cell.cell_len
 
 
 def candidates_table(result: GpuResult) -> FastTable:
@@ -252,6 +268,8 @@ def render_plan_report(report: PlanReport) -> RenderableType:
 
 def rows_table(rows: Sequence[Mapping[str, Any]], title: str) -> Table:
     """A plain table from a list of flat dicts (column order = first row's keys); numeric columns right-aligned."""
+    from rich.table import Table
+
     table = Table(title=Text(title), title_justify="left")
     columns: list[str] = []
     for row in rows:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from wanfit.measurement import Ceilings
+from wanfit.environment import Ceilings
 
 if TYPE_CHECKING:
     from wanfit.calibration import Calibration

@@ -15,7 +15,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from wanfit.measurement import Ceilings
+from wanfit.environment import Ceilings
 
 
 def _median_time(fn, repeats: int, warmup: int = 2) -> float:

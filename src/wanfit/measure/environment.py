@@ -9,7 +9,7 @@ import sys
 import psutil
 
 from wanfit import __version__
-from wanfit.measurement import Environment
+from wanfit.environment import Environment
 from wanfit.units import GIB
 
 

@@ -25,7 +25,8 @@ from pydantic import BaseModel, ConfigDict
 
 from wanfit import __version__
 from wanfit.catalog import ModelSpec
-from wanfit.measurement import Environment, Measurement, point_id
+from wanfit.environment import Environment
+from wanfit.measurement import Measurement, point_id
 from wanfit.measurements_file import append_measurement, load_measurements
 from wanfit.workload import Plan, Workload
 

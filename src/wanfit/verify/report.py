@@ -16,8 +16,9 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from wanfit import __version__
+from wanfit.environment import Environment
 from wanfit.errors import WanfitError
-from wanfit.measurement import Environment, Measurement, StageRecord
+from wanfit.measurement import Measurement, StageRecord
 from wanfit.prediction import Candidate
 from wanfit.verify.cap import MemoryCap
 from wanfit.verify.compare import (

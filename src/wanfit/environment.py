@@ -1,0 +1,43 @@
+"""Where a measurement was taken and what its GPU was measured to do: embedded in measurements,
+calibration files and verify reports.
+
+Kept apart from the measurement records (wanfit.measurement) so that `wanfit plan`, which reads
+calibration files only, does not build the record models it never uses (start-up time).
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Environment(BaseModel):
+    """Where a measurement was taken. Embedded in every Measurement and calibration file."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    gpu_name: str
+    gpu_total_gib: float
+    gpu_count: int = 1
+    driver: str | None = None
+    cuda: str | None = None
+    torch: str
+    diffusers: str | None = None
+    transformers: str | None = None
+    python: str
+    platform: str
+    cpu: str | None = None
+    cpu_count: int | None = None
+    host_ram_gib: float | None = None
+    allocator_conf: str = ""  # PYTORCH_CUDA_ALLOC_CONF as the run saw it
+    memory_cap_gib: float | None = None  # set when the process was capped (verify emulating a smaller GPU)
+    wanfit: str
+
+
+class Ceilings(BaseModel):
+    """Throughput ceilings measured on the calibrated GPU (the measured side of a cross-GPU ratio)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    matmul_tflops: float  # bf16 8192^3 matmul
+    attention_tflops: float  # bf16 SDPA at a Wan-like shape
+    device_copy_gbps: float  # device-to-device copy, bytes read + written
+    h2d_pinned_gbps: float
+    h2d_pageable_gbps: float
