@@ -88,6 +88,7 @@ def held_out(ms: list[Measurement], gpu: str, model: str, ceilings: Ceilings | N
     """Leave-one-size-out over the measurements of one calibration (refitted as `wanfit calibrate`
     fits it: the other DiTs' baseline steps on the same GPU join the step-time fit)."""
     peak, step, text, decode, fallback, step_fallback = Errors(), Errors(), Errors(), Errors(), Errors(), Errors()
+    by_offload: dict[str, tuple[Errors, Errors]] = {}  # offload mode -> (peak, step), calibrated knobs only
     rows = []
     sizes = sorted({size_key(m) for m in ms if m.status == "ok"}, key=repr)
     for size in sizes:
@@ -104,6 +105,10 @@ def held_out(ms: list[Measurement], gpu: str, model: str, ceilings: Ceilings | N
             predicted_peak, measured_peak = peaks(p, m)
             (fallback if analytic else peak).add(predicted_peak, measured_peak)
             (step_fallback if analytic else step).add(p.step_s, _steady_median(m))
+            if not analytic:
+                mode_peak, mode_step = by_offload.setdefault(m.plan.offload, (Errors(), Errors()))
+                mode_peak.add(predicted_peak, measured_peak)
+                mode_step.add(p.step_s, _steady_median(m))
             te = _measured_stage(m, "text_encode")
             if te and m.stage("init") is None:  # a fresh process's first encode carries CUDA warm-up
                 text.add(p.stage("text_encode").time_s, te[0].time_s)
@@ -116,7 +121,7 @@ def held_out(ms: list[Measurement], gpu: str, model: str, ceilings: Ceilings | N
                                f"{p.step_s:.3f} vs {steady if steady is None else round(steady, 3)} s"
                                f"{' *' if analytic else ''}"))
     return {"peak": peak, "peak_analytic": fallback, "step": step, "step_analytic": step_fallback,
-            "text_encode": text, "vae_decode": decode,
+            "text_encode": text, "vae_decode": decode, "by_offload": by_offload,
             "rows": rows, "sizes": len(sizes), "points": sum(1 for m in ms if m.status == "ok")}
 
 
@@ -194,6 +199,14 @@ def render(results: list[dict], carry: list[tuple[str, Errors, Errors]], timing:
     lines += ["", "Cells: mean / worst absolute error (n = held-out measurements scored); text encode in seconds "
               "(it takes about 0.1 s). Targets: peak VRAM "
               f"<= {TARGETS['peak']:g} %, step <= {TARGETS['step']:g} % on the calibrated GPU.", ""]
+    lines += ["The same held-out points by offload mode (calibrated knobs only, the `peak VRAM` and `steady step` "
+              "columns above split):", "", "| calibration | offload | peak VRAM | steady step |", "|---|---|---|---|"]
+    for r in results:
+        for mode in ("none", "model", "group", "sequential"):
+            if mode in r["by_offload"]:
+                mode_peak, mode_step = r["by_offload"][mode]
+                lines.append(f"| {r['label']} | {mode} | {mode_peak.summary()} | {mode_step.summary()} |")
+    lines += [""]
     lines += ["Carry-over: every model fitted on one model's measurements predicts another model's measured "
               "baseline points (bf16 DiT, no offload) on the same GPU, a DiT it never saw. Signed errors per point.", "",
               "| fitted on -> predicted | steady step | each step (%) | device peak | each peak (%) |",
