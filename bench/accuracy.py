@@ -19,6 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -40,6 +42,7 @@ VERIFY_BEGIN = "<!-- BEGIN verify summary (generated from verify-reports/ by wan
 VERIFY_END = "<!-- END verify summary -->"
 TARGETS = {"peak": 3.0, "step": 5.0, "plan_s": 0.3}
 PLAN_REPEATS = 11
+FLOOR_IMPORTS = "import typer, pydantic.main, rich.console"  # what the CLI's libraries load on the plan path
 
 
 @dataclass
@@ -177,11 +180,28 @@ def plan_wall_time(gpu: str, calibration_dir: Path | None, repeats: int = PLAN_R
                  for fmt in ("json", "table"))  # type: ignore[return-value]
 
 
+def _instructions_m(cmd: list[str]) -> float:
+    """Millions of instructions one run executes, counted by valgrind's callgrind."""
+    run = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *cmd],
+                         check=True, capture_output=True, text=True)
+    return int(re.search(r"Collected : (\d+)", run.stderr).group(1)) / 1e6
+
+
+def plan_instructions(gpu: str, calibration_dir: Path | None) -> tuple[float, float, float] | None:
+    """(JSON, table, floor) in millions of instructions, where valgrind is installed: unlike wall time on
+    a shared VM, the count repeats from run to run, so it shows what a change to wanfit gained."""
+    if shutil.which("valgrind") is None:
+        return None
+    extra = ["--calibration-dir", str(calibration_dir)] if calibration_dir else []
+    plan = [sys.executable, "-m", "wanfit.cli", "plan", "--gpu", gpu, *extra]
+    return (_instructions_m([*plan, "--format", "json"]), _instructions_m([*plan, "--format", "table"]),
+            _instructions_m([sys.executable, "-c", FLOOR_IMPORTS]))
+
+
 def import_floor(repeats: int = PLAN_REPEATS) -> float:
     """Wall time of a Python that only imports what the CLI's libraries load on the plan path
     (typer, the pydantic model machinery, rich's console): the floor under wanfit's own code."""
-    return statistics.median(_wall_times([sys.executable, "-c", "import typer, pydantic.main, rich.console"],
-                                         repeats))
+    return statistics.median(_wall_times([sys.executable, "-c", FLOOR_IMPORTS], repeats))
 
 
 def calibrations(root: Path) -> list[tuple[Path, str]]:
@@ -189,7 +209,7 @@ def calibrations(root: Path) -> list[tuple[Path, str]]:
             for p in sorted(root.glob("*/*.measurements.jsonl"))]
 
 
-def render(results: list[dict], carry: list[tuple[str, Errors, Errors]], timing: list[tuple[str, float, float]]) -> str:
+def render(results: list[dict], carry: list[tuple[str, Errors, Errors]], timing: list[tuple]) -> str:
     lines = ["| calibration | sizes | points | peak VRAM | steady step | VAE decode | text encode | "
              "knob fallbacks: peak | knob fallbacks: step |", "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
@@ -216,12 +236,17 @@ def render(results: list[dict], carry: list[tuple[str, Errors, Errors]], timing:
         peaks = ", ".join(f"{v:+.1f}" for v in peak.values) or "-"
         lines.append(f"| {label} | {step.summary()} | {steps} | {peak.summary()} | {peaks} |")
     lines += ["", "| `wanfit plan` | --format json | table |", "|---|---|---|"]
-    for gpu, js, tab in timing:
+    floor_m = None
+    for gpu, js, tab, counts in timing:
         lines.append(f"| --gpu {gpu} (median of {PLAN_REPEATS}, wall, subprocess) | {js:.2f} s | {tab:.2f} s |")
+        if counts is not None:
+            lines.append(f"| --gpu {gpu} (instructions, valgrind) | {counts[0]:.0f} M | {counts[1]:.0f} M |")
+            floor_m = counts[2]
     floor = import_floor()
     lines.append(f"\nTarget: `plan` <= {TARGETS['plan_s']:g} s. Measured on the machine that ran this script "
                  f"({os.cpu_count()} CPU cores), where starting Python and importing what typer, pydantic and rich "
-                 f"load on that path takes {floor:.2f} s (median of {PLAN_REPEATS}).")
+                 f"load on that path takes {floor:.2f} s (median of {PLAN_REPEATS})"
+                 + (f", {floor_m:.0f} M instructions" if floor_m is not None else "") + ".")
     return "\n".join(lines)
 
 
@@ -263,22 +288,33 @@ def write_doc(table: str, notes: list[str], path: Path, reports_dir: Path) -> No
         "times: fractions of a second to a few seconds, large relative errors on small absolute ones. Init of a "
         "random-weight run is random-number generation and placement, not a checkpoint load from disk, and its "
         "fit mixes fresh and reused worker processes: it is the least trustworthy figure wanfit prints.",
-        "- Capped runs (#4, #5, #9): the plans predicted to fit on an RTX 4090 (tiled decode) and an L40S ran. "
-        "The RTX 4090 plan with an untiled decode was predicted not to fit (need 26.4 GiB of 24.0 usable, as "
-        "recorded before the run) and ran, its decode touching the cap: torch allocated 22.72 GiB at the decode "
-        "peak where 23.78 GiB were predicted (the same decode uncapped at 81 frames is predicted within 0.1 %), "
-        "and the reservation sat 0.18 GiB above allocated. Two things a capped allocator does that the need "
-        "did not count: with expandable segments it unmaps the free pages inside its segments (so the need now "
-        "carries no fragmentation margin for them: 25.0 GiB re-predicted), and cuDNN falls back to convolution "
-        "algorithms with smaller workspaces when a workspace allocation fails (about 1 GiB of the decode is "
-        "elastic; not modelled). The verdict errs on the cautious side by that much.",
-        "- Sequential offload (#10): calibrated at two sizes now (832x480x41 in the first session, 1280x704x41 "
-        "in the second); its per-step cost above the no-offload step was 2.8 s, 4.0 s and, in this run, 4.2 s: "
-        "no trend with size, a difference between sessions in the pageable host-to-device copies of the lent VM "
-        "(the fit's held-out error is 40 %). Its decode streams the VAE per latent frame and is under-predicted "
-        "by 44 %.",
-        "- The 361-frame model-offload decode (#7) is over-predicted by 6.2 % (device peak, uncapped): 361 frames "
+        "- Capped runs (#4, #5, #6, #11): the plans predicted to fit on an RTX 4090 (tiled decode, #5) and an L40S "
+        "(#11) ran; the one predicted to need 2.3 GiB more than an RTX 4090 has (241 frames, #6) ran out of memory "
+        "at the VAE decode as predicted. The RTX 4090 plan with an untiled 121-frame decode (#4) was predicted not "
+        "to fit (need 26.4 GiB of 24.0 usable, as recorded before the run) and ran, its decode touching the cap: "
+        "torch allocated 22.72 GiB at the decode peak where 23.78 GiB were predicted (the same decode uncapped at "
+        "81 frames is predicted within 0.1 %), and the reservation sat 0.18 GiB above allocated. Two things a "
+        "capped allocator does that the need did not count: with expandable segments it unmaps the free pages "
+        "inside its segments (so the need now carries no fragmentation margin for them: 25.0 GiB re-predicted), "
+        "and cuDNN falls back to convolution algorithms with smaller workspaces when a workspace allocation fails "
+        "(about 1 GiB of the decode is elastic; not modelled). Near the limit the verdict errs on the cautious "
+        "side by that much.",
+        "- #6 and #10 ran on a freshly started machine whose steps were about 20 % slower than the same work on the "
+        "machines before it: #6's 241-frame step took 8.09 s where #7 (the same size, no offload, another "
+        "machine) took 6.72 s, with the reservation below the cap and SM activity 89 % instead of 100 %; #10's "
+        "sequential step took 3.63 s where the calibration measured 3.08 s at that size. Lent H100s of one kind "
+        "differ; the reports record the GPU name and driver, not its clocks or power limit.",
+        "- Sequential offload: calibrated at two sizes (832x480x41 in the first session, 1280x704x41 in the "
+        "second); its per-step cost above the no-offload step was 2.8 s and 4.0 s there, 4.2 s in #12 (832x480x81) "
+        "and 3.3 s in #10 (832x480x41 again, on the slower machine): it grows somewhat with size and varies by "
+        "machine, and the fit holds it constant (held-out 33 % mean). Its memory is over-predicted (the "
+        "reservation shrinks after the streamed text encode, which the composition does not model) and its "
+        "decode, which streams the VAE per latent frame, is under-predicted by up to 44 %. It is the plan of last "
+        "resort and ranked last by time.",
+        "- The 361-frame model-offload decode (#8) is over-predicted by 6.2 % (device peak, uncapped): 361 frames "
         "are beyond the largest decode calibrated (201 frames).",
+        "- Held-out peak VRAM: the worst points (3.4 %) are the allocator's cache, not the tensors: the 1.3B's "
+        "1280x720x41 decode reserved 39.14 GiB for 33.59 GiB allocated, its 81-frame decode 38.25 GiB for 34.07.",
         "",
     ]
     path.write_text("\n".join(doc))
@@ -311,8 +347,8 @@ def main() -> int:
             carry.append((f"{gpu_dir.name}: {model} -> {other}", step, peak))
         if not any(t[0] == gpu_dir.name for t in timing):
             calibrated = (gpu_dir / f"{model}.json").exists()
-            js, tab = plan_wall_time(gpu_dir.name, None if calibrated else _fitted_dir(gpu_dir, model, ms, ceilings))
-            timing.append((gpu_dir.name, js, tab))
+            fitted = None if calibrated else _fitted_dir(gpu_dir, model, ms, ceilings)
+            timing.append((gpu_dir.name, *plan_wall_time(gpu_dir.name, fitted), plan_instructions(gpu_dir.name, fitted)))
     if not results:
         print(f"no measurements under {args.calibration_root}: nothing to score")
         return 1
