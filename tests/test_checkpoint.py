@@ -1,0 +1,83 @@
+"""The real loading path: `from_pretrained` on a local diffusers-format checkpoint directory, on a
+tiny checkpoint the test builds and saves (weights cannot be downloaded here). A checkpoint load must
+give the same parameter shapes and dtypes as the random-weight build that calibrations use, since
+memory and time depend on those and not on the values."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("diffusers")
+
+from wanfit.catalog import MODELS  # noqa: E402
+from wanfit.measure.build import build_from_checkpoint, build_random  # noqa: E402
+from wanfit.measure.runner import run_point  # noqa: E402
+from wanfit.measure.tiny import tiny_spec  # noqa: E402
+from wanfit.workload import Plan, Workload  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+WORDS = "a cat walks on the grass at sunset bright colors blurry low quality worst static".split()
+
+
+def tiny_tokenizer():
+    """A word-level fast tokenizer (the UMT5 sentencepiece model cannot be downloaded here)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{w: i + 3 for i, w in enumerate(WORDS)}}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+
+
+@pytest.fixture(scope="module", params=["wan2.1-t2v-1.3b", "wan2.2-t2v-a14b"])
+def checkpoint(request, tmp_path_factory):
+    """(model key, directory) of a saved tiny checkpoint: a random build plus a tokenizer."""
+    key = request.param
+    comp = build_random(tiny_spec(key), Plan(), "cpu")
+    comp.pipe.register_modules(tokenizer=tiny_tokenizer(), text_encoder=comp.text_encoder)
+    path = tmp_path_factory.mktemp(key) / "checkpoint"
+    comp.pipe.save_pretrained(path)
+    return key, path
+
+
+def _layout(module) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    return {name: (tuple(p.shape), p.dtype) for name, p in module.named_parameters()}
+
+
+def test_a_checkpoint_loads_with_the_shapes_and_dtypes_of_the_random_build(checkpoint):
+    key, path = checkpoint
+    loaded = build_from_checkpoint(tiny_spec(key), Plan(), path)
+    built = build_random(tiny_spec(key), Plan(), "cpu")
+    assert loaded.source == "checkpoint" and loaded.tokenizer is not None
+    experts = ["transformer", "transformer_2"] if MODELS[key].experts == 2 else ["transformer"]
+    for name in [*experts, "vae"]:
+        assert _layout(getattr(loaded.pipe, name)) == _layout(getattr(built.pipe, name)), name
+    assert _layout(loaded.text_encoder) == _layout(built.text_encoder)
+    dit = _layout(loaded.pipe.transformer)
+    assert {dtype for _, dtype in dit.values()} == {torch.bfloat16, torch.float32}  # _keep_in_fp32_modules
+    assert {dtype for _, dtype in _layout(loaded.pipe.vae).values()} == {torch.float32}
+    # the runner drives the text encoder and tokenizer itself: the pipeline must not hold them
+    assert loaded.pipe.text_encoder is None and loaded.pipe.tokenizer is None
+
+
+def test_a_run_from_a_checkpoint_measures_every_stage(checkpoint):
+    key, path = checkpoint
+    stride = MODELS[key].spatial_stride
+    wl = Workload(model=key, height=2 * stride, width=3 * stride, frames=5, steps=3, guidance=5.0,
+                  guidance_2=MODELS[key].defaults.guidance_2)
+    m = run_point(wl, Plan(), spec=tiny_spec(key), device="cpu", checkpoint=path)
+    assert m.status == "ok", m.error
+    assert m.source == "checkpoint"
+    assert [s.name for s in m.stages] == ["init", "text_encode", "prepare", "step", "step", "step", "vae_decode",
+                                          "total"]
+    if MODELS[key].experts == 2:
+        assert {s.expert for s in m.steps()} == {1, 2}
+
+
+def test_a_missing_checkpoint_directory_is_an_error_not_a_download(tmp_path):
+    m = run_point(Workload(model="wan2.1-t2v-1.3b", height=32, width=48, frames=5, steps=1, guidance=5.0), Plan(),
+                  spec=tiny_spec("wan2.1-t2v-1.3b"), device="cpu", checkpoint=tmp_path / "absent")
+    assert m.status == "error" and m.source == "checkpoint"
