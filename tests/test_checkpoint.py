@@ -11,36 +11,18 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
 from wanfit.catalog import MODELS  # noqa: E402
-from wanfit.measure.build import build_from_checkpoint, build_random  # noqa: E402
+from wanfit.measure.build import build_from_checkpoint, build_random, save_random_checkpoint  # noqa: E402
 from wanfit.measure.runner import run_point  # noqa: E402
 from wanfit.measure.tiny import tiny_spec  # noqa: E402
 from wanfit.workload import Plan, Workload  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-WORDS = "a cat walks on the grass at sunset bright colors blurry low quality worst static".split()
-
-
-def tiny_tokenizer():
-    """A word-level fast tokenizer (the UMT5 sentencepiece model cannot be downloaded here)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{w: i + 3 for i, w in enumerate(WORDS)}}
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
-
-
 @pytest.fixture(scope="module", params=["wan2.1-t2v-1.3b", "wan2.2-t2v-a14b"])
 def checkpoint(request, tmp_path_factory):
     """(model key, directory) of a saved tiny checkpoint: a random build plus a tokenizer."""
     key = request.param
-    comp = build_random(tiny_spec(key), Plan(), "cpu")
-    comp.pipe.register_modules(tokenizer=tiny_tokenizer(), text_encoder=comp.text_encoder)
-    path = tmp_path_factory.mktemp(key) / "checkpoint"
-    comp.pipe.save_pretrained(path)
-    return key, path
+    return key, save_random_checkpoint(tiny_spec(key), tmp_path_factory.mktemp(key) / "checkpoint", "cpu")
 
 
 def _layout(module) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:

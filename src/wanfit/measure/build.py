@@ -109,6 +109,18 @@ def build_random(spec: ModelSpec, plan: Plan, device: str) -> Components:
     return Components(pipe=pipe, text_encoder=text_encoder, tokenizer=None, source="random")
 
 
+def save_random_checkpoint(spec: ModelSpec, path: Path, device: str) -> Path:
+    """Save a random-weight build as a diffusers-format checkpoint directory (with a word-level
+    tokenizer): the loading path is tested on it, and on a GPU it measures a real `from_pretrained`
+    init, which a random build (random-number generation on the GPU) is not."""
+    from wanfit.measure.tiny import tiny_tokenizer
+
+    comp = build_random(spec, Plan(), device)
+    comp.pipe.register_modules(tokenizer=tiny_tokenizer(), text_encoder=comp.text_encoder)
+    comp.pipe.save_pretrained(path)
+    return Path(path)
+
+
 def build_from_checkpoint(spec: ModelSpec, plan: Plan, checkpoint: Path) -> Components:
     """Load a diffusers-format Wan checkpoint from a local directory (never the hub)."""
     from diffusers import DiffusionPipeline

@@ -26,3 +26,20 @@ def tiny_spec(key: str) -> ModelSpec:
         clip = {**spec.image_encoder, "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2,
                 "num_attention_heads": 2, "projection_dim": 16}
     return spec.model_copy(update={"transformer": dit, "vae": vae, "text_encoder": te, "image_encoder": clip})
+
+
+_WORDS = ["a", "cat", "walks", "on", "the", "grass", "at", "sunset", "bright", "colors", "blurry", "low", "quality",
+          "worst", "static"]
+
+
+def tiny_tokenizer():
+    """A word-level fast tokenizer for checkpoints saved from random weights (the UMT5 sentencepiece
+    model cannot be downloaded here). Prompts are padded to the same 512 tokens either way, so the
+    text encoder does the same work as with the real tokenizer."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{w: i + 3 for i, w in enumerate(_WORDS)}}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
