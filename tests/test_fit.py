@@ -192,3 +192,26 @@ def test_text_encoder_placements_not_measured_for_a_model_come_from_the_same_gpu
     assert small.weights_gib["text_encoder"]["int8"] == five.weights_gib["text_encoder"]["int8"]
     assert small.models["text_encode_s:gpu"] == alone.models["text_encode_s:gpu"]  # its own placement stays its own
     assert any("UMT5-XXL" in n and "wan2.2-ti2v-5b" in n for n in small.notes)
+
+
+def test_checkpoint_loads_give_the_init_time_at_the_hosts_load_rate():
+    """Checkpoint-load points (one per model, every model of the GPU pooled: the load rate is the
+    host's) fit init = s/GiB x the GiB loaded; predictions then use it, random builds' init not."""
+    base = next(m for m in measurements() if m.plan == Plan() and m.stage("init") is not None
+                and m.resident_weights_gib)
+    loaded_gib = sum(base.resident_weights_gib.values())
+    stages = [s.model_copy(update={"time_s": 0.75 * loaded_gib}) if s.name == "init" else s for s in base.stages]
+    point = base.model_copy(update={"id": "checkpoint-load", "source": "checkpoint", "stages": stages})
+    sibling_stages = [s.model_copy(update={"time_s": 0.75 * 10.0}) if s.name == "init" else s for s in base.stages]
+    sibling = base.model_copy(update={"id": "sibling-load", "source": "checkpoint", "stages": sibling_stages,
+                                      "workload": base.workload.model_copy(update={"model": "wan2.1-t2v-1.3b"}),
+                                      "resident_weights_gib": {"transformer": 10.0}})
+    cal = fit_calibration([*measurements(), point], GPU, MODEL, ceilings(), 0.0, step_siblings=[sibling])
+    model = cal.models["init_s:checkpoint"]
+    assert model.n_points == 2 and model.coefficients[0] == pytest.approx(0.75, rel=1e-3)
+    p = predict(base.workload, Plan(), cal)
+    assert p.stage("init").time_s == pytest.approx(0.75 * loaded_gib, rel=0.02)
+    assert any("from a local checkpoint" in n for n in p.notes)
+    # the random builds' init fit leaves the checkpoint point out
+    assert "init_s:checkpoint" not in calibration().models
+    assert calibration().models["init_s"].n_points == cal.models["init_s"].n_points

@@ -153,16 +153,26 @@ def test_oom_during_denoise_leaves_denoise_time_unscored():
     assert "step 3" in d.note
 
 
-def test_random_weight_runs_do_not_score_init_memory():
-    """Random weights are built on the GPU before placement: the init peak is not what a checkpoint
-    load needs, so it is shown with a note and left out of the init and total memory scores."""
-    m = measurement(step_times=FULL, source="random", init=(20.0, 70.0))
+def test_random_weight_runs_do_not_score_init():
+    """Random weights are built on the GPU before placement, by random-number generation: neither the
+    init peak nor the init time is what a checkpoint load gives, so both are shown with a note and
+    left out of the scores (the total memory too); a checkpoint run's init is scored."""
+    m = measurement(step_times=FULL, source="random", init=(60.0, 70.0))  # init 3x the predicted 20 s
     c = compare(m, candidate(), target_memory_gib=79.19)
     init = row(c, "init")
-    assert init.memory_within is None and init.time_within is True
-    assert "not compared" in init.note
-    assert row(c, "total").measured_peak_gib == 45.0
+    assert init.memory_within is None and init.time_within is None and init.time_error_pct == pytest.approx(-66.7,
+                                                                                                               abs=0.1)
+    assert "not scored" in init.note
+    total, predicted = row(c, "total"), candidate()
+    assert total.measured_peak_gib == 45.0
+    # the total's time leaves the init out on both sides
+    assert total.measured_time_s == pytest.approx(m.stage("total").time_s - 60.0)
+    assert total.predicted_time_s == pytest.approx(predicted.duration_s - predicted.stages[0].time_s)
+    assert "without init" in total.note and total.time_within is True
     assert c.verdict == "pass"
+    loaded = compare(measurement(step_times=FULL, source="checkpoint", init=(60.0, 12.0)), candidate(),
+                     target_memory_gib=79.19)
+    assert row(loaded, "init").time_within is False and loaded.verdict == "outside_tolerance"
 
 
 def test_confirmed_oom_with_a_completed_stage_outside_tolerance_still_fails():

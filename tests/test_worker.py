@@ -44,3 +44,20 @@ def test_run_in_subprocess_returns_the_measurement():
 def test_allocator_setting_follows_the_plan(tmp_path):
     out = run_jobs([job(5, Plan(expandable_segments=False))], tmp_path / "m.jsonl")
     assert out[0].status == "ok" and out[0].environment.allocator_conf == ""
+
+
+def test_a_checkpoint_job_loads_through_a_worker_and_resumes_by_its_own_id(tmp_path):
+    """The calibration's checkpoint-load point: a job with `checkpoint` runs from_pretrained in the
+    worker, is recorded as source=checkpoint, and its id differs from the random point's."""
+    from wanfit.calibrate import CHECKPOINT_POINT, grid_jobs
+    from wanfit.measure.build import save_random_checkpoint
+
+    grid = grid_jobs(KEY, checkpoint=tmp_path / "ckpt")
+    last = grid[-1]
+    assert last.checkpoint == str(tmp_path / "ckpt") and last.plan == Plan()
+    assert (last.workload.height, last.workload.width, last.workload.frames) == CHECKPOINT_POINT[:3]
+    assert last.id not in {j.id for j in grid[:-1]} and grid_jobs(KEY)[-1].checkpoint is None
+    path = save_random_checkpoint(tiny_spec(KEY), tmp_path / "ckpt", "cpu")
+    tiny = job(5).model_copy(update={"checkpoint": str(path)})
+    out = run_jobs([tiny], tmp_path / "m.jsonl")
+    assert out[0].status == "ok" and out[0].source == "checkpoint" and out[0].id == tiny.id != job(5).id

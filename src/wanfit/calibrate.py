@@ -14,6 +14,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -60,9 +61,15 @@ GRIDS: dict[str, list[tuple[Plan, list[tuple[int, int, int, int, bool]]]]] = {
 # A repeat of the first baseline point at the end of its (reused) process: shows that the reset
 # between points gives the same peaks as a fresh process.
 RESET_CHECK_TAG = "reset-check"
+# One baseline point per model loaded with `from_pretrained` from a checkpoint saved from random
+# weights just before (so from the page cache): a real load's init time, which the random builds of
+# the grid (random-number generation on the GPU) do not give. Stops at latents.
+CHECKPOINT_POINT = (480, 832, 41, 2, False)
 
 
-def grid_jobs(model: str, quick: bool = False) -> list[Job]:
+def grid_jobs(model: str, quick: bool = False, checkpoint: Path | None = None) -> list[Job]:
+    """The model's grid; with `checkpoint` (a directory save_random_checkpoint wrote) also the
+    checkpoint-load point, last."""
     spec = get_model(model)
     if model not in GRIDS:
         raise WanfitError(f"no calibration grid for {model}: calibrate one of {', '.join(GRIDS)} "
@@ -78,7 +85,21 @@ def grid_jobs(model: str, quick: bool = False) -> list[Job]:
         if gi == 0:
             first = jobs[0]
             jobs.append(first.model_copy(update={"tag": RESET_CHECK_TAG}))
+    if checkpoint is not None:
+        h, w, f, steps, decode = CHECKPOINT_POINT
+        wl = Workload(model=model, height=h, width=w, frames=f, steps=steps, guidance=d.guidance,
+                      guidance_2=d.guidance_2)
+        jobs.append(Job(workload=wl, plan=BASE, steps=steps, decode=decode, checkpoint=str(checkpoint)))
     return jobs
+
+
+def save_checkpoint_dir(model: str, path: Path) -> None:
+    """Save the model's random-weight build as a checkpoint in a separate process (the calibrating
+    process keeps the GPU clean for the points)."""
+    code = ("import sys; from wanfit.catalog import get_model; from wanfit.measure.build import save_random_checkpoint; "
+            "save_random_checkpoint(get_model(sys.argv[1]), sys.argv[2], 'cuda')")
+    subprocess.run([sys.executable, "-c", code, model, str(path)], check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
 
 
 def _require_cuda() -> tuple[str, float]:
@@ -127,22 +148,39 @@ def run_calibration(gpu: str, models: list[str], out_dir: Path = Path("calibrati
     measure_ceilings_file(ceilings_path)
     written = []
     for model in models:
-        jobs = grid_jobs(model, quick)
         meas_path = gpu_dir / f"{model}.measurements.jsonl"
         if not resume and meas_path.exists():
             shutil.move(meas_path, meas_path.with_suffix(f".jsonl.{int(time.time())}.bak"))
         started = time.time()
+        # The checkpoint (tens of GiB) goes to the system temp directory (TMPDIR) and is removed after;
+        # it is saved just before its point runs, so the load reads it from the page cache.
+        checkpoint_root = None if quick else Path(tempfile.mkdtemp(prefix=f"wanfit-{model}-"))
+        jobs = grid_jobs(model, quick, checkpoint_root / "checkpoint" if checkpoint_root else None)
+        done_before = {m.id for m in load_measurements(meas_path) if m.status in ("ok", "oom")}
         with Progress(TextColumn(f"[bold]{model}[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       TextColumn("{task.description}"), console=console) as progress:
             task = progress.add_task("", total=len(jobs))
-            done_before = {m.id for m in load_measurements(meas_path) if m.status in ("ok", "oom")}
             progress.update(task, completed=sum(1 for j in jobs if j.id in done_before))
 
             def on_result(m, task=task, progress=progress):
                 label = f"{m.workload.height}x{m.workload.width}x{m.workload.frames} {m.plan.label()}: {m.status}"
                 progress.update(task, advance=1, description=label)
 
-            run_jobs(jobs, meas_path, on_result=on_result)
+            try:
+                grid = jobs[:-1] if checkpoint_root else jobs
+                run_jobs(grid, meas_path, on_result=on_result)
+                if checkpoint_root is not None and jobs[-1].id not in done_before:
+                    progress.update(task, description="saving a random-weight checkpoint")
+                    try:
+                        save_checkpoint_dir(model, Path(jobs[-1].checkpoint))
+                    except (subprocess.CalledProcessError, OSError) as error:
+                        console.print(f"[yellow]warning:[/] {model}: no checkpoint-load point (saving the "
+                                      f"checkpoint failed: {error}); the init time stays the random builds'")
+                    else:
+                        run_jobs(jobs[-1:], meas_path, on_result=on_result)
+            finally:
+                if checkpoint_root is not None:
+                    shutil.rmtree(checkpoint_root, ignore_errors=True)
         _record_session(gpu_dir / f"{model}.sessions.jsonl", started, len(jobs))
         if fit:
             written.append(fit_model(key, model, Path(out_dir)))

@@ -639,7 +639,7 @@ class _Fitter:
         init_rows = []
         for m in self.ms:
             s = m.stage("init")
-            if s is not None:
+            if s is not None and m.source == "random":
                 built, host = self._built_gib(m.plan, weights)
                 x = {"weights_gib": built, "host_gib": host,
                      "fresh_process": 1.0 if (m.context_gib or 0) > 0.01 else 0.0,
@@ -649,6 +649,17 @@ class _Fitter:
                  intercept=False, held_out=held, unit="s",
                  target="init: start CUDA (fresh process), build the components, quantise, apply the plan "
                         "(moves to host RAM), s"))
+        # A checkpoint load reads and places every weight: its time is the bytes over the host's load
+        # rate (safetensors to host memory, then to the GPU), which does not depend on the model, so
+        # every DiT's checkpoint point on this GPU's host joins. The GiB loaded are those measured
+        # resident after placement (the points are no-offload baselines).
+        ckpt_rows = [Row({"weights_gib": sum(m.resident_weights_gib.values())}, s.time_s, size_key(m))
+                     for m in [*self.ms, *self.siblings]
+                     if m.source == "checkpoint" and m.plan == Plan() and (s := m.stage("init")) is not None
+                     and m.resident_weights_gib]
+        self.put("init_s:checkpoint", fit_linear(ckpt_rows, ["weights_gib"], intercept=False, held_out=held,
+                 unit="s", target="init from a local checkpoint in the page cache: from_pretrained and placing "
+                                  "the weights on the GPU, s"))
         self.fit_host_transfer(weights)
 
     def _built_gib(self, plan: Plan, weights: dict[str, dict[str, ComponentWeights]]) -> tuple[float, float]:

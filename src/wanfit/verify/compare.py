@@ -155,6 +155,8 @@ class _Measured:
     extrapolated: bool = False
     derived: bool = False
     note: str | None = None
+    time_scored: bool = True
+    without_init: bool = False  # a total whose time leaves the (unscored) init out, on both sides
 
 
 def measured_stages(m: Measurement) -> dict[str, _Measured]:
@@ -167,9 +169,11 @@ def measured_stages(m: Measurement) -> dict[str, _Measured]:
                                   allocated_peak_gib=rec.torch_peak_allocated_gib)
     if m.source == "random" and "init" in out:
         # Random weights are built on the GPU, each component at full size before it is placed per
-        # plan; a checkpoint load (what the prediction models) places each straight away. Not scored.
-        out["init"] = _Measured(time_s=out["init"].time_s,
-                                note="random weights built on the GPU before placement: init memory not compared")
+        # plan, by random-number generation; a checkpoint load (what a user runs, and what the
+        # prediction models where the calibration measured one) reads and places each. Not scored.
+        out["init"] = _Measured(time_s=out["init"].time_s, time_scored=False,
+                                note="random weights built on the GPU, not a checkpoint load: init time and memory "
+                                     "not scored")
     run_stages = [s for s in m.stages if s.name != "total" and not (m.source == "random" and s.name == "init")]
     steps = m.steps()
     requested = m.workload.steps
@@ -203,12 +207,17 @@ def measured_stages(m: Measurement) -> dict[str, _Measured]:
     total = m.stage("total")
     if total is not None:
         # A failed run's total covers only the stages before the failure: not a figure to score.
+        # A random-weight run's total leaves its init out (compared without the predicted init).
+        random_init = m.stage("init") if m.source == "random" else None
+        time_s = total.time_s + missing * (steady or 0.0) - (random_init.time_s if random_init else 0.0)
+        note = None if finished else f"partial run ({m.status} at {m.failed_stage}): total not compared"
+        if finished and random_init is not None:
+            note = "without init (random weights: not a checkpoint load)"
         out["total"] = _Measured(
-            time_s=(total.time_s + missing * (steady or 0.0)) if finished else None,
+            time_s=time_s if finished else None,
             device_peak_gib=_max(s.device_used_peak_gib for s in run_stages) if finished else None,
             allocated_peak_gib=_max(s.torch_peak_allocated_gib for s in run_stages) if finished else None,
-            extrapolated=bool(missing),
-            note=None if finished else f"partial run ({m.status} at {m.failed_stage}): total not compared")
+            extrapolated=bool(missing), without_init=random_init is not None, note=note)
     return out
 
 
@@ -269,6 +278,10 @@ def compare(
         if got is None and p_time is None and p_peak is None:
             continue
         got = got or _Measured()
+        if got.without_init:
+            init_s = _predicted(time_source, "init")[0] or 0.0
+            s_time = s_time - init_s if s_time is not None else None
+            t_time = t_time - (_predicted(prediction, "init")[0] or 0.0) if t_time is not None else None
         basis: MemoryBasis = "device"
         pred_mem, meas_mem = p_peak, got.device_peak_gib
         if cap is not None and p_peak is not None and p_peak > cap.target_memory_gib:
@@ -278,7 +291,7 @@ def compare(
         rows.append(StageComparison(
             stage=stage, predicted_time_s=s_time, measured_time_s=got.time_s,
             time_error_pct=error_pct(s_time, got.time_s),
-            time_within=within(s_time, got.time_s, tol.time, tol.time_floor_s),
+            time_within=within(s_time, got.time_s, tol.time, tol.time_floor_s) if got.time_scored else None,
             target_time_s=t_time, predicted_peak_gib=pred_mem, measured_peak_gib=meas_mem, memory_basis=basis,
             memory_error_pct=error_pct(pred_mem, meas_mem),
             memory_within=within(pred_mem, meas_mem, tol.memory, tol.memory_floor_gib),
