@@ -211,7 +211,20 @@ def test_checkpoint_loads_give_the_init_time_at_the_hosts_load_rate():
     assert model.n_points == 2 and model.coefficients[0] == pytest.approx(0.75, rel=1e-3)
     p = predict(base.workload, Plan(), cal)
     assert p.stage("init").time_s == pytest.approx(0.75 * loaded_gib, rel=0.02)
-    assert any("from a local checkpoint" in n for n in p.notes)
+    assert any("a checkpoint load as measured" in n for n in p.notes)
     # the random builds' init fit leaves the checkpoint point out
     assert "init_s:checkpoint" not in calibration().models
     assert calibration().models["init_s"].n_points == cal.models["init_s"].n_points
+
+
+def test_a_checkpoint_load_reads_the_stored_weights_whatever_the_plan_casts():
+    """fp8 storage and an int8 text encoder are conversions after the load: the load reads the bf16
+    checkpoint either way, so its predicted time does not shrink with them."""
+    cal = calibration().model_copy(update={"models": {**calibration().models, "init_s:checkpoint": fit_linear(
+        [Row({"weights_gib": 10.0}, 8.0, ("a",)), Row({"weights_gib": 30.0}, 12.0, ("b",))], ["weights_gib"],
+        target="init", unit="s", held_out=False)}})
+    wl = measurements()[0].workload
+    plain = predict(wl, Plan(), cal).stage("init").time_s
+    assert plain == pytest.approx(6.0 + 0.2 * (9.334 + 10.58 + 2.625), abs=0.05)
+    for plan in (Plan(dit_dtype="fp8"), Plan(text_encoder="int8"), Plan(offload="model")):
+        assert predict(wl, plan, cal).stage("init").time_s == pytest.approx(plain), plan.label()

@@ -649,15 +649,16 @@ class _Fitter:
                  intercept=False, held_out=held, unit="s",
                  target="init: start CUDA (fresh process), build the components, quantise, apply the plan "
                         "(moves to host RAM), s"))
-        # A checkpoint load reads and places every weight: its time is the bytes over the host's load
-        # rate (safetensors to host memory, then to the GPU), which does not depend on the model, so
-        # every DiT's checkpoint point on this GPU's host joins. The GiB loaded are those measured
-        # resident after placement (the points are no-offload baselines).
+        # A checkpoint load reads and places every weight: a fixed part (the pipeline's imports and
+        # configs, building the modules empty) plus the bytes over the host's load rate (safetensors
+        # to host memory, then to the GPU). Neither depends on the model, so every DiT's checkpoint
+        # point on this GPU's host joins. The GiB loaded are those measured resident after placement
+        # (the points are no-offload baselines).
         ckpt_rows = [Row({"weights_gib": sum(m.resident_weights_gib.values())}, s.time_s, size_key(m))
                      for m in [*self.ms, *self.siblings]
                      if m.source == "checkpoint" and m.plan == Plan() and (s := m.stage("init")) is not None
                      and m.resident_weights_gib]
-        self.put("init_s:checkpoint", fit_linear(ckpt_rows, ["weights_gib"], intercept=False, held_out=held,
+        self.put("init_s:checkpoint", fit_linear(ckpt_rows, ["weights_gib"], held_out=held,
                  unit="s", target="init from a local checkpoint in the page cache: from_pretrained and placing "
                                   "the weights on the GPU, s"))
         self.fit_host_transfer(weights)

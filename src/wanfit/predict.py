@@ -310,12 +310,15 @@ class _Composer:
         checkpoint = self.model("init_s:checkpoint")
         if checkpoint is not None:
             # A host property (disk, page cache, host copies): measured on the calibration host, not
-            # scaled to the target GPU.
-            rate = checkpoint.coefficients[0]
-            self.note(f"init time: loading {built:.1f} GiB from a local checkpoint at the calibration host's "
-                      f"measured {rate:.2f} s/GiB with the files in its page cache; a first load from disk adds "
-                      f"{built:.1f} GiB at the disk's read rate")
-            return checkpoint.predict({"weights_gib": built})
+            # scaled to the target GPU. What is read is the checkpoint as stored (bf16 DiT and text
+            # encoder, fp32 VAE) whatever the plan then casts or quantises; one note for every
+            # candidate (the table prints each distinct note once).
+            stored = (component_weight(self.cal, self.spec, "transformer", "bf16")[0] * w.experts
+                      + component_weight(self.cal, self.spec, "text_encoder", "bf16")[0] + w.vae + w.image_encoder)
+            self.note(f"init time: a checkpoint load as measured on the calibration host ({checkpoint.intercept:.1f} s "
+                      f"+ {checkpoint.coefficients[0]:.2f} s per GiB stored) with the files in its page cache; a "
+                      f"first load from disk also reads every GiB at the disk's rate; fp8 / int8 conversion not counted")
+            return checkpoint.predict({"weights_gib": stored})
         self.note("init time: CUDA start and building the weights as measured (random weights), not loading "
                   "a checkpoint from disk")
         x = {"weights_gib": built, "host_gib": host_ram_gib(self.plan, w), "fresh_process": 1.0,

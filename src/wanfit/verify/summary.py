@@ -119,7 +119,8 @@ def accuracy_markdown(reports_dir: Path, repredict: bool = False) -> str:
                   "The predictions above are the ones each report recorded before its run. The fits have "
                   "changed since (see each report's `wanfit` version and the git log); here every run's "
                   "measured figures are compared with what the calibrations in `calibration/` predict now. "
-                  "None of these runs is in a calibration grid.", ""]
+                  "The runs were chosen off the calibration grids (other sizes, frame counts or plans); runs loaded from a "
+                  "checkpoint may repeat a grid workload, since what they test is the load.", ""]
         lines += _error_table([f for i, (_, r) in enumerate(repredicted(reports), 1) for f in figures(i, r)])
     lines += ["", "### What these runs are", ""]
     lines += _statements(reports)
@@ -183,6 +184,9 @@ def _statements(reports: list[tuple[Path, VerifyReport]]) -> list[str]:
         out.append(f"- Predicted not to fit but ran (the prediction, or its safety margin, was too cautious): {s}.")
     if s := runs(lambda r: not r.same_gpu and r.local_prediction is None):
         out.append(f"- Time measured on another GPU than the target and not scored (no local prediction): {s}.")
+    if s := runs(lambda r: r.measurement.source == "checkpoint"):
+        out.append(f"- Loaded with `from_pretrained` from a local checkpoint (saved from random weights): {s}; their "
+                   f"init time and memory are scored.")
     if s := runs(lambda r: r.measurement.source == "random"):
         out.append(f"- Random weights with the real architectures (memory and time depend on shapes and dtypes): {s}.")
     out.append(f"- {STAGE_LABELS['expert_switch']} and step loading figures are derived ({DERIVED_MARK}): a step's time "
