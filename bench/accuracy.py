@@ -256,6 +256,75 @@ def verify_section(reports_dir: Path) -> str:
     return accuracy_markdown(reports_dir, repredict=True)
 
 
+# Remarks on the verify runs; {name} is replaced by the run's number in the generated table (run_numbers).
+READING = [
+    "- Init: a random-weight run's init is random-number generation on the GPU, not a load, so verify shows it "
+    "unscored and leaves it out of the total's time. The planner predicts a checkpoint load, fitted from one "
+    "`from_pretrained` point per model that `wanfit calibrate` loads from a checkpoint it has just saved (so "
+    "from the page cache): 9.6 s for the 1.3B's 13.7 GiB, 7.9 s for the 5B's 22.5 GiB, 12.1 s for the 14B's "
+    "37.7 GiB (held-out 35 %: the 1.3B loads slower than its size says, in both sessions measured). The "
+    "checkpoint verify runs: the 1.3B (no offload) took 10.9 s with the files in the page cache and 21.9 s "
+    "after dropping it; the 5B with model offload 7.1 s and 13.9 s, against 9.6 s predicted for both. A first "
+    "load from disk is not predicted, and it is not only init: the weights are mapped from the files, so with a"
+    " cold cache the model-offload run also read its text encoder at its first move to the GPU (text encode 7.1"
+    " s instead of 2.6 s) and its VAE at the decode (25.9 s instead of 21.2 s).",
+    "- Verdicts still say `outside_tolerance` for most runs because of the text-encode and prepare times: "
+    "fractions of a second, large relative errors on small absolute ones.",
+    "- Capped runs ({r4090_untiled}, {r4090_tiled}, {r4090_241}, {l40s}): the plans predicted to fit on an RTX "
+    "4090 (tiled decode, {r4090_tiled}) and an L40S ({l40s}) ran; the one predicted to need 2.3 GiB more than "
+    "an RTX 4090 has (241 frames, {r4090_241}) ran out of memory at the VAE decode as predicted. The RTX 4090 "
+    "plan with an untiled 121-frame decode ({r4090_untiled}) was predicted not to fit (need 26.4 GiB of 24.0 "
+    "usable, as recorded before the run) and ran, its decode touching the cap: torch allocated 22.72 GiB at the"
+    " decode peak where 23.78 GiB were predicted (the same decode uncapped at 81 frames is predicted within 0.1"
+    " %), and the reservation sat 0.18 GiB above allocated. Two things a capped allocator does that the need "
+    "did not count: with expandable segments it unmaps the free pages inside its segments (so the need now "
+    "carries no fragmentation margin for them: 25.0 GiB re-predicted), and cuDNN falls back to convolution "
+    "algorithms with smaller workspaces when a workspace allocation fails (about 1 GiB of the decode is "
+    "elastic; not modelled). Near the limit the verdict errs on the cautious side by that much.",
+    "- {r4090_241} and {seq_41} ran on a freshly started machine whose steps were about 20 % slower than the "
+    "same work on the machines before it: {r4090_241}'s 241-frame step took 8.09 s where {none_241} (the same "
+    "size, no offload, another machine) took 6.72 s, with the reservation below the cap and SM activity 89 % "
+    "instead of 100 %; {seq_41}'s sequential step took 3.63 s where the calibration measured 3.08 s at that "
+    "size. Lent H100s of one kind differ; the reports record the GPU name and driver, not its clocks or power "
+    "limit.",
+    "- Sequential offload: calibrated at two sizes (832x480x41 in the first session, 1280x704x41 in the "
+    "second); its per-step cost above the no-offload step was 2.8 s and 4.0 s there, 4.2 s in {seq_81} "
+    "(832x480x81) and 3.3 s in {seq_41} (832x480x41 again, on the slower machine): it grows somewhat with size "
+    "and varies by machine, and the fit holds it constant (held-out 33 % mean). Its memory is over-predicted "
+    "(the reservation shrinks after the streamed text encode, which the composition does not model) and its "
+    "decode, which streams the VAE per latent frame, is under-predicted by up to 44 %. It is the plan of last "
+    "resort and ranked last by time.",
+    "- The 361-frame model-offload decode ({model_361}) is over-predicted by 6.2 % (device peak, uncapped): 361"
+    " frames are beyond the largest decode calibrated (201 frames).",
+    "- Held-out peak VRAM: the worst points (3.4 %) are the allocator's cache, not the tensors: the 1.3B's "
+    "1280x720x41 decode reserved 39.14 GiB for 33.59 GiB allocated, its 81-frame decode 38.25 GiB for 34.07.",
+]
+# Which report each remark names: a fragment of exactly one report file name.
+READING_RUNS = {
+    "r4090_untiled": "1280x704x121f_2of50st_model-tegpu-bf16-untiled_rtx4090-capped",
+    "r4090_tiled": "1280x704x121f_3of50st_model-tegpu-bf16-tiled_rtx4090-capped",
+    "r4090_241": "1280x704x241f_2of50st_model-tegpu-bf16-untiled_rtx4090-capped",
+    "l40s": "832x480x81f_2of50st_none-tegpu-bf16-untiled_l40s-capped",
+    "none_241": "1280x704x241f_3of50st_none-tegpu-bf16-untiled_h100",
+    "seq_41": "832x480x41f_3of50st_sequential-tegpu-bf16-untiled_h100",
+    "seq_81": "832x480x81f_2of50st_sequential-tegpu-bf16-untiled_h100",
+    "model_361": "1280x704x361f_2of50st_model-tegpu-bf16-untiled_h100",
+}
+
+
+def run_numbers(reports_dir: Path) -> dict[str, str]:
+    """'#n' of each report READING names, numbered as the verify summary numbers them (sorted files)."""
+    names = [p.name for p in sorted(Path(reports_dir).glob("*.json"))]
+    out = {}
+    for key, fragment in READING_RUNS.items():
+        hits = [i for i, name in enumerate(names, 1) if fragment in name]
+        if len(hits) != 1:
+            raise SystemExit(f"docs/accuracy.md remark '{key}' matches {len(hits)} reports ({fragment}): "
+                             f"fix READING_RUNS")
+        out[key] = f"#{hits[0]}"
+    return out
+
+
 def write_doc(table: str, notes: list[str], path: Path, reports_dir: Path) -> None:
     doc = [
         "# Accuracy",
@@ -284,45 +353,7 @@ def write_doc(table: str, notes: list[str], path: Path, reports_dir: Path) -> No
         "",
         "## Reading the verify runs",
         "",
-        "- Init: a random-weight run's init is random-number generation on the GPU, not a load, so verify shows "
-        "it unscored and leaves it out of the total's time. The planner predicts a checkpoint load, fitted from "
-        "one `from_pretrained` point per model that `wanfit calibrate` loads from a checkpoint it has just saved "
-        "(so from the page cache): 9.6 s for the 1.3B's 13.7 GiB, 7.9 s for the 5B's 22.5 GiB, 12.1 s for the "
-        "14B's 37.7 GiB (held-out 35 %: the 1.3B loads slower than its size says, in both sessions measured). "
-        "The checkpoint verify runs: the 1.3B (no offload) took 10.9 s with the files in the page cache and "
-        "21.9 s after dropping it; the 5B with model offload 7.1 s and 13.9 s, against 9.6 s predicted for "
-        "both. A first load from disk is not predicted, and it is not only init: the weights are mapped from "
-        "the files, so with a cold cache the model-offload run also read its text encoder at its first move "
-        "to the GPU (text encode 7.1 s instead of 2.6 s) and its VAE at the decode (25.9 s instead of 21.2 s).",
-        "- Verdicts still say `outside_tolerance` for most runs because of the text-encode and prepare times: "
-        "fractions of a second, large relative errors on small absolute ones.",
-        "- Capped runs (#4, #5, #6, #11): the plans predicted to fit on an RTX 4090 (tiled decode, #5) and an L40S "
-        "(#11) ran; the one predicted to need 2.3 GiB more than an RTX 4090 has (241 frames, #6) ran out of memory "
-        "at the VAE decode as predicted. The RTX 4090 plan with an untiled 121-frame decode (#4) was predicted not "
-        "to fit (need 26.4 GiB of 24.0 usable, as recorded before the run) and ran, its decode touching the cap: "
-        "torch allocated 22.72 GiB at the decode peak where 23.78 GiB were predicted (the same decode uncapped at "
-        "81 frames is predicted within 0.1 %), and the reservation sat 0.18 GiB above allocated. Two things a "
-        "capped allocator does that the need did not count: with expandable segments it unmaps the free pages "
-        "inside its segments (so the need now carries no fragmentation margin for them: 25.0 GiB re-predicted), "
-        "and cuDNN falls back to convolution algorithms with smaller workspaces when a workspace allocation fails "
-        "(about 1 GiB of the decode is elastic; not modelled). Near the limit the verdict errs on the cautious "
-        "side by that much.",
-        "- #6 and #10 ran on a freshly started machine whose steps were about 20 % slower than the same work on the "
-        "machines before it: #6's 241-frame step took 8.09 s where #7 (the same size, no offload, another "
-        "machine) took 6.72 s, with the reservation below the cap and SM activity 89 % instead of 100 %; #10's "
-        "sequential step took 3.63 s where the calibration measured 3.08 s at that size. Lent H100s of one kind "
-        "differ; the reports record the GPU name and driver, not its clocks or power limit.",
-        "- Sequential offload: calibrated at two sizes (832x480x41 in the first session, 1280x704x41 in the "
-        "second); its per-step cost above the no-offload step was 2.8 s and 4.0 s there, 4.2 s in #12 (832x480x81) "
-        "and 3.3 s in #10 (832x480x41 again, on the slower machine): it grows somewhat with size and varies by "
-        "machine, and the fit holds it constant (held-out 33 % mean). Its memory is over-predicted (the "
-        "reservation shrinks after the streamed text encode, which the composition does not model) and its "
-        "decode, which streams the VAE per latent frame, is under-predicted by up to 44 %. It is the plan of last "
-        "resort and ranked last by time.",
-        "- The 361-frame model-offload decode (#8) is over-predicted by 6.2 % (device peak, uncapped): 361 frames "
-        "are beyond the largest decode calibrated (201 frames).",
-        "- Held-out peak VRAM: the worst points (3.4 %) are the allocator's cache, not the tensors: the 1.3B's "
-        "1280x720x41 decode reserved 39.14 GiB for 33.59 GiB allocated, its 81-frame decode 38.25 GiB for 34.07.",
+        *(line.format(**run_numbers(reports_dir)) for line in READING),
         "",
     ]
     path.write_text("\n".join(doc))
