@@ -18,6 +18,7 @@ from wanfit.workload import Plan, Workload  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
+
 @pytest.fixture(scope="module", params=["wan2.1-t2v-1.3b", "wan2.2-t2v-a14b"])
 def checkpoint(request, tmp_path_factory):
     """(model key, directory) of a saved tiny checkpoint: a random build plus a tokenizer."""

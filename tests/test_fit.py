@@ -196,7 +196,7 @@ def test_text_encoder_placements_not_measured_for_a_model_come_from_the_same_gpu
 
 def test_checkpoint_loads_give_the_init_time_at_the_hosts_load_rate():
     """Checkpoint-load points (one per model, every model of the GPU pooled: the load rate is the
-    host's) fit init = s/GiB x the GiB loaded; predictions then use it, random builds' init not."""
+    host's) fit init = a + b x GiB loaded; predictions then use it, random builds' init not."""
     base = next(m for m in measurements() if m.plan == Plan() and m.stage("init") is not None
                 and m.resident_weights_gib)
     loaded_gib = sum(base.resident_weights_gib.values())
