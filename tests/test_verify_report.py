@@ -117,6 +117,16 @@ def test_markdown_uses_the_users_stage_names():
     assert "denoise dominates" in md
 
 
+def test_markdown_names_the_gpus_power_limit_and_clock_where_recorded():
+    """Lent GPUs of one kind differ in speed: the report says how the card was set (older reports,
+    without the fields, say nothing)."""
+    report = full_report()
+    env = report.environment.model_copy(update={"gpu_power_limit_w": 700.0, "gpu_max_sm_clock_mhz": 1980})
+    md = render_markdown(report.model_copy(update={"environment": env}))
+    assert "NVIDIA H100 80GB HBM3 (power limit 700 W, SM clock up to 1980 MHz), driver 580.159.04" in md
+    assert "power limit" not in render_markdown(report)
+
+
 def test_markdown_marks_extrapolation_and_the_cap_honestly():
     md = render_markdown(reduced_capped_report())
     assert "Step_4..50_Inference *" in md

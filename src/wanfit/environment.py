@@ -29,6 +29,10 @@ class Environment(BaseModel):
     host_ram_gib: float | None = None
     allocator_conf: str = ""  # PYTORCH_CUDA_ALLOC_CONF as the run saw it
     memory_cap_gib: float | None = None  # set when the process was capped (verify emulating a smaller GPU)
+    # Lent GPUs of one kind can differ in speed (steps ~20 % apart between two H100 machines): the
+    # enforced power limit and the SM clock ceiling, as NVML reports them, say whether a card was set lower.
+    gpu_power_limit_w: float | None = None
+    gpu_max_sm_clock_mhz: int | None = None
     wanfit: str
 
 

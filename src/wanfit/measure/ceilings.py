@@ -68,7 +68,7 @@ if __name__ == "__main__":
     from wanfit.measure.monitor import Nvml
 
     c = measure_ceilings()
-    env = collect_environment(torch, Nvml().driver())
+    env = collect_environment(torch, Nvml())
     out = {"ceilings": c.model_dump(), "environment": env.model_dump()}
     text = json.dumps(out, indent=1)
     if len(sys.argv) > 1:

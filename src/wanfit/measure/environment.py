@@ -32,7 +32,8 @@ def _cpu_name() -> str | None:
     return platform.processor() or None
 
 
-def collect_environment(torch_mod, driver: str | None, memory_cap_gib: float | None = None) -> Environment:
+def collect_environment(torch_mod, nvml, memory_cap_gib: float | None = None) -> Environment:
+    """`nvml`: the monitor's Nvml (driver version, power limit and clock ceiling; None readings without NVML)."""
     cuda = torch_mod.cuda.is_available()
     if cuda:
         props = torch_mod.cuda.get_device_properties(0)
@@ -41,7 +42,8 @@ def collect_environment(torch_mod, driver: str | None, memory_cap_gib: float | N
     else:
         gpu_name, total, count = "cpu", 0.0, 0
     return Environment(
-        gpu_name=gpu_name, gpu_total_gib=total, gpu_count=count, driver=driver,
+        gpu_name=gpu_name, gpu_total_gib=total, gpu_count=count, driver=nvml.driver(),
+        gpu_power_limit_w=nvml.power_limit_w(), gpu_max_sm_clock_mhz=nvml.max_sm_clock_mhz(),
         cuda=torch_mod.version.cuda, torch=torch_mod.__version__, diffusers=_version("diffusers"),
         transformers=_version("transformers"), python=sys.version.split()[0], platform=platform.platform(),
         cpu=_cpu_name(), cpu_count=os.cpu_count(), host_ram_gib=psutil.virtual_memory().total / GIB,

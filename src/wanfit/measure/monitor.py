@@ -58,6 +58,23 @@ class Nvml:
         v = self._nvml.nvmlSystemGetDriverVersion()
         return v.decode() if isinstance(v, bytes) else v
 
+    def power_limit_w(self) -> float | None:
+        """The enforced board power limit (an administrator may set it below the default)."""
+        if self.handle is None:
+            return None
+        try:
+            return self._nvml.nvmlDeviceGetEnforcedPowerLimit(self.handle) / 1000.0
+        except Exception:  # not supported on every board / virtualised GPU
+            return None
+
+    def max_sm_clock_mhz(self) -> int | None:
+        if self.handle is None:
+            return None
+        try:
+            return int(self._nvml.nvmlDeviceGetMaxClockInfo(self.handle, self._nvml.NVML_CLOCK_SM))
+        except Exception:
+            return None
+
 
 @dataclass
 class _Sample:

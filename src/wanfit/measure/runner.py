@@ -127,7 +127,7 @@ def run_point(
     if cuda:
         gc.collect()
         torch.cuda.empty_cache()
-    env = collect_environment(torch, nvml.driver(), memory_cap_gib)
+    env = collect_environment(torch, nvml, memory_cap_gib)
     poller = Poller(nvml).start()
     clock = StageClock(poller, torch, device)
     prog = _Progress()

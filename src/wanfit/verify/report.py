@@ -325,6 +325,16 @@ def _title(r: VerifyReport) -> str:
 # ---- Markdown ------------------------------------------------------------------------------
 
 
+def _gpu_limits(env: Environment) -> str:
+    """' (power limit 700 W, SM clock up to 1980 MHz)' where NVML gave them (older reports: nothing)."""
+    parts = []
+    if env.gpu_power_limit_w is not None:
+        parts.append(f"power limit {env.gpu_power_limit_w:g} W")
+    if env.gpu_max_sm_clock_mhz is not None:
+        parts.append(f"SM clock up to {env.gpu_max_sm_clock_mhz} MHz")
+    return f" ({', '.join(parts)})" if parts else ""
+
+
 def render_markdown(report: VerifyReport) -> str:
     r = report
     env = r.environment
@@ -340,7 +350,8 @@ def render_markdown(report: VerifyReport) -> str:
         + (f"; extrapolated figures are marked {EXTRAPOLATED_MARK}" if r.extrapolated else ""),
         f"- Tolerances: memory {tol.memory * 100:g} % (differences under {tol.memory_floor_gib:g} GiB pass), "
         f"time {tol.time * 100:g} % (differences under {tol.time_floor_s:g} s pass)",
-        f"- Environment: {env.gpu_name}, driver {env.driver or '?'}, CUDA {env.cuda or '?'}, torch {env.torch}, "
+        f"- Environment: {env.gpu_name}{_gpu_limits(env)}, driver {env.driver or '?'}, CUDA {env.cuda or '?'}, "
+        f"torch {env.torch}, "
         f"diffusers {env.diffusers or '?'}, PYTORCH_CUDA_ALLOC_CONF='{env.allocator_conf}', wanfit {r.wanfit}",
         f"- Measured {r.measurement.created_at} (id {r.measurement.id}); report {r.created_at}",
         "",
