@@ -173,11 +173,16 @@ def plan_wall_time(gpu: str, calibration_dir: Path | None, repeats: int = PLAN_R
     import wanfit
 
     compileall.compile_dir(Path(wanfit.__file__).parent, quiet=1)
+    return tuple(statistics.median(_wall_times(_plan_command(gpu, calibration_dir, fmt), repeats))
+                 for fmt in ("json", "table"))  # type: ignore[return-value]
+
+
+def _plan_command(gpu: str, calibration_dir: Path | None, fmt: str) -> list[str]:
+    """`wanfit plan` as a user runs it: the installed console script (else the module)."""
     exe = Path(sys.executable).parent / "wanfit"
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "wanfit.cli"]
     extra = ["--calibration-dir", str(calibration_dir)] if calibration_dir else []
-    return tuple(statistics.median(_wall_times([*cmd, "plan", "--gpu", gpu, "--format", fmt, *extra], repeats))
-                 for fmt in ("json", "table"))  # type: ignore[return-value]
+    return [*cmd, "plan", "--gpu", gpu, "--format", fmt, *extra]
 
 
 def _instructions_m(cmd: list[str]) -> float:
@@ -192,9 +197,8 @@ def plan_instructions(gpu: str, calibration_dir: Path | None) -> tuple[float, fl
     a shared VM, the count repeats from run to run, so it shows what a change to wanfit gained."""
     if shutil.which("valgrind") is None:
         return None
-    extra = ["--calibration-dir", str(calibration_dir)] if calibration_dir else []
-    plan = [sys.executable, "-m", "wanfit.cli", "plan", "--gpu", gpu, *extra]
-    return (_instructions_m([*plan, "--format", "json"]), _instructions_m([*plan, "--format", "table"]),
+    return (_instructions_m(_plan_command(gpu, calibration_dir, "json")),
+            _instructions_m(_plan_command(gpu, calibration_dir, "table")),
             _instructions_m([sys.executable, "-c", FLOOR_IMPORTS]))
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs on the lent GPU machine: saves a random-weight build of MODEL as a diffusers checkpoint on the
-# local disk (wanfit.measure.build.save_random_checkpoint), then `wanfit verify --checkpoint` on it
+# local disk (wanfit.calibrate.save_checkpoint_dir, as calibrate does), then `wanfit verify --checkpoint` on it
 # twice: with the page cache dropped (a cold load from disk) and again (a warm load from the page
 # cache). The reports go to verify-reports/ and come back as $OUT/verify-reports.tgz.
 #   bash bench/device/checkpoint_verify.sh MODEL VERIFY_FLAGS...
@@ -11,11 +11,9 @@ export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1
 mkdir -p "$OUT" verify-reports
 ckpt=/tmp/checkpoint-$model
 start=$(date +%s)
-python3 -c "
-import sys, torch
-from wanfit.catalog import get_model
-from wanfit.measure.build import save_random_checkpoint
-save_random_checkpoint(get_model('$model'), '$ckpt', 'cuda')" || exit 1
+# The same save as `wanfit calibrate`'s checkpoint-load point.
+python3 -c "import sys; from wanfit.calibrate import save_checkpoint_dir; save_checkpoint_dir(*sys.argv[1:])" \
+  "$model" "$ckpt" || exit 1
 echo "saved $(du -sh "$ckpt" | cut -f1) in $(( $(date +%s) - start )) s"
 for label in cold warm; do
   if [ "$label" = cold ]; then sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || echo "page cache not dropped"; fi
