@@ -42,7 +42,7 @@ VERIFY_BEGIN = "<!-- BEGIN verify summary (generated from verify-reports/ by wan
 VERIFY_END = "<!-- END verify summary -->"
 TARGETS = {"peak": 3.0, "step": 5.0, "plan_s": 0.3}
 PLAN_REPEATS = 11
-FLOOR_IMPORTS = "import typer, pydantic.main, rich.console"  # what the CLI's libraries load on the plan path
+FLOOR_APP = Path(__file__).with_name("plan_floor.py")  # the same stack without wanfit: the floor under plan
 
 
 @dataclass
@@ -192,20 +192,24 @@ def _instructions_m(cmd: list[str]) -> float:
     return int(re.search(r"Collected : (\d+)", run.stderr).group(1)) / 1e6
 
 
-def plan_instructions(gpu: str, calibration_dir: Path | None) -> tuple[float, float, float] | None:
-    """(JSON, table, floor) in millions of instructions, where valgrind is installed: unlike wall time on
-    a shared VM, the count repeats from run to run, so it shows what a change to wanfit gained."""
+def _floor_command(fmt: str) -> list[str]:
+    return [sys.executable, str(FLOOR_APP), "plan", "--gpu", "h100", "--format", fmt]
+
+
+def plan_instructions(gpu: str, calibration_dir: Path | None) -> dict[str, tuple[float, float]] | None:
+    """{format: (wanfit plan, floor)} in millions of instructions, where valgrind is installed: unlike wall
+    time on a shared VM, the count repeats from run to run, so it shows what a change to wanfit gained."""
     if shutil.which("valgrind") is None:
         return None
-    return (_instructions_m(_plan_command(gpu, calibration_dir, "json")),
-            _instructions_m(_plan_command(gpu, calibration_dir, "table")),
-            _instructions_m([sys.executable, "-c", FLOOR_IMPORTS]))
+    return {fmt: (_instructions_m(_plan_command(gpu, calibration_dir, fmt)), _instructions_m(_floor_command(fmt)))
+            for fmt in ("json", "table")}
 
 
-def import_floor(repeats: int = PLAN_REPEATS) -> float:
-    """Wall time of a Python that only imports what the CLI's libraries load on the plan path
-    (typer, the pydantic model machinery, rich's console): the floor under wanfit's own code."""
-    return statistics.median(_wall_times([sys.executable, "-c", FLOOR_IMPORTS], repeats))
+def floor_wall_times(repeats: int = PLAN_REPEATS) -> tuple[float, float]:
+    """(JSON, table) wall time of bench/plan_floor.py: a typer command that parses plan-like options and
+    prints one pydantic model, the floor under wanfit's own code on this machine."""
+    return tuple(statistics.median(_wall_times(_floor_command(fmt), repeats))
+                 for fmt in ("json", "table"))  # type: ignore[return-value]
 
 
 def calibrations(root: Path) -> list[tuple[Path, str]]:
@@ -240,17 +244,22 @@ def render(results: list[dict], carry: list[tuple[str, Errors, Errors]], timing:
         peaks = ", ".join(f"{v:+.1f}" for v in peak.values) or "-"
         lines.append(f"| {label} | {step.summary()} | {steps} | {peak.summary()} | {peaks} |")
     lines += ["", "| `wanfit plan` | --format json | table |", "|---|---|---|"]
-    floor_m = None
     for gpu, js, tab, counts in timing:
         lines.append(f"| --gpu {gpu} (median of {PLAN_REPEATS}, wall, subprocess) | {js:.2f} s | {tab:.2f} s |")
         if counts is not None:
-            lines.append(f"| --gpu {gpu} (instructions, valgrind) | {counts[0]:.0f} M | {counts[1]:.0f} M |")
-            floor_m = counts[2]
-    floor = import_floor()
+            lines.append(f"| --gpu {gpu} (instructions, valgrind) | {counts['json'][0]:.0f} M | "
+                         f"{counts['table'][0]:.0f} M |")
+    floor_js, floor_tab = floor_wall_times()
+    lines.append(f"| floor: `bench/plan_floor.py` (median of {PLAN_REPEATS}, wall) | {floor_js:.2f} s | "
+                 f"{floor_tab:.2f} s |")
+    counts = next((c for *_, c in timing if c is not None), None)
+    if counts is not None:
+        lines.append(f"| floor (instructions, valgrind) | {counts['json'][1]:.0f} M | {counts['table'][1]:.0f} M |")
     lines.append(f"\nTarget: `plan` <= {TARGETS['plan_s']:g} s. Measured on the machine that ran this script "
-                 f"({os.cpu_count()} CPU cores), where starting Python and importing what typer, pydantic and rich "
-                 f"load on that path takes {floor:.2f} s (median of {PLAN_REPEATS})"
-                 + (f", {floor_m:.0f} M instructions" if floor_m is not None else "") + ".")
+                 f"({os.cpu_count()} CPU cores). The floor is the smallest command on the same stack "
+                 "(`bench/plan_floor.py`: typer parsing plan-like options, one pydantic model printed as JSON or "
+                 "as a rich table); the difference is wanfit's own code (its models, calibrations and "
+                 "predictions).")
     return "\n".join(lines)
 
 
