@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import time
+
 import pytest
 
 pytest.importorskip("torch")
@@ -61,3 +64,14 @@ def test_a_checkpoint_job_loads_through_a_worker_and_resumes_by_its_own_id(tmp_p
     tiny = job(5).model_copy(update={"checkpoint": str(path)})
     out = run_jobs([tiny], tmp_path / "m.jsonl")
     assert out[0].status == "ok" and out[0].source == "checkpoint" and out[0].id == tiny.id != job(5).id
+
+
+def test_a_session_record_keeps_the_ceilings_measured_at_its_start(tmp_path):
+    from wanfit.calibrate import _record_session, gpu_minutes
+
+    path = tmp_path / "m.sessions.jsonl"
+    _record_session(path, time.time() - 90, 3, {"h2d_pageable_gbps": 9.2})
+    _record_session(path, time.time() - 30, 1)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert rows[0]["ceilings"] == {"h2d_pageable_gbps": 9.2} and "ceilings" not in rows[1]
+    assert rows[0]["jobs"] == 3 and 1.9 < gpu_minutes(tmp_path, "m") < 2.1

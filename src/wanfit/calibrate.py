@@ -37,7 +37,7 @@ GRIDS: dict[str, list[tuple[Plan, list[tuple[int, int, int, int, bool]]]]] = {
         (Plan(dit_dtype="fp32"), [(480, 832, 81, 3, False), (704, 1280, 81, 3, False)]),
         (Plan(offload="model"), [(704, 1280, 81, 3, True), (480, 832, 81, 3, False)]),
         (Plan(offload="group"), [(480, 832, 81, 3, False), (704, 1280, 121, 3, False)]),
-        (Plan(offload="sequential"), [(480, 832, 41, 2, False), (704, 1280, 41, 2, False)]),
+        (Plan(offload="sequential"), [(480, 832, 41, 2, False), (704, 1280, 41, 2, False), (480, 832, 81, 3, False)]),
         (Plan(text_encoder="cpu"), [(480, 832, 81, 1, False)]),
         (Plan(text_encoder="int8"), [(480, 832, 81, 1, False)]),
         (Plan(expandable_segments=False), [(704, 1280, 121, 3, True)]),
@@ -146,6 +146,7 @@ def run_calibration(gpu: str, models: list[str], out_dir: Path = Path("calibrati
     gpu_dir = Path(out_dir) / key
     ceilings_path = gpu_dir / "ceilings.json"
     measure_ceilings_file(ceilings_path)
+    session_ceilings = json.loads(ceilings_path.read_text())["ceilings"]
     written = []
     for model in models:
         meas_path = gpu_dir / f"{model}.measurements.jsonl"
@@ -181,16 +182,20 @@ def run_calibration(gpu: str, models: list[str], out_dir: Path = Path("calibrati
             finally:
                 if checkpoint_root is not None:
                     shutil.rmtree(checkpoint_root, ignore_errors=True)
-        _record_session(gpu_dir / f"{model}.sessions.jsonl", started, len(jobs))
+        _record_session(gpu_dir / f"{model}.sessions.jsonl", started, len(jobs), session_ceilings)
         if fit:
             written.append(fit_model(key, model, Path(out_dir)))
     return written
 
 
-def _record_session(path: Path, started: float, n_jobs: int) -> None:
-    """Each calibrate session's wall time: the calibration's GPU-minutes are their sum."""
+def _record_session(path: Path, started: float, n_jobs: int, ceilings: dict | None = None) -> None:
+    """Each calibrate session's wall time (the calibration's GPU-minutes are their sum) and the ceilings
+    measured at its start: ceilings.json keeps only the latest session's, and lent machines of one GPU
+    model differ (host-to-device copies from pageable memory, which sequential offload runs on, most)."""
     row = {"started": datetime.fromtimestamp(started, UTC).isoformat(timespec="seconds"),
            "wall_s": round(time.time() - started, 1), "jobs": n_jobs}
+    if ceilings is not None:
+        row["ceilings"] = ceilings
     with path.open("a") as f:
         f.write(json.dumps(row) + "\n")
 
