@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -75,3 +76,18 @@ def test_a_session_record_keeps_the_ceilings_measured_at_its_start(tmp_path):
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     assert rows[0]["ceilings"] == {"h2d_pageable_gbps": 9.2} and "ceilings" not in rows[1]
     assert rows[0]["jobs"] == 3 and 1.9 < gpu_minutes(tmp_path, "m") < 2.1
+
+
+def test_every_session_measures_its_ceilings_and_the_first_stays_the_fits(tmp_path, monkeypatch):
+    import wanfit.calibrate as calibrate
+
+    measured = iter([9.2, 7.1])
+
+    def fake_run(cmd, **kwargs):  # the ceilings subprocess needs a GPU: write what it would
+        Path(cmd[-1]).write_text(json.dumps({"ceilings": {"h2d_pageable_gbps": next(measured)}}, indent=1))
+
+    monkeypatch.setattr(calibrate.subprocess, "run", fake_run)
+    path = tmp_path / "h100" / "ceilings.json"
+    assert calibrate.measure_session_ceilings(path) == {"h2d_pageable_gbps": 9.2}
+    assert calibrate.measure_session_ceilings(path) == {"h2d_pageable_gbps": 7.1}
+    assert json.loads(path.read_text())["ceilings"] == {"h2d_pageable_gbps": 9.2}

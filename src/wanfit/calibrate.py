@@ -126,12 +126,19 @@ def _check_gpu(gpu: str, local_name: str, local_gib: float, console) -> str:
     return wanted.key
 
 
-def measure_ceilings_file(path: Path) -> None:
-    if path.exists():
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-m", "wanfit.measure.ceilings", str(path)], check=True,
-                   stdout=subprocess.DEVNULL)
+def measure_session_ceilings(path: Path) -> dict:
+    """Measure this machine's ceilings, every session: lent machines of one GPU model differ (pageable
+    host copies most). The first session's become `path` (ceilings.json), at which every fit computes
+    its features; each session's go into its session record."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "ceilings.json"
+        subprocess.run([sys.executable, "-m", "wanfit.measure.ceilings", str(out)], check=True,
+                       stdout=subprocess.DEVNULL)
+        text = out.read_text()
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return json.loads(text)["ceilings"]
 
 
 def run_calibration(gpu: str, models: list[str], out_dir: Path = Path("calibration"), resume: bool = True,
@@ -145,8 +152,7 @@ def run_calibration(gpu: str, models: list[str], out_dir: Path = Path("calibrati
     key = _check_gpu(gpu, local_name, local_gib, console)
     gpu_dir = Path(out_dir) / key
     ceilings_path = gpu_dir / "ceilings.json"
-    measure_ceilings_file(ceilings_path)
-    session_ceilings = json.loads(ceilings_path.read_text())["ceilings"]
+    session_ceilings = measure_session_ceilings(ceilings_path)
     written = []
     for model in models:
         meas_path = gpu_dir / f"{model}.measurements.jsonl"
