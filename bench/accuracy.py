@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO / "src"))
 from wanfit.environment import Ceilings  # noqa: E402
 from wanfit.fit import fit_calibration, size_key  # noqa: E402
 from wanfit.measurement import Measurement  # noqa: E402
-from wanfit.measurements_file import load_measurements  # noqa: E402
+from wanfit.measurements_file import load_measurements, session_pageable_gbps  # noqa: E402
 from wanfit.predict import predict  # noqa: E402
 from wanfit.workload import Plan  # noqa: E402
 
@@ -87,9 +87,11 @@ def ceilings_of(gpu_dir: Path) -> Ceilings | None:
 
 
 def held_out(ms: list[Measurement], gpu: str, model: str, ceilings: Ceilings | None,
-             siblings: list[Measurement]) -> dict:
+             siblings: list[Measurement], session_pageable: dict[str, float]) -> dict:
     """Leave-one-size-out over the measurements of one calibration (refitted as `wanfit calibrate`
-    fits it: the other DiTs' baseline steps on the same GPU join the step-time fit)."""
+    fits it: the other DiTs' baseline steps on the same GPU join the step-time fit). A point whose
+    session measured its machine's pageable host-to-device rate is predicted at that rate, as
+    `wanfit plan` would for a host with it: lent H100s differ there by 1.4x (sequential offload)."""
     peak, step, text, decode, fallback, step_fallback = Errors(), Errors(), Errors(), Errors(), Errors(), Errors()
     by_offload: dict[str, tuple[Errors, Errors]] = {}  # offload mode -> (peak, step), calibrated knobs only
     rows = []
@@ -98,12 +100,13 @@ def held_out(ms: list[Measurement], gpu: str, model: str, ceilings: Ceilings | N
         train = [m for m in ms if size_key(m) != size]
         test = [m for m in ms if size_key(m) == size and m.status == "ok"]
         try:
-            cal = fit_calibration(train, gpu, model, ceilings, 0.0, held_out=False, step_siblings=siblings)
+            cal = fit_calibration(train, gpu, model, ceilings, 0.0, held_out=False, step_siblings=siblings,
+                                  session_pageable=session_pageable)
         except Exception as error:  # too little left to fit (e.g. the only multi-step size)
             rows.append((size, f"not refittable without this size: {error}"))
             continue
         for m in test:
-            p = predict(m.workload, m.plan, cal)
+            p = predict(m.workload, m.plan, _on_host(cal, session_pageable.get(m.id)))
             analytic = any("not calibrated" in n or "not measured" in n for n in p.notes)
             predicted_peak, measured_peak = peaks(p, m)
             (fallback if analytic else peak).add(predicted_peak, measured_peak)
@@ -135,6 +138,14 @@ def peaks(p, m: Measurement) -> tuple[float | None, float | None]:
     seen = {"denoise" if s.name == "step" else s.name for s in ran}
     measured = max((s.device_used_peak_gib for s in ran if s.device_used_peak_gib is not None), default=None)
     return max((s.peak_vram_gib for s in p.stages if s.name in seen), default=None), measured
+
+
+def _on_host(cal, pageable_gbps: float | None):
+    """The calibration as it predicts for a host whose pageable host-to-device rate is `pageable_gbps`."""
+    if pageable_gbps is None:
+        return cal
+    host = cal.feature_ceilings.model_copy(update={"h2d_pageable_gbps": pageable_gbps})
+    return cal.model_copy(update={"feature_ceilings": host})
 
 
 def carry_over(gpu: str, source_model: str, source_ms: list[Measurement], target_ms: list[Measurement],
@@ -387,7 +398,8 @@ def main() -> int:
     for (gpu_dir, model), ms in measured.items():
         ceilings = ceilings_of(gpu_dir)
         others = {other: oms for (other_dir, other), oms in measured.items() if other_dir == gpu_dir and other != model}
-        r = held_out(ms, gpu_dir.name, model, ceilings, [m for oms in others.values() for m in oms])
+        session_pageable = session_pageable_gbps(gpu_dir / f"{model}.sessions.jsonl", ms)
+        r = held_out(ms, gpu_dir.name, model, ceilings, [m for oms in others.values() for m in oms], session_pageable)
         r["label"] = f"{gpu_dir.name}/{model}"
         results.append(r)
         if args.details:

@@ -22,7 +22,7 @@ from pathlib import Path
 from wanfit.catalog import get_model
 from wanfit.errors import WanfitError
 from wanfit.measure.worker import Job, run_jobs
-from wanfit.measurements_file import load_measurements
+from wanfit.measurements_file import load_measurements, session_pageable_gbps
 from wanfit.workload import Plan, Workload
 
 BASE = Plan()
@@ -37,7 +37,8 @@ GRIDS: dict[str, list[tuple[Plan, list[tuple[int, int, int, int, bool]]]]] = {
         (Plan(dit_dtype="fp32"), [(480, 832, 81, 3, False), (704, 1280, 81, 3, False)]),
         (Plan(offload="model"), [(704, 1280, 81, 3, True), (480, 832, 81, 3, False)]),
         (Plan(offload="group"), [(480, 832, 81, 3, False), (704, 1280, 121, 3, False)]),
-        (Plan(offload="sequential"), [(480, 832, 41, 2, False), (704, 1280, 41, 2, False), (480, 832, 81, 3, False)]),
+        (Plan(offload="sequential"), [(480, 832, 41, 2, False), (704, 1280, 41, 2, False), (480, 832, 81, 3, False),
+                                         (704, 1280, 81, 3, False)]),
         (Plan(text_encoder="cpu"), [(480, 832, 81, 1, False)]),
         (Plan(text_encoder="int8"), [(480, 832, 81, 1, False)]),
         (Plan(expandable_segments=False), [(704, 1280, 121, 3, True)]),
@@ -233,7 +234,8 @@ def fit_model(gpu_key: str, model: str, out_dir: Path = Path("calibration")) -> 
     siblings = [m for path in sorted(gpu_dir.glob("*.measurements.jsonl")) if path != meas_path
                 for m in load_measurements(path)]
     cal = fit_calibration(measurements, gpu_key, model, ceilings, gpu_minutes(gpu_dir, model),
-                          step_siblings=siblings)
+                          step_siblings=siblings,
+                          session_pageable=session_pageable_gbps(gpu_dir / f"{model}.sessions.jsonl", measurements))
     out = gpu_dir / f"{model}.json"
     save_calibration(cal, out)
     return out

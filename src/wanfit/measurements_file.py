@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -50,3 +51,27 @@ def done_ids(path: Path) -> set[str]:
     """Ids of points that need no re-run: finished ones and OOMs (an OOM is a data point).
     Points that ended in another error are retried on resume."""
     return {m.id for m in load_measurements(path) if m.status in ("ok", "oom")}
+
+
+def session_pageable_gbps(sessions_path: Path, measurements: list[Measurement]) -> dict[str, float]:
+    """{measurement id: the pageable host-to-device bandwidth measured at the start of the calibrate
+    session that took it}, for the measurements whose session recorded its ceilings (a measurement
+    belongs to the session whose wall-clock window holds its time). Lent machines of one GPU model
+    differ here by up to 1.4x, and sequential offload streams every weight through it."""
+    path = Path(sessions_path)
+    if not path.exists():
+        return {}
+    windows = []
+    for line in path.read_text().splitlines():
+        row = json.loads(line) if line.strip() else {}
+        gbps = row.get("ceilings", {}).get("h2d_pageable_gbps")
+        if gbps:
+            start = datetime.fromisoformat(row["started"])
+            windows.append((start, start + timedelta(seconds=row["wall_s"]), float(gbps)))
+    out = {}
+    for m in measurements:
+        t = datetime.fromisoformat(m.created_at)
+        for start, end, gbps in windows:
+            if start <= t <= end:
+                out[m.id] = gbps
+    return out
