@@ -305,19 +305,25 @@ READING = [
     "carries no fragmentation margin for them: 25.0 GiB re-predicted), and cuDNN falls back to convolution "
     "algorithms with smaller workspaces when a workspace allocation fails (about 1 GiB of the decode is "
     "elastic; not modelled). Near the limit the verdict errs on the cautious side by that much.",
-    "- {r4090_241} and {seq_41} ran on a freshly started machine whose steps were about 20 % slower than the "
-    "same work on the machines before it: {r4090_241}'s 241-frame step took 8.09 s where {none_241} (the same "
-    "size, no offload, another machine) took 6.72 s, with the reservation below the cap and SM activity 89 % "
-    "instead of 100 %; {seq_41}'s sequential step took 3.63 s where the calibration measured 3.08 s at that "
-    "size. Lent H100s of one kind differ; the reports record the GPU name and driver, not its clocks or power "
-    "limit.",
-    "- Sequential offload: calibrated at two sizes (832x480x41 in the first session, 1280x704x41 in the "
-    "second); its per-step cost above the no-offload step was 2.8 s and 4.0 s there, 4.2 s in {seq_81} "
-    "(832x480x81) and 3.3 s in {seq_41} (832x480x41 again, on the slower machine): it grows somewhat with size "
-    "and varies by machine, and the fit holds it constant (held-out 33 % mean). Its memory is over-predicted "
-    "(the reservation shrinks after the streamed text encode, which the composition does not model) and its "
-    "decode, which streams the VAE per latent frame, is under-predicted by up to 44 %. It is the plan of last "
-    "resort and ranked last by time.",
+    "- {r4090_241} ran on a freshly started machine whose steps were about 20 % slower than the same work on "
+    "the machines before it: its 241-frame step took 8.09 s where {none_241} (the same size, no offload, "
+    "another machine) took 6.72 s, with the reservation below the cap and SM activity 89 % instead of 100 %. "
+    "Lent H100s of one kind differ; reports now record the GPU's enforced power limit and SM clock ceiling.",
+    "- Sequential offload ran in six sessions on lent H100s, and the machine matters more than the size: "
+    "832x480x41 took "
+    "3.08 s (calibration, first session), 3.63 s ({seq_41}), 3.97 s ({seq_41_a}), 3.71 s ({seq_41_c}, a "
+    "machine measured at 7.56 GB/s host-to-device from pageable memory) and 5.03 s (the calibration point of "
+    "the machine measured at 6.40 GB/s). The model: the stream of every weight from pageable memory on each "
+    "forward, at the machine's own rate, plus the no-offload step again (its compute is slowed between the "
+    "synchronous copies), fitted on four points in two sessions whose pageable rates were measured. Held-out: "
+    "leaving out the largest point (1280x704x81) loses the compute term (-21 %). Re-predicted at the rate in "
+    "`ceilings.json` (9.16 GB/s, the first session's), the two runs of the 6.40 GB/s machine ({seq_720_b}, "
+    "{seq_960_b}) are 16 % and 26 % too fast; at that machine's own rate they are within 0.1 % and 3.9 %. "
+    "The others fall within -12 % and -1 % ({seq_81}, {seq_720_a}). What the pageable rate does not explain "
+    "(the 7.56 GB/s machine ran 832x480x41 in 3.71 s, 1.3 s faster than the 6.40 GB/s one, where the rate "
+    "accounts for 0.6 s) stays machine variance. Its memory is over-predicted (the reservation shrinks after "
+    "the streamed text encode, which the composition does not model) and its decode, which streams the VAE "
+    "per latent frame, is under-predicted by 32 to 58 %. It is the plan of last resort and ranked last by time.",
     "- The 361-frame model-offload decode ({model_361}) is over-predicted by 6.2 % (device peak, uncapped): 361"
     " frames are beyond the largest decode calibrated (201 frames).",
     "- Held-out peak VRAM: the worst points (3.4 %) are the allocator's cache, not the tensors: the 1.3B's "
@@ -330,8 +336,13 @@ READING_RUNS = {
     "r4090_241": "1280x704x241f_2of50st_model-tegpu-bf16-untiled_rtx4090-capped",
     "l40s": "832x480x81f_2of50st_none-tegpu-bf16-untiled_l40s-capped",
     "none_241": "1280x704x241f_3of50st_none-tegpu-bf16-untiled_h100",
-    "seq_41": "832x480x41f_3of50st_sequential-tegpu-bf16-untiled_h100",
+    "seq_41": "832x480x41f_3of50st_sequential-tegpu-bf16-untiled_h100.json",
+    "seq_41_a": "832x480x41f_3of50st_sequential-tegpu-bf16-untiled_h100-machine-a",
+    "seq_41_c": "832x480x41f_3of50st_sequential-tegpu-bf16-untiled_h100-machine-c",
     "seq_81": "832x480x81f_2of50st_sequential-tegpu-bf16-untiled_h100",
+    "seq_720_a": "1280x704x81f_2of50st_sequential-tegpu-bf16-untiled_h100-machine-a",
+    "seq_720_b": "1280x704x81f_2of50st_sequential-tegpu-bf16-untiled_h100.json",
+    "seq_960_b": "960x544x61f_3of50st_sequential",
     "model_361": "1280x704x361f_2of50st_model-tegpu-bf16-untiled_h100",
 }
 
