@@ -3,6 +3,7 @@ composed from physics, cross-GPU transfer, extrapolation, and finding a calibrat
 
 from __future__ import annotations
 
+import json
 import shutil
 from types import SimpleNamespace
 
@@ -23,7 +24,7 @@ from wanfit.environment import Ceilings
 from wanfit.errors import WanfitError
 from wanfit.fit import fit_calibration, size_key, steady_s
 from wanfit.geometry import high_noise_steps
-from wanfit.measurements_file import load_measurements
+from wanfit.measurements_file import load_measurements, session_pageable_gbps
 from wanfit.predict import predict
 from wanfit.profiles import get_profile
 from wanfit.transfer import target_throughputs, time_scale
@@ -286,3 +287,34 @@ def test_a_step_fit_carries_over_to_a_dit_it_never_saw(source, target):
     assert len(points) >= 4
     for m in points:
         assert predict(m.workload, m.plan, cal).step_s == pytest.approx(steady_s(m), rel=0.05)
+
+
+SEQ_MODEL = "wan2.2-ti2v-5b"
+
+
+def _shipped_sequential() -> tuple[list, dict[str, float]]:
+    ms = load_measurements(SHIPPED_H100 / f"{SEQ_MODEL}.measurements.jsonl")
+    return ms, session_pageable_gbps(SHIPPED_H100 / f"{SEQ_MODEL}.sessions.jsonl", ms)
+
+
+def test_sequential_points_carry_the_pageable_rate_their_session_measured():
+    ms, rates = _shipped_sequential()
+    sequential = [m for m in ms if m.plan.offload == "sequential"]
+    assert set(rates) == {m.id for m in sequential}  # the only sessions that recorded their ceilings
+    assert sorted(round(rates[m.id], 2) for m in sequential) == [6.4, 6.4, 6.4, 7.56]
+
+
+@pytest.mark.parametrize("report", ["1280x704x81f_2of50st", "960x544x61f_3of50st"])
+def test_sequential_verify_runs_are_predicted_at_their_machines_pageable_rate(report):
+    """Two sequential verify runs (not fitted on) of the machine whose calibrate session measured
+    6.40 GB/s from pageable memory: within 5 % at that rate, and more than 10 % too fast at the first
+    session's 9.16 GB/s in ceilings.json, so the rate is what the fit learned, not a constant."""
+    ms, rates = _shipped_sequential()
+    cal = fit_calibration(ms, GPU, SEQ_MODEL, ceilings(), 0.0, held_out=False, session_pageable=rates)
+    run = json.loads((SHIPPED_H100.parents[1] / "verify-reports" /
+                      f"{SEQ_MODEL}_{report}_sequential-tegpu-bf16-untiled_h100.json").read_text())
+    workload, plan = Workload(**run["workload"]), Plan(**run["plan"])
+    slow_host = cal.feature_ceilings.model_copy(update={"h2d_pageable_gbps": 6.401})
+    at_its_rate = predict(workload, plan, cal.model_copy(update={"feature_ceilings": slow_host})).step_s
+    assert at_its_rate == pytest.approx(run["steady_step_s"], rel=0.05)
+    assert predict(workload, plan, cal).step_s < 0.9 * run["steady_step_s"]
