@@ -604,18 +604,21 @@ class _Fitter:
             else:
                 pageable = self.session_pageable.get(m.id, fc.h2d_pageable_gbps)
                 stream = dit_gib * GIB * fwd / (pageable * 1e9)
-                seq_rows.append(Row({"stream_s": stream, "base_step_s": base(m)}, extra, size_key(m), ref=t))
+                seq_rows.append(Row({"stream_s": stream, "matmul_s": self.x(m)["matmul_s"]}, extra, size_key(m),
+                                    ref=t))
         self.put("step_extra:group", fit_linear(group_rows, ["h2d_s"], intercept=False, held_out=held,
                  target="step time of group offloading above no offload (the part of the block transfers the "
                         "stream does not hide), s", unit="s"))
         # Sequential offload: every leaf's weights are copied from pageable memory before it runs, and
         # such a copy first waits for the GPU to drain, so nothing overlaps: the step pays the stream
-        # (at the machine's own pageable rate) and its compute again, slowed (on the H100s: +4.4 to
-        # +4.8 s over 0.3-0.7 s of compute, +5.6 s over 1.5 s).
-        self.put("step_extra:sequential", fit_linear(seq_rows, ["stream_s", "base_step_s"], intercept=False,
+        # (at the machine's own pageable rate) and a part that grows with the tokens (on the H100s:
+        # +4.4 to +4.8 s at 4290-9680 tokens, +5.6 s at 18480). Linear in the matmul work (tokens x
+        # width), not in the whole step: the step's attention grows with tokens squared, and nothing
+        # measured says the extra does; measured up to 18480 tokens only.
+        self.put("step_extra:sequential", fit_linear(seq_rows, ["stream_s", "matmul_s"], intercept=False,
                  held_out=held, unit="s",
                  target="step time of sequential offload above no offload (weights streamed per forward at the "
-                        "session's pageable h2d rate, and the compute slowed between the copies), s"))
+                        "session's pageable h2d rate, and a part linear in the matmul work), s"))
 
         dec_rows: dict[bool, list[Row]] = defaultdict(list)
         for m in self.ms:

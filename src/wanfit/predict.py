@@ -252,10 +252,10 @@ class _Composer:
                 self.note("sequential offload not calibrated: every forward streams the DiT at the pageable h2d rate")
                 extra += stream * self.scale.host_pageable
             else:
-                # The stream scales with the target host's pageable rate; the compute part is already
-                # the target's (base). A calibration from before the compute term has only the stream.
-                terms = m.terms({"stream_s": stream, "base_step_s": base})
-                extra += terms["stream_s"] * self.scale.host_pageable + terms.get("base_step_s", 0.0)
+                # The stream scales with the target host's pageable rate, the per-token part like matmul
+                # work. A calibration from before the per-token term has only the stream.
+                terms = m.terms({"stream_s": stream, "matmul_s": x["matmul_s"]})
+                extra += terms["stream_s"] * self.scale.host_pageable + terms.get("matmul_s", 0.0) * self.scale.matmul
         return base + extra
 
     def text_encode_s(self, w: Weights) -> float:
