@@ -37,8 +37,9 @@ GRIDS: dict[str, list[tuple[Plan, list[tuple[int, int, int, int, bool]]]]] = {
         (Plan(dit_dtype="fp32"), [(480, 832, 81, 3, False), (704, 1280, 81, 3, False)]),
         (Plan(offload="model"), [(704, 1280, 81, 3, True), (480, 832, 81, 3, False)]),
         (Plan(offload="group"), [(480, 832, 81, 3, False), (704, 1280, 121, 3, False)]),
-        (Plan(offload="sequential"), [(480, 832, 41, 2, False), (704, 1280, 41, 2, False), (480, 832, 81, 3, False),
-                                         (704, 1280, 81, 3, False)]),
+        # Sequential offload: the steps at four sizes, the (streamed) VAE decode at two of them.
+        (Plan(offload="sequential"), [(480, 832, 41, 2, False), (704, 1280, 41, 2, False), (480, 832, 81, 3, True),
+                                      (704, 1280, 81, 3, True)]),
         (Plan(text_encoder="cpu"), [(480, 832, 81, 1, False)]),
         (Plan(text_encoder="int8"), [(480, 832, 81, 1, False)]),
         (Plan(expandable_segments=False), [(704, 1280, 121, 3, True)]),

@@ -258,6 +258,25 @@ class _Fitter:
             self._x[key] = size_features(m.workload, self.fc)
         return self._x[key]
 
+    def _sequential_decode_rows(self, weights: dict) -> list[Row]:
+        """The Wan VAE decodes latent frame by latent frame, and sequential offload copies every leaf's
+        weights from pageable memory at each call (waiting for the GPU first, as in the steps)."""
+        resident = self.models.get("decode_s:untiled")
+        if resident is None:
+            return []
+        vae_gib = next(iter(weights["vae"].values())).gib  # one VAE dtype per model (fp32 in the runner)
+        rows = []
+        for m in self.ms:
+            dec = m.stage("vae_decode")
+            if dec is None or m.plan.offload != "sequential" or m.plan.vae_tiling:
+                continue
+            x = self.x(m)
+            pageable = self.session_pageable.get(m.id, self.fc.h2d_pageable_gbps)
+            decode_s = resident.predict(x)
+            rows.append(Row({"vae_stream_s": vae_gib * GIB * x["latent_frames"] / (pageable * 1e9),
+                             "decode_s": decode_s}, dec.time_s - decode_s, size_key(m), ref=dec.time_s))
+        return rows
+
     def _te_rows(self, row: Callable[[Measurement], tuple[str, Row] | None]) -> dict[str, list[Row]]:
         """Rows per text-encoder fit from this model's points; a fit with none here takes the
         siblings' rows (noted in the calibration)."""
@@ -630,6 +649,10 @@ class _Fitter:
         self.put("decode_s:tiled", fit_linear(dec_rows[True], ["tile_calls_k"], intercept=False, relative=True,
                                               held_out=held,
                  target="tiled VAE decode and postprocess (decoder calls: tiles x latent frames), s", unit="s"))
+        self.put("decode_extra:sequential", fit_linear(self._sequential_decode_rows(weights), ["vae_stream_s", "decode_s"],
+                 intercept=False, held_out=held, unit="s",
+                 target="VAE decode under sequential offload above the resident decode (the VAE's weights streamed "
+                        "per latent frame at the session's pageable h2d rate, and a part of the decode's own work), s"))
 
         def time_row(m: Measurement) -> tuple[str, Row] | None:
             s, p = m.stage("text_encode"), m.plan
@@ -785,7 +808,8 @@ def fit_calibration(measurements: list[Measurement], gpu: str, model: str, ceili
     if f.errors:
         f.notes.append(f"{len(f.errors)} measurement(s) ended in an error (not memory) and were left out")
     missing = [k for k in ("step_extra:fp8", "step_extra:fp32", "step_extra:group", "step_extra:sequential",
-                           "host_transfer", "decode_s:tiled", "text_encode_s:cpu", "text_encode_s:int8")
+                           "decode_extra:sequential", "host_transfer", "decode_s:tiled", "text_encode_s:cpu",
+                           "text_encode_s:int8")
                if k not in f.models]
     if missing:
         f.notes.append("not calibrated (analytic estimates, marked in predictions): " + ", ".join(missing))

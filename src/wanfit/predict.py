@@ -290,8 +290,14 @@ class _Composer:
         elif self.plan.offload == "sequential":
             # The Wan VAE decodes latent frame by latent frame: every call streams the VAE's leaves.
             stream = w.vae * GIB * self.x["latent_frames"] / (self.cal.feature_ceilings.h2d_pageable_gbps * 1e9)
-            self.note("sequential offload decode: VAE streamed per latent frame at the pageable h2d rate (analytic)")
-            seconds += stream * self.scale.host_pageable
+            m = self.model("decode_extra:sequential")
+            if m is None:
+                self.note("sequential offload decode not calibrated: the VAE streamed per latent frame at the "
+                          "pageable h2d rate")
+                seconds += stream * self.scale.host_pageable
+            else:
+                terms = m.terms({"vae_stream_s": stream, "decode_s": seconds})
+                seconds += terms["vae_stream_s"] * self.scale.host_pageable + terms["decode_s"]
         return seconds
 
     def decode_compute_s(self) -> float:
