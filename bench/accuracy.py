@@ -309,22 +309,22 @@ READING = [
     "the machines before it: its 241-frame step took 8.09 s where {none_241} (the same size, no offload, "
     "another machine) took 6.72 s, with the reservation below the cap and SM activity 89 % instead of 100 %. "
     "Lent H100s of one kind differ; reports now record the GPU's enforced power limit and SM clock ceiling.",
-    "- Sequential offload ran in six sessions on lent H100s, and the machine matters more than the size: "
-    "832x480x41 took "
-    "3.08 s (calibration, first session), 3.63 s ({seq_41}), 3.97 s ({seq_41_a}), 3.71 s ({seq_41_c}, a "
-    "machine measured at 7.56 GB/s host-to-device from pageable memory) and 5.03 s (the calibration point of "
-    "the machine measured at 6.40 GB/s). The model: the stream of every weight from pageable memory on each "
-    "forward, at the machine's own rate, plus a part linear in the matmul work (tokens x width; measured up to "
-    "18480 tokens, so longer videos are an extrapolation), fitted on four points in two sessions whose "
-    "pageable rates were measured. Held-out: "
-    "leaving out the largest point (1280x704x81) loses the per-token term (-21 %). Re-predicted at the rate in "
-    "`ceilings.json` (9.16 GB/s, the first session's), the two runs of the 6.40 GB/s machine ({seq_720_b}, "
-    "{seq_960_b}) are 16 % and 24 % too fast; at that machine's own rate they are within 0.5 % and 3.4 %. "
-    "The others fall within -11 % and -1 % ({seq_81}, {seq_720_a}). What the pageable rate does not explain "
-    "(the 7.56 GB/s machine ran 832x480x41 in 3.71 s, 1.3 s faster than the 6.40 GB/s one, where the rate "
-    "accounts for 0.6 s) stays machine variance. Its memory is over-predicted (the reservation shrinks after "
-    "the streamed text encode, which the composition does not model) and its decode, which streams the VAE "
-    "per latent frame, is under-predicted by 32 to 58 %. It is the plan of last resort and ranked last by time.",
+    "- Sequential offload ran in eight device calls on lent H100s (some perhaps on the same machine), and the "
+    "machine matters as much as the size: "
+    "832x480x41 took 3.08 s (calibration, first session), 3.63 s ({seq_41}), 3.97 s ({seq_41_a}), 3.71 s "
+    "({seq_41_c}, a machine measured at 7.56 GB/s host-to-device from pageable memory) and 5.03 s (the "
+    "calibration point of the machine measured at 6.40 GB/s). The model: every weight streamed from pageable "
+    "memory on each forward at the machine's own rate, plus a part linear in the matmul work (tokens x width), "
+    "fitted on six points from three sessions whose pageable rates were measured; the decode likewise (the VAE "
+    "streamed per latent frame, plus a part of the decode's work), fitted on two decoded points. Beyond the "
+    "calibrated tokens (18480), {seq_161} at 36080 tokens (a machine at 7.96 GB/s) took 10.81 s per step and "
+    "58.3 s to decode: predicted 11.01 s (+1.8 %) and 61.4 s (+5.3 %) at its rate. The two runs of the 6.40 "
+    "GB/s machine ({seq_720_b}, {seq_960_b}) are predicted within 2.6 % (step) and 1.9 % (decode) at its rate, "
+    "and 16 % and 24 % too fast at the 9.16 GB/s of `ceilings.json` (the first session's), which is what "
+    "`wanfit plan` assumes for an H100 host. What the pageable rate does not explain stays machine variance: "
+    "the 7.56 GB/s machine ran 832x480x41 in 3.71 s, 12 % faster than its rate predicts. Its memory is "
+    "over-predicted (the reservation shrinks after the streamed text encode, which the composition does not "
+    "model). It is the plan of last resort and ranked last by time.",
     "- The 361-frame model-offload decode ({model_361}) is over-predicted by 6.2 % (device peak, uncapped): 361"
     " frames are beyond the largest decode calibrated (201 frames).",
     "- Held-out peak VRAM: the worst points (3.4 %) are the allocator's cache, not the tensors: the 1.3B's "
@@ -344,6 +344,7 @@ READING_RUNS = {
     "seq_720_a": "1280x704x81f_2of50st_sequential-tegpu-bf16-untiled_h100-machine-a",
     "seq_720_b": "1280x704x81f_2of50st_sequential-tegpu-bf16-untiled_h100.json",
     "seq_960_b": "960x544x61f_3of50st_sequential",
+    "seq_161": "1280x704x161f_2of50st_sequential",
     "model_361": "1280x704x361f_2of50st_model-tegpu-bf16-untiled_h100",
 }
 
