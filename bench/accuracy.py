@@ -314,7 +314,8 @@ READING = [
     "832x480x41 took 3.08 s (calibration, first session), 3.63 s ({seq_41}), 3.97 s ({seq_41_a}), 3.71 s "
     "({seq_41_c}, a machine measured at 7.56 GB/s host-to-device from pageable memory) and 5.03 s (the "
     "calibration point of the machine measured at 6.40 GB/s). The model: every weight streamed from pageable "
-    "memory on each forward at the machine's own rate, plus a part linear in the matmul work (tokens x width), "
+    "memory on each forward at the machine's own rate, plus the activations' memory released and mapped again "
+    "at every leaf (accelerate empties the CUDA cache at every weight load; linear in the activation bytes), "
     "fitted on six points from three sessions whose pageable rates were measured; the decode likewise (the VAE "
     "streamed per latent frame, plus a part of the decode's work), fitted on two decoded points. Beyond the "
     "calibrated tokens (18480), {seq_161} at 36080 tokens (a machine at 7.96 GB/s) took 10.81 s per step and "
@@ -322,9 +323,10 @@ READING = [
     "GB/s machine ({seq_720_b}, {seq_960_b}) are predicted within 2.6 % (step) and 1.9 % (decode) at its rate, "
     "and 16 % and 24 % too fast at the 9.16 GB/s of `ceilings.json` (the first session's), which is what "
     "`wanfit plan` assumes for an H100 host. What the pageable rate does not explain stays machine variance: "
-    "the 7.56 GB/s machine ran 832x480x41 in 3.71 s, 12 % faster than its rate predicts. Its memory is "
-    "over-predicted (the reservation shrinks after the streamed text encode, which the composition does not "
-    "model). It is the plan of last resort and ranked last by time.",
+    "the 7.56 GB/s machine ran 832x480x41 in 3.71 s, 12 % faster than its rate predicts. The emptied cache is "
+    "also why no stage keeps an earlier stage's reservation (the steps' peak sits below the text encode's); "
+    "modelled so, the device peaks of the seven runs are within 0.1 to 0.7 % (they were 12 to 14 % over while "
+    "the reservation was carried from stage to stage). It is the plan of last resort and ranked last by time.",
     "- The 361-frame model-offload decode ({model_361}) is over-predicted by 6.2 % (device peak, uncapped): 361"
     " frames are beyond the largest decode calibrated (201 frames).",
     "- Held-out peak VRAM: the worst points (3.4 %) are the allocator's cache, not the tensors: the 1.3B's "

@@ -392,6 +392,15 @@ class _Fitter:
                 kind = {"text_encode": "text_encode", "step": "denoise", "prepare": "denoise",
                         "vae_decode": "vae_decode_tiled" if m.plan.vae_tiling else "vae_decode"}[s.name]
                 t = transient(s)
+                if m.plan.offload == "sequential":
+                    # accelerate empties the cache whenever it moves a weight onto the GPU (every leaf,
+                    # every forward): each stage's reservation is its own working set, never an earlier
+                    # stage's. Its slack above allocated is fitted apart.
+                    if s.name != "prepare" and t is not None:
+                        grown[f"{kind}:sequential"].append(Row({**self.x(m), "transient_gib": t},
+                                                              s.torch_peak_reserved_gib - s.torch_peak_allocated_gib,
+                                                              size_key(m)))
+                    continue
                 if s.name == "step" and m.plan.offload == "group":
                     if s.index == 1:
                         before_denoise = prev
@@ -415,10 +424,13 @@ class _Fitter:
             if kind in casts:
                 continue
             # The decode's fragmentation follows its buffers: per-frame feature maps and the video.
-            features = ["frame_mpix", "video_fp32_gib"] if kind.startswith("vae_decode:") or kind == "vae_decode" \
+            # Under sequential offload (the cache emptied at every leaf) only the decode's own transient.
+            features = ["frame_mpix", "video_fp32_gib"] if kind in ("vae_decode", "vae_decode:no-expandable") \
                 else ["transient_gib"]
-            self.put(f"reserved_slack:{kind}", fit_linear(rows, features, held_out=self.held, unit="GiB",
-                     target=f"reserved above allocated where a {kind.split(':')[0]} stage grew the reservation, GiB"))
+            target = (f"reserved above allocated in a {kind.split(':')[0]} stage under sequential offload (the cache "
+                      "emptied at every leaf), GiB") if kind.endswith(":sequential") else \
+                f"reserved above allocated where a {kind.split(':')[0]} stage grew the reservation, GiB"
+            self.put(f"reserved_slack:{kind}", fit_linear(rows, features, held_out=self.held, unit="GiB", target=target))
         # Weight casts (per-layer buffers allocated between the activations) fragment in proportion
         # to the activations (measured fp8: about +0.2 GiB per GiB of bf16 activations). Both slacks
         # are taken at the bf16 activations: fp32's extra transient (autocast's bf16 weight copies)
@@ -623,21 +635,22 @@ class _Fitter:
             else:
                 pageable = self.session_pageable.get(m.id, fc.h2d_pageable_gbps)
                 stream = dit_gib * GIB * fwd / (pageable * 1e9)
-                seq_rows.append(Row({"stream_s": stream, "matmul_s": self.x(m)["matmul_s"]}, extra, size_key(m),
-                                    ref=t))
+                seq_rows.append(Row({"stream_s": stream, "elementwise_s": self.x(m)["elementwise_s"]}, extra,
+                                    size_key(m), ref=t))
         self.put("step_extra:group", fit_linear(group_rows, ["h2d_s"], intercept=False, held_out=held,
                  target="step time of group offloading above no offload (the part of the block transfers the "
                         "stream does not hide), s", unit="s"))
         # Sequential offload: every leaf's weights are copied from pageable memory before it runs, and
         # such a copy first waits for the GPU to drain, so nothing overlaps: the step pays the stream
-        # (at the machine's own pageable rate) and a part that grows with the tokens (on the H100s:
-        # +4.4 to +4.8 s at 4290-9680 tokens, +5.6 s at 18480). Linear in the matmul work (tokens x
-        # width), not in the whole step: the step's attention grows with tokens squared, and nothing
-        # measured says the extra does; measured up to 18480 tokens only.
-        self.put("step_extra:sequential", fit_linear(seq_rows, ["stream_s", "matmul_s"], intercept=False,
+        # (at the machine's own pageable rate). And accelerate empties the CUDA cache at every weight
+        # load, so the activations' memory is released and mapped again leaf after leaf: a part that
+        # grows with the activation bytes (tokens x width x layers; on one H100, 4.8 s above the
+        # no-offload step at 4290-9680 tokens, 6.1 s at 18480).
+        self.put("step_extra:sequential", fit_linear(seq_rows, ["stream_s", "elementwise_s"], intercept=False,
                  held_out=held, unit="s",
                  target="step time of sequential offload above no offload (weights streamed per forward at the "
-                        "session's pageable h2d rate, and a part linear in the matmul work), s"))
+                        "session's pageable h2d rate, and the activations' memory released and mapped again at "
+                        "every leaf), s"))
 
         dec_rows: dict[bool, list[Row]] = defaultdict(list)
         for m in self.ms:

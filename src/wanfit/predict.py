@@ -177,7 +177,8 @@ class _Composer:
     def slack(self, kind: str, transient: float) -> float:
         """Reservation above the allocated peak when a stage of this kind grows the cache."""
         suffix = "" if self.plan.expandable_segments else ":no-expandable"
-        m = self.model(f"reserved_slack:{kind}{suffix}")
+        m = self.model(f"reserved_slack:{kind}:sequential") if self.plan.offload == "sequential" else None
+        m = m or self.model(f"reserved_slack:{kind}{suffix}")
         if m is None and suffix:
             self.note("allocator without expandable segments not calibrated: slack of expandable segments used")
         m = m or self.model(f"reserved_slack:{kind}")
@@ -252,10 +253,11 @@ class _Composer:
                 self.note("sequential offload not calibrated: every forward streams the DiT at the pageable h2d rate")
                 extra += stream * self.scale.host_pageable
             else:
-                # The stream scales with the target host's pageable rate, the per-token part like matmul
-                # work. A calibration from before the per-token term has only the stream.
-                terms = m.terms({"stream_s": stream, "matmul_s": x["matmul_s"]})
-                extra += terms["stream_s"] * self.scale.host_pageable + terms.get("matmul_s", 0.0) * self.scale.matmul
+                # The stream scales with the target host's pageable rate; releasing and mapping memory
+                # again is driver work, kept as measured. A calibration from before the second term has
+                # only the stream.
+                terms = m.terms({"stream_s": stream, "elementwise_s": x["elementwise_s"]})
+                extra += terms["stream_s"] * self.scale.host_pageable + terms.get("elementwise_s", 0.0) * self.scale.overhead
         return base + extra
 
     def text_encode_s(self, w: Weights) -> float:
@@ -455,7 +457,10 @@ class _Composer:
                 if kinds[name] == "denoise" and plan.dit_dtype != "bf16" and plan.offload in ("none", "model"):
                     grown_by = self.bf16_activation  # cast slack is fitted against the bf16 activations
                 grow = self.slack(kinds[name], grown_by) if name != "prepare" else 0.0
-                reserved = max(reserved, default_stream + grow)
+                # Under sequential offload accelerate empties the cache at every leaf's weight load:
+                # no stage keeps an earlier stage's reservation.
+                kept = 0.0 if plan.offload == "sequential" else reserved
+                reserved = max(kept, default_stream + grow)
             stages.append(StageEstimate(name=name, time_s=max(0.0, times[name]), allocated_gib=alloc[name],
                                         peak_vram_gib=outside + reserved + pool,
                                         need_gib=alloc[name] + outside + margin))
