@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO / "src"))
 from wanfit.environment import Ceilings  # noqa: E402
 from wanfit.fit import fit_calibration, size_key  # noqa: E402
 from wanfit.measurement import Measurement  # noqa: E402
-from wanfit.measurements_file import load_measurements, session_pageable_gbps  # noqa: E402
+from wanfit.measurements_file import gpu_session_pageable_gbps, load_measurements  # noqa: E402
 from wanfit.predict import predict  # noqa: E402
 from wanfit.workload import Plan  # noqa: E402
 
@@ -413,8 +413,8 @@ def main() -> int:
     for (gpu_dir, model), ms in measured.items():
         ceilings = ceilings_of(gpu_dir)
         others = {other: oms for (other_dir, other), oms in measured.items() if other_dir == gpu_dir and other != model}
-        session_pageable = session_pageable_gbps(gpu_dir / f"{model}.sessions.jsonl", ms)
-        r = held_out(ms, gpu_dir.name, model, ceilings, [m for oms in others.values() for m in oms], session_pageable)
+        siblings = [m for oms in others.values() for m in oms]
+        r = held_out(ms, gpu_dir.name, model, ceilings, siblings, gpu_session_pageable_gbps(gpu_dir, [*ms, *siblings]))
         r["label"] = f"{gpu_dir.name}/{model}"
         results.append(r)
         if args.details:

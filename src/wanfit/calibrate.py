@@ -22,7 +22,7 @@ from pathlib import Path
 from wanfit.catalog import get_model
 from wanfit.errors import WanfitError
 from wanfit.measure.worker import Job, run_jobs
-from wanfit.measurements_file import load_measurements, session_pageable_gbps
+from wanfit.measurements_file import gpu_session_pageable_gbps, load_measurements
 from wanfit.workload import Plan, Workload
 
 BASE = Plan()
@@ -236,7 +236,7 @@ def fit_model(gpu_key: str, model: str, out_dir: Path = Path("calibration")) -> 
                 for m in load_measurements(path)]
     cal = fit_calibration(measurements, gpu_key, model, ceilings, gpu_minutes(gpu_dir, model),
                           step_siblings=siblings,
-                          session_pageable=session_pageable_gbps(gpu_dir / f"{model}.sessions.jsonl", measurements))
+                          session_pageable=gpu_session_pageable_gbps(gpu_dir, [*measurements, *siblings]))
     out = gpu_dir / f"{model}.json"
     save_calibration(cal, out)
     return out

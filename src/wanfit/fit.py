@@ -258,6 +258,26 @@ class _Fitter:
             self._x[key] = size_features(m.workload, self.fc)
         return self._x[key]
 
+    def _sibling_sequential_rows(self, base: Callable[[Measurement], float]) -> list[Row]:
+        """Sequential offload not measured for this DiT: the other DiTs' bf16 sequential points on
+        this GPU, each at its own DiT's bytes and activation size, which is what the two terms scale
+        with (a DiT twice as large streams twice the bytes)."""
+        rows, used = [], set()
+        for m in self.siblings:
+            t = steady_s(m)
+            if t is None or m.plan.offload != "sequential" or m.plan.dit_dtype != "bf16":
+                continue
+            x = self.x(m)
+            dit_gib = analytic_weights_gib(get_model(m.workload.model), "transformer", "bf16")
+            pageable = self.session_pageable.get(m.id, self.fc.h2d_pageable_gbps)
+            rows.append(Row({"stream_s": dit_gib * GIB * x["forwards_per_step"] / (pageable * 1e9),
+                             "elementwise_s": x["elementwise_s"]}, t - base(m), size_key(m), ref=t))
+            used.add(m.workload.model)
+        if rows:
+            self.notes.append(f"sequential offload's step not measured here: fitted on the sequential points of "
+                              f"{', '.join(sorted(used))} on the same GPU (per DiT bytes and activation size)")
+        return rows
+
     def _sequential_decode_rows(self, weights: dict) -> list[Row]:
         """The Wan VAE decodes latent frame by latent frame, and sequential offload copies every leaf's
         weights from pageable memory at each call (waiting for the GPU first, as in the steps)."""
@@ -637,6 +657,8 @@ class _Fitter:
                 stream = dit_gib * GIB * fwd / (pageable * 1e9)
                 seq_rows.append(Row({"stream_s": stream, "elementwise_s": self.x(m)["elementwise_s"]}, extra,
                                     size_key(m), ref=t))
+        if not seq_rows:
+            seq_rows = self._sibling_sequential_rows(base)
         self.put("step_extra:group", fit_linear(group_rows, ["h2d_s"], intercept=False, held_out=held,
                  target="step time of group offloading above no offload (the part of the block transfers the "
                         "stream does not hide), s", unit="s"))

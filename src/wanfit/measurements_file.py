@@ -75,3 +75,11 @@ def session_pageable_gbps(sessions_path: Path, measurements: list[Measurement]) 
             if start <= t <= end:
                 out[m.id] = gbps
     return out
+
+
+def gpu_session_pageable_gbps(gpu_dir: Path, measurements: list[Measurement]) -> dict[str, float]:
+    """session_pageable_gbps over every model's sessions on one GPU (a fit borrows other DiTs' points)."""
+    out: dict[str, float] = {}
+    for path in sorted(Path(gpu_dir).glob("*.sessions.jsonl")):
+        out.update(session_pageable_gbps(path, measurements))
+    return out
