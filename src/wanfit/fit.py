@@ -258,10 +258,32 @@ class _Fitter:
             self._x[key] = size_features(m.workload, self.fc)
         return self._x[key]
 
+    def _sequential_slack_rows(self) -> dict[str, list[Row]]:
+        """accelerate empties the cache whenever it moves a weight onto the GPU (every leaf, every
+        forward): under sequential offload each stage's reservation is its own working set, never an
+        earlier stage's, and its slack above allocated is small. Fitted on this DiT's sequential
+        points, else on the other DiTs' on this GPU (linear in each stage's own transient)."""
+        def rows_of(ms: list[Measurement]) -> dict[str, list[Row]]:
+            rows: dict[str, list[Row]] = defaultdict(list)
+            for m in ms:
+                if m.plan.offload != "sequential" or m.plan.vae_tiling:
+                    continue
+                for s in m.stages:
+                    t = transient(s) if s.name in ("text_encode", "step", "vae_decode") else None
+                    if t is None or s.torch_peak_reserved_gib is None or s.torch_peak_allocated_gib is None:
+                        continue
+                    kind = "denoise" if s.name == "step" else s.name
+                    rows[f"{kind}:sequential"].append(Row({**self.x(m), "transient_gib": t},
+                                                          s.torch_peak_reserved_gib - s.torch_peak_allocated_gib,
+                                                          size_key(m)))
+            return rows
+
+        return rows_of(self.ms) or rows_of(self.siblings)
+
     def _sibling_sequential_rows(self, base: Callable[[Measurement], float]) -> list[Row]:
         """Sequential offload not measured for this DiT: the other DiTs' bf16 sequential points on
-        this GPU, each at its own DiT's bytes and activation size, which is what the two terms scale
-        with (a DiT twice as large streams twice the bytes)."""
+        this GPU, each at its own DiT's bytes and per-token modulation, which is what the two terms
+        scale with (a DiT twice as large streams twice the bytes)."""
         rows, used = [], set()
         for m in self.siblings:
             t = steady_s(m)
@@ -271,11 +293,12 @@ class _Fitter:
             dit_gib = analytic_weights_gib(get_model(m.workload.model), "transformer", "bf16")
             pageable = self.session_pageable.get(m.id, self.fc.h2d_pageable_gbps)
             rows.append(Row({"stream_s": dit_gib * GIB * x["forwards_per_step"] / (pageable * 1e9),
-                             "elementwise_s": x["elementwise_s"]}, t - base(m), size_key(m), ref=t))
+                             "modulation_s": x["modulation_s"]}, t - base(m), size_key(m), ref=t))
             used.add(m.workload.model)
         if rows:
-            self.notes.append(f"sequential offload's step not measured here: fitted on the sequential points of "
-                              f"{', '.join(sorted(used))} on the same GPU (per DiT bytes and activation size)")
+            self.notes.append(f"sequential offload not measured here: its step and reservation fitted on the "
+                              f"sequential points of {', '.join(sorted(used))} on the same GPU (the step per DiT "
+                              f"bytes and per-token modulation)")
         return rows
 
     def _sequential_decode_rows(self, weights: dict) -> list[Row]:
@@ -413,14 +436,7 @@ class _Fitter:
                         "vae_decode": "vae_decode_tiled" if m.plan.vae_tiling else "vae_decode"}[s.name]
                 t = transient(s)
                 if m.plan.offload == "sequential":
-                    # accelerate empties the cache whenever it moves a weight onto the GPU (every leaf,
-                    # every forward): each stage's reservation is its own working set, never an earlier
-                    # stage's. Its slack above allocated is fitted apart.
-                    if s.name != "prepare" and t is not None:
-                        grown[f"{kind}:sequential"].append(Row({**self.x(m), "transient_gib": t},
-                                                              s.torch_peak_reserved_gib - s.torch_peak_allocated_gib,
-                                                              size_key(m)))
-                    continue
+                    continue  # fitted apart, below
                 if s.name == "step" and m.plan.offload == "group":
                     if s.index == 1:
                         before_denoise = prev
@@ -439,6 +455,7 @@ class _Fitter:
                 for s in steady_steps(m):
                     if s.torch_peak_reserved_gib is not None and s.torch_peak_allocated_gib is not None:
                         frag.append(s.torch_peak_reserved_gib - s.torch_peak_allocated_gib)
+        grown.update(self._sequential_slack_rows())
         casts = {k: v for k, v in grown.items() if k.startswith(("denoise:fp8", "denoise:fp32"))}
         for kind, rows in sorted(grown.items()):
             if kind in casts:
@@ -655,7 +672,7 @@ class _Fitter:
             else:
                 pageable = self.session_pageable.get(m.id, fc.h2d_pageable_gbps)
                 stream = dit_gib * GIB * fwd / (pageable * 1e9)
-                seq_rows.append(Row({"stream_s": stream, "elementwise_s": self.x(m)["elementwise_s"]}, extra,
+                seq_rows.append(Row({"stream_s": stream, "modulation_s": self.x(m)["modulation_s"]}, extra,
                                     size_key(m), ref=t))
         if not seq_rows:
             seq_rows = self._sibling_sequential_rows(base)
@@ -664,15 +681,16 @@ class _Fitter:
                         "stream does not hide), s", unit="s"))
         # Sequential offload: every leaf's weights are copied from pageable memory before it runs, and
         # such a copy first waits for the GPU to drain, so nothing overlaps: the step pays the stream
-        # (at the machine's own pageable rate). And accelerate empties the CUDA cache at every weight
-        # load, so the activations' memory is released and mapped again leaf after leaf: a part that
-        # grows with the activation bytes (tokens x width x layers; on one H100, 4.8 s above the
-        # no-offload step at 4290-9680 tokens, 6.1 s at 18480).
-        self.put("step_extra:sequential", fit_linear(seq_rows, ["stream_s", "elementwise_s"], intercept=False,
+        # (at the machine's own pageable rate). accelerate also empties the CUDA cache at every weight
+        # load, so large per-block allocations come from freshly mapped memory each time: TI2V-5B's
+        # per-token timestep modulation (tokens x 6 x width per block) grows its step with the tokens
+        # (one H100: 4.8 s above the no-offload step at 4290-9680 tokens, 6.1 s at 18480), while the
+        # 14B (no per-token modulation) paid the stream alone (13.45 s measured, 13.25 s so predicted).
+        self.put("step_extra:sequential", fit_linear(seq_rows, ["stream_s", "modulation_s"], intercept=False,
                  held_out=held, unit="s",
                  target="step time of sequential offload above no offload (weights streamed per forward at the "
-                        "session's pageable h2d rate, and the activations' memory released and mapped again at "
-                        "every leaf), s"))
+                        "session's pageable h2d rate, and per-token modulation allocated from freshly mapped "
+                        "memory after each emptied cache), s"))
 
         dec_rows: dict[bool, list[Row]] = defaultdict(list)
         for m in self.ms:

@@ -253,11 +253,10 @@ class _Composer:
                 self.note("sequential offload not calibrated: every forward streams the DiT at the pageable h2d rate")
                 extra += stream * self.scale.host_pageable
             else:
-                # The stream scales with the target host's pageable rate; releasing and mapping memory
-                # again is driver work, kept as measured. A calibration from before the second term has
-                # only the stream.
-                terms = m.terms({"stream_s": stream, "elementwise_s": x["elementwise_s"]})
-                extra += terms["stream_s"] * self.scale.host_pageable + terms.get("elementwise_s", 0.0) * self.scale.overhead
+                # The stream scales with the target host's pageable rate; mapping memory again is driver
+                # work, kept as measured. A calibration from before the second term has only the stream.
+                terms = m.terms({"stream_s": stream, "modulation_s": x["modulation_s"]})
+                extra += terms["stream_s"] * self.scale.host_pageable + terms.get("modulation_s", 0.0) * self.scale.overhead
         return base + extra
 
     def text_encode_s(self, w: Weights) -> float:
