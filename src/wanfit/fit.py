@@ -303,21 +303,37 @@ class _Fitter:
 
     def _sequential_decode_rows(self, weights: dict) -> list[Row]:
         """The Wan VAE decodes latent frame by latent frame, and sequential offload copies every leaf's
-        weights from pageable memory at each call (waiting for the GPU first, as in the steps)."""
-        resident = self.models.get("decode_s:untiled")
-        if resident is None:
-            return []
-        vae_gib = next(iter(weights["vae"].values())).gib  # one VAE dtype per model (fp32 in the runner)
-        rows = []
-        for m in self.ms:
-            dec = m.stage("vae_decode")
-            if dec is None or m.plan.offload != "sequential" or m.plan.vae_tiling:
-                continue
-            x = self.x(m)
-            pageable = self.session_pageable.get(m.id, self.fc.h2d_pageable_gbps)
-            decode_s = resident.predict(x)
-            rows.append(Row({"vae_stream_s": vae_gib * GIB * x["latent_frames"] / (pageable * 1e9),
-                             "decode_s": decode_s}, dec.time_s - decode_s, size_key(m), ref=dec.time_s))
+        weights from pageable memory at each call (waiting for the GPU first, as in the steps). From
+        this model's decoded sequential points, else from another model's on this GPU, each against
+        its own VAE's bytes and resident decode (fitted here on that model's resident decodes)."""
+        def rows_of(ms: list[Measurement], resident: LinearModel, vae_gib: float) -> list[Row]:
+            rows = []
+            for m in ms:
+                dec = m.stage("vae_decode")
+                if dec is None or m.plan.offload != "sequential" or m.plan.vae_tiling:
+                    continue
+                x = self.x(m)
+                pageable = self.session_pageable.get(m.id, self.fc.h2d_pageable_gbps)
+                decode_s = resident.predict(x)
+                rows.append(Row({"vae_stream_s": vae_gib * GIB * x["latent_frames"] / (pageable * 1e9),
+                                 "decode_s": decode_s}, dec.time_s - decode_s, size_key(m), ref=dec.time_s))
+            return rows
+
+        own = self.models.get("decode_s:untiled")
+        rows = rows_of(self.ms, own, next(iter(weights["vae"].values())).gib) if own is not None else []
+        if rows:
+            return rows
+        for model in sorted({m.workload.model for m in self.siblings}):
+            theirs = [m for m in self.siblings if m.workload.model == model]
+            resident = fit_linear([Row(self.x(m), m.stage("vae_decode").time_s, size_key(m)) for m in theirs
+                                   if m.stage("vae_decode") is not None and m.plan.offload in ("none", "group")
+                                   and not m.plan.vae_tiling], ["pixel_gframes"], relative=True, held_out=False,
+                                  target="resident VAE decode, s", unit="s")
+            if resident is not None:
+                rows += rows_of(theirs, resident, analytic_weights_gib(get_model(model), "vae", "fp32"))
+        if rows:
+            self.notes.append("sequential offload's decode not measured here: fitted on other models' decoded "
+                              "sequential points on the same GPU (per VAE bytes and resident decode time)")
         return rows
 
     def _te_rows(self, row: Callable[[Measurement], tuple[str, Row] | None]) -> dict[str, list[Row]]:
