@@ -52,12 +52,14 @@ GRIDS: dict[str, list[tuple[Plan, list[tuple[int, int, int, int, bool]]]]] = {
         (Plan(offload="model"), [(480, 832, 81, 2, True)]),
         (Plan(offload="group"), [(480, 832, 81, 2, False)]),
         (Plan(vae_tiling=True), [(480, 832, 81, 1, True)]),
+        (Plan(offload="sequential"), [(480, 832, 81, 2, True)]),
     ],
     "wan2.1-t2v-1.3b": [
         (BASE, [(480, 832, 41, 3, True), (480, 832, 81, 3, True), (720, 1280, 41, 3, True), (720, 1280, 81, 2, True)]),
         (Plan(dit_dtype="fp8"), [(480, 832, 81, 3, False)]),
         (Plan(offload="group"), [(480, 832, 81, 3, False)]),
         (Plan(offload="model"), [(480, 832, 81, 3, False)]),
+        (Plan(offload="sequential"), [(480, 832, 41, 3, True)]),
     ],
 }
 # A repeat of the first baseline point at the end of its (reused) process: shows that the reset

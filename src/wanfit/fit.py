@@ -280,10 +280,10 @@ class _Fitter:
 
         return rows_of(self.ms) or rows_of(self.siblings)
 
-    def _sibling_sequential_rows(self, base: Callable[[Measurement], float]) -> list[Row]:
-        """Sequential offload not measured for this DiT: the other DiTs' bf16 sequential points on
-        this GPU, each at its own DiT's bytes and per-token modulation, which is what the two terms
-        scale with (a DiT twice as large streams twice the bytes)."""
+    def _sibling_sequential_rows(self, base: Callable[[Measurement], float], own: bool) -> list[Row]:
+        """The other DiTs' bf16 sequential points on this GPU, each at its own DiT's bytes, block
+        count and per-token modulation, which is what the terms scale with (a DiT twice as large
+        streams twice the bytes). `own`: this DiT has sequential points of its own (else noted)."""
         rows, used = [], set()
         for m in self.siblings:
             t = steady_s(m)
@@ -293,9 +293,10 @@ class _Fitter:
             dit_gib = analytic_weights_gib(get_model(m.workload.model), "transformer", "bf16")
             pageable = self.session_pageable.get(m.id, self.fc.h2d_pageable_gbps)
             rows.append(Row({"stream_s": dit_gib * GIB * x["forwards_per_step"] / (pageable * 1e9),
-                             "modulation_s": x["modulation_s"]}, t - base(m), size_key(m), ref=t))
+                             "layer_forwards": x["layer_forwards"], "modulation_s": x["modulation_s"]},
+                            t - base(m), size_key(m), ref=t))
             used.add(m.workload.model)
-        if rows:
+        if rows and not own:
             self.notes.append(f"sequential offload not measured here: its step and reservation fitted on the "
                               f"sequential points of {', '.join(sorted(used))} on the same GPU (the step per DiT "
                               f"bytes and per-token modulation)")
@@ -688,10 +689,11 @@ class _Fitter:
             else:
                 pageable = self.session_pageable.get(m.id, fc.h2d_pageable_gbps)
                 stream = dit_gib * GIB * fwd / (pageable * 1e9)
-                seq_rows.append(Row({"stream_s": stream, "modulation_s": self.x(m)["modulation_s"]}, extra,
-                                    size_key(m), ref=t))
-        if not seq_rows:
-            seq_rows = self._sibling_sequential_rows(base)
+                seq_rows.append(Row({"stream_s": stream, "layer_forwards": self.x(m)["layer_forwards"],
+                                     "modulation_s": self.x(m)["modulation_s"]}, extra, size_key(m), ref=t))
+        # Pooled with the other DiTs' sequential points on this GPU: DiT bytes and block counts differ
+        # between them, which is what tells the stream from the per-block cost.
+        seq_rows += self._sibling_sequential_rows(base, own=bool(seq_rows))
         self.put("step_extra:group", fit_linear(group_rows, ["h2d_s"], intercept=False, held_out=held,
                  target="step time of group offloading above no offload (the part of the block transfers the "
                         "stream does not hide), s", unit="s"))
@@ -702,8 +704,8 @@ class _Fitter:
         # per-token timestep modulation (tokens x 6 x width per block) grows its step with the tokens
         # (one H100: 4.8 s above the no-offload step at 4290-9680 tokens, 6.1 s at 18480), while the
         # 14B (no per-token modulation) paid the stream alone (13.45 s measured, 13.25 s so predicted).
-        self.put("step_extra:sequential", fit_linear(seq_rows, ["stream_s", "modulation_s"], intercept=False,
-                 held_out=held, unit="s",
+        self.put("step_extra:sequential", fit_linear(seq_rows, ["stream_s", "layer_forwards", "modulation_s"],
+                 intercept=False, held_out=held, unit="s",
                  target="step time of sequential offload above no offload (weights streamed per forward at the "
                         "session's pageable h2d rate, and per-token modulation allocated from freshly mapped "
                         "memory after each emptied cache), s"))
