@@ -292,8 +292,7 @@ class _Fitter:
             x = self.x(m)
             dit_gib = analytic_weights_gib(get_model(m.workload.model), "transformer", "bf16")
             pageable = self.session_pageable.get(m.id, self.fc.h2d_pageable_gbps)
-            rows.append(Row({"stream_s": dit_gib * GIB * x["forwards_per_step"] / (pageable * 1e9),
-                             "layer_forwards": x["layer_forwards"], "modulation_s": x["modulation_s"]},
+            rows.append(Row({**x, "stream_s": dit_gib * GIB * x["forwards_per_step"] / (pageable * 1e9)},
                             t - base(m), size_key(m), ref=t))
             used.add(m.workload.model)
         if rows and not own:
@@ -305,8 +304,8 @@ class _Fitter:
     def _sequential_decode_rows(self, weights: dict) -> list[Row]:
         """The Wan VAE decodes latent frame by latent frame, and sequential offload copies every leaf's
         weights from pageable memory at each call (waiting for the GPU first, as in the steps). From
-        this model's decoded sequential points, else from another model's on this GPU, each against
-        its own VAE's bytes and resident decode (fitted here on that model's resident decodes)."""
+        every model's decoded sequential points on this GPU, each against its own VAE's bytes and
+        resident decode (fitted here on that model's resident decodes)."""
         def rows_of(ms: list[Measurement], resident: LinearModel, vae_gib: float) -> list[Row]:
             rows = []
             for m in ms:
@@ -322,8 +321,7 @@ class _Fitter:
 
         own = self.models.get("decode_s:untiled")
         rows = rows_of(self.ms, own, next(iter(weights["vae"].values())).gib) if own is not None else []
-        if rows:
-            return rows
+        measured_here = bool(rows)
         for model in sorted({m.workload.model for m in self.siblings}):
             theirs = [m for m in self.siblings if m.workload.model == model]
             resident = fit_linear([Row(self.x(m), m.stage("vae_decode").time_s, size_key(m)) for m in theirs
@@ -332,7 +330,7 @@ class _Fitter:
                                   target="resident VAE decode, s", unit="s")
             if resident is not None:
                 rows += rows_of(theirs, resident, analytic_weights_gib(get_model(model), "vae", "fp32"))
-        if rows:
+        if rows and not measured_here:
             self.notes.append("sequential offload's decode not measured here: fitted on other models' decoded "
                               "sequential points on the same GPU (per VAE bytes and resident decode time)")
         return rows
@@ -689,8 +687,7 @@ class _Fitter:
             else:
                 pageable = self.session_pageable.get(m.id, fc.h2d_pageable_gbps)
                 stream = dit_gib * GIB * fwd / (pageable * 1e9)
-                seq_rows.append(Row({"stream_s": stream, "layer_forwards": self.x(m)["layer_forwards"],
-                                     "modulation_s": self.x(m)["modulation_s"]}, extra, size_key(m), ref=t))
+                seq_rows.append(Row({**self.x(m), "stream_s": stream}, extra, size_key(m), ref=t))
         # Pooled with the other DiTs' sequential points on this GPU: DiT bytes and block counts differ
         # between them, which is what tells the stream from the per-block cost.
         seq_rows += self._sibling_sequential_rows(base, own=bool(seq_rows))
@@ -700,15 +697,16 @@ class _Fitter:
         # Sequential offload: every leaf's weights are copied from pageable memory before it runs, and
         # such a copy first waits for the GPU to drain, so nothing overlaps: the step pays the stream
         # (at the machine's own pageable rate). accelerate also empties the CUDA cache at every weight
-        # load, so large per-block allocations come from freshly mapped memory each time: TI2V-5B's
-        # per-token timestep modulation (tokens x 6 x width per block) grows its step with the tokens
-        # (one H100: 4.8 s above the no-offload step at 4290-9680 tokens, 6.1 s at 18480), while the
-        # 14B (no per-token modulation) paid the stream alone (13.45 s measured, 13.25 s so predicted).
-        self.put("step_extra:sequential", fit_linear(seq_rows, ["stream_s", "layer_forwards", "modulation_s"],
-                 intercept=False, held_out=held, unit="s",
+        # load, so the activations come from freshly mapped memory leaf after leaf (a cost in their
+        # bytes: tokens x width x layers), TI2V-5B's large per-token modulation the same way, and each
+        # block's hooks cost a fixed time. Fitted on every DiT's sequential points on this GPU
+        # (1.3B, 5B and 14B differ in bytes, width and blocks, which separates the terms).
+        self.put("step_extra:sequential", fit_linear(seq_rows, ["stream_s", "elementwise_s", "modulation_s",
+                                                                 "layer_forwards"], intercept=False, held_out=held,
+                 unit="s",
                  target="step time of sequential offload above no offload (weights streamed per forward at the "
-                        "session's pageable h2d rate, and per-token modulation allocated from freshly mapped "
-                        "memory after each emptied cache), s"))
+                        "session's pageable h2d rate; activations and per-token modulation from freshly mapped "
+                        "memory after each emptied cache; per-block hooks), s"))
 
         dec_rows: dict[bool, list[Row]] = defaultdict(list)
         for m in self.ms:

@@ -255,10 +255,9 @@ class _Composer:
             else:
                 # The stream scales with the target host's pageable rate; mapping memory again is driver
                 # work, kept as measured. A calibration from before the second term has only the stream.
-                terms = m.terms({"stream_s": stream, "layer_forwards": x["layer_forwards"],
-                                 "modulation_s": x["modulation_s"]})
-                extra += terms["stream_s"] * self.scale.host_pageable + \
-                    (terms.get("layer_forwards", 0.0) + terms.get("modulation_s", 0.0)) * self.scale.overhead
+                terms = m.terms({**x, "stream_s": stream})
+                extra += sum(term * (self.scale.host_pageable if name == "stream_s" else self.scale.overhead)
+                             for name, term in terms.items())
         return base + extra
 
     def text_encode_s(self, w: Weights) -> float:
