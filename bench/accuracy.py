@@ -309,28 +309,26 @@ READING = [
     "the machines before it: its 241-frame step took 8.09 s where {none_241} (the same size, no offload, "
     "another machine) took 6.72 s, with the reservation below the cap and SM activity 89 % instead of 100 %. "
     "Lent H100s of one kind differ; reports now record the GPU's enforced power limit and SM clock ceiling.",
-    "- Sequential offload ran in eight device calls on lent H100s (some perhaps on the same machine), and the "
-    "machine matters as much as the size: "
-    "832x480x41 took 3.08 s (calibration, first session), 3.63 s ({seq_41}), 3.97 s ({seq_41_a}), 3.71 s "
-    "({seq_41_c}, a machine measured at 7.56 GB/s host-to-device from pageable memory) and 5.03 s (the "
-    "calibration point of the machine measured at 6.40 GB/s). The model: every weight streamed from pageable "
-    "memory on each forward at the machine's own rate, plus TI2V-5B's per-token modulation allocated from "
-    "freshly mapped memory (accelerate empties the CUDA cache at every weight load), fitted on six points "
-    "from three sessions whose pageable rates were measured; the decode likewise (the VAE "
-    "streamed per latent frame, plus a part of the decode's work), fitted on two decoded points. Beyond the "
-    "calibrated tokens (18480), {seq_161} at 36080 tokens (a machine at 7.96 GB/s) took 10.81 s per step and "
-    "58.3 s to decode: predicted 11.01 s (+1.8 %) and 61.4 s (+5.3 %) at its rate. The two runs of the 6.40 "
-    "GB/s machine ({seq_720_b}, {seq_960_b}) are predicted within 2.6 % (step) and 1.9 % (decode) at its rate, "
-    "and 16 % and 24 % too fast at the 9.16 GB/s of `ceilings.json` (the first session's), which is what "
-    "`wanfit plan` assumes for an H100 host. What the pageable rate does not explain stays machine variance: "
-    "the 7.56 GB/s machine ran 832x480x41 in 3.71 s, 12 % faster than its rate predicts. The emptied cache is "
-    "also why no stage keeps an earlier stage's reservation (the steps' peak sits below the text encode's); "
-    "modelled so, the device peaks of the seven 5B runs are within 0.1 to 0.7 % (they were 12 to 14 % over "
-    "while the reservation was carried from stage to stage). The 14B has no sequential points: its fit borrows "
-    "the 5B's, and {seq_14b} (a machine at 7.03 GB/s) took 13.45 s per step against 13.25 s predicted at that "
-    "rate (-1.5 %; the 14B has no per-token modulation and paid the stream alone), device peak 10.41 GiB "
-    "against 10.79 (+3.6 %). Its decode (6.59 s) is under-predicted by 58 %: the sequential decode fit is the "
-    "5B's VAE's and is not carried to the Wan2.1 VAE. It is the plan of last resort and ranked last by time.",
+    "- Sequential offload ran in ten device calls on lent H100s (some perhaps on the same machine), and the "
+    "machine matters as much as the size: 832x480x41 on the 5B took 3.08 s (calibration, first session), "
+    "3.63 s ({seq_41}), 3.97 s ({seq_41_a}), 3.71 s ({seq_41_c}, a machine measured at 7.56 GB/s "
+    "host-to-device from pageable memory) and 5.03 s (the calibration point of the machine measured at 6.40 "
+    "GB/s). Why it is slow: accelerate copies every leaf's weights from pageable memory before the leaf runs "
+    "(each copy waits for the GPU first, so nothing overlaps), and it empties the CUDA cache at every weight "
+    "load, so activations come from freshly mapped memory leaf after leaf. The step model has those terms: the "
+    "stream at the machine's own rate, the activation bytes, TI2V-5B's per-token modulation and a per-block "
+    "cost, fitted on eight points of the 1.3B, 5B and 14B from four calibrate sessions whose pageable rates "
+    "were measured (the DiTs differ in bytes, width and blocks, which separates the terms); the decode likewise "
+    "(the VAE streamed per latent frame, plus a part of the resident decode). At each machine's rate: "
+    "{seq_161} (36080 tokens, twice the calibrated range, 7.96 GB/s) step +0.9 %, decode +8.2 %; the 6.40 "
+    "GB/s machine's {seq_720_b} and {seq_960_b} step -1.3 % and -3.0 % (at the 9.16 GB/s of `ceilings.json`, "
+    "which `wanfit plan` assumes for an H100 host: -15 % and -22 %); the 14B's {seq_14b} (7.03 GB/s, a size "
+    "its grid point is not) step +12.1 %, decode +5.7 %; the 1.3B's {seq_13b} (9.00 GB/s) step +12.9 %, "
+    "decode +30 %. What the pageable rate does not explain stays machine variance: the 7.56 GB/s machine ran "
+    "the 5B's 832x480x41 14 % faster than predicted at its rate. The emptied cache is also why no stage keeps "
+    "an earlier stage's reservation (the steps' peak sits below the text encode's); modelled so, the device "
+    "peaks of all nine sequential runs are within 0.1 to 0.7 % (the 5B's were 12 to 14 % over while the "
+    "reservation was carried from stage to stage). It is the plan of last resort and ranked last by time.",
     "- The 361-frame model-offload decode ({model_361}) is over-predicted by 6.2 % (device peak, uncapped): 361"
     " frames are beyond the largest decode calibrated (201 frames).",
     "- Held-out peak VRAM: the worst points (3.4 %) are the allocator's cache, not the tensors: the 1.3B's "
@@ -352,6 +350,7 @@ READING_RUNS = {
     "seq_960_b": "960x544x61f_3of50st_sequential",
     "seq_161": "1280x704x161f_2of50st_sequential",
     "seq_14b": "wan2.1-t2v-14b_832x480x41f_2of50st_sequential",
+    "seq_13b": "wan2.1-t2v-1.3b_832x480x81f_3of50st_sequential",
     "model_361": "1280x704x361f_2of50st_model-tegpu-bf16-untiled_h100",
 }
 
