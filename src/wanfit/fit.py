@@ -862,7 +862,7 @@ def fit_calibration(measurements: list[Measurement], gpu: str, model: str, ceili
     `step_siblings`: other DiTs' measurements on the same GPU, whose baseline steps join the
     step-time fit (its features carry between DiTs; see docs/accuracy.md, carry-over).
     `session_pageable`: {measurement id: pageable h2d GB/s measured in its session}
-    (measurements_file.session_pageable_gbps); sequential offload's stream time of those points is
+    (measurements_file.gpu_session_pageable_gbps); sequential offload's stream time of those points is
     computed at their own machine's rate instead of the calibration's ceilings."""
     f = _Fitter(measurements, gpu, model, ceilings, held_out, step_siblings or [], session_pageable or {})
     weights = f.weights_table()

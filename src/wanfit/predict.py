@@ -253,8 +253,8 @@ class _Composer:
                 self.note("sequential offload not calibrated: every forward streams the DiT at the pageable h2d rate")
                 extra += stream * self.scale.host_pageable
             else:
-                # The stream scales with the target host's pageable rate; mapping memory again is driver
-                # work, kept as measured. A calibration from before the second term has only the stream.
+                # The stream scales with the target host's pageable rate; the other terms (memory mapped
+                # again after each emptied cache, per-block hooks) are driver and host work, kept as measured.
                 terms = m.terms({**x, "stream_s": stream})
                 extra += sum(term * (self.scale.host_pageable if name == "stream_s" else self.scale.overhead)
                              for name, term in terms.items())
