@@ -309,7 +309,7 @@ READING = [
     "the machines before it: its 241-frame step took 8.09 s where {none_241} (the same size, no offload, "
     "another machine) took 6.72 s, with the reservation below the cap and SM activity 89 % instead of 100 %. "
     "Lent H100s of one kind differ; reports now record the GPU's enforced power limit and SM clock ceiling.",
-    "- Sequential offload ran in ten device calls on lent H100s (some perhaps on the same machine), and the "
+    "- Sequential offload ran in eleven device calls on lent H100s (some perhaps on the same machine), and the "
     "machine matters as much as the size: 832x480x41 on the 5B took 3.08 s (calibration, first session), "
     "3.63 s ({seq_41}), 3.97 s ({seq_41_a}), 3.71 s ({seq_41_c}, a machine measured at 7.56 GB/s "
     "host-to-device from pageable memory) and 5.03 s (the calibration point of the machine measured at 6.40 "
@@ -327,7 +327,7 @@ READING = [
     "decode +30 %. What the pageable rate does not explain stays machine variance: the 7.56 GB/s machine ran "
     "the 5B's 832x480x41 14 % faster than predicted at its rate. The emptied cache is also why no stage keeps "
     "an earlier stage's reservation (the steps' peak sits below the text encode's); modelled so, the device "
-    "peaks of all nine sequential runs are within 0.1 to 0.7 % (the 5B's were 12 to 14 % over while the "
+    "peaks of all ten sequential runs are within 0.1 to 0.7 % (the 5B's were 12 to 14 % over while the "
     "reservation was carried from stage to stage). It is the plan of last resort and ranked last by time.",
     "- The 361-frame model-offload decode ({model_361}) is over-predicted by 6.2 % (device peak, uncapped): 361"
     " frames are beyond the largest decode calibrated (201 frames).",
