@@ -466,3 +466,23 @@ def test_calibrate_fit_only_refits_stored_measurements(tmp_path):
 
     missing = wanfit("calibrate", "--gpu", "h100", "--fit-only", "--model", "wan2.1-t2v-1.3b", "--out", str(tmp_path))
     assert_one_line_error(missing, "no measurements")
+
+
+def test_plan_host_pageable_rate_times_the_offloading_plans(cal_args):
+    """--host-pageable-gbps: the user's measured host rate replaces the calibration host's. A slower
+    host makes every offloading plan's step slower (sequential most: it streams the DiT every
+    forward) and leaves the no-offload plan as it was; the rate used is stated."""
+    def steps(*extra: str) -> dict[str, float]:
+        result = wanfit("plan", "--gpu", CALIBRATED_GPU, "--size", "832x480", "--frames", "41", "--text-encoder",
+                        "gpu", "--dit-dtype", "bf16", "--no-vae-tiling", "--format", "json", *extra, *cal_args)
+        assert result.returncode == 0, result.stderr
+        cands = json.loads(result.stdout)["results"][0]["candidates"]
+        return {c["plan"]["offload"]: c for c in cands}
+
+    default, slow = steps(), steps("--host-pageable-gbps", "3")
+    assert slow["none"]["step_s"] == default["none"]["step_s"]
+    assert slow["sequential"]["step_s"] > 1.5 * default["sequential"]["step_s"]
+    assert slow["model"]["duration_s"] > default["model"]["duration_s"]
+    assert any("3.0 GB/s" in n for n in slow["sequential"]["notes"])
+    assert_one_line_error(wanfit("plan", "--gpu", CALIBRATED_GPU, "--host-pageable-gbps", "0", *cal_args),
+                          "host-to-device rate", "GB/s")

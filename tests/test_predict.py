@@ -366,3 +366,15 @@ def test_the_sequential_fits_pool_every_dits_points_and_carry_to_a_held_out_14b_
     assert p.peak_vram_gib == pytest.approx(measured_peak, rel=0.06)
     measured_decode = next(s["time_s"] for s in run["measurement"]["stages"] if s["name"] == "vae_decode")
     assert p.stage("vae_decode").time_s == pytest.approx(measured_decode, rel=0.10)  # its own (Wan2.1) VAE
+
+
+@pytest.mark.parametrize("offload", ["model", "group", "sequential"])
+def test_a_slower_host_never_makes_an_offloading_plan_faster(offload):
+    ms, rates = _shipped_sequential()
+    cal = fit_calibration(ms, GPU, SEQ_MODEL, ceilings(), 0.0, held_out=False, session_pageable=rates)
+    workload = wl(height=704, width=1280, frames=81)
+    durations = [predict(workload, Plan(offload=offload), cal, host_pageable_gbps=gbps).duration_s
+                 for gbps in (25.0, 12.0, 9.0, 6.0, 3.0)]
+    assert durations == sorted(durations)
+    resident = [predict(workload, Plan(), cal, host_pageable_gbps=gbps).duration_s for gbps in (25.0, 3.0)]
+    assert resident[0] == resident[1]

@@ -80,6 +80,10 @@ MarginOpt = Annotated[float | None, typer.Option("--margin", help="Safety margin
                                                  "(default: 1)", show_default=False)]
 HostRamOpt = Annotated[float | None, typer.Option("--host-ram", help="System memory in GiB available for offloaded "
                                                   "weights. (default: unlimited)", show_default=False)]
+HostPageableOpt = Annotated[float | None, typer.Option(
+    "--host-pageable-gbps", help="This host's host-to-device rate from pageable memory in GB/s, where measured: "
+    "offloading plans copy at it (lent H100 hosts ranged 6.4 to 9.2). (default: the calibration host's, scaled "
+    "to the GPU's host link)", show_default=False)]
 CalibrationDirOpt = Annotated[Path | None, typer.Option(
     "--calibration-dir", help="Extra directory of calibrations (<dir>/<gpu>/<model>.json), searched before the "
     "shipped ones.", show_default=False, file_okay=False)]
@@ -201,10 +205,13 @@ def resolve_gpus(gpus: list[str] | None) -> list[str]:
 
 
 def make_plan_report(workload: Workload, gpus: list[str], pinned: dict, margin: float | None, host_ram: float | None,
-                     calibration_dir: Path | None) -> PlanReport:
+                     calibration_dir: Path | None, host_pageable: float | None = None) -> PlanReport:
     from wanfit.api import plan_report
 
-    return plan_report(workload, gpus, pinned, **planner_options(margin, host_ram, calibration_dir))
+    options = planner_options(margin, host_ram, calibration_dir)
+    if host_pageable is not None:
+        options["host_pageable_gbps"] = host_pageable
+    return plan_report(workload, gpus, pinned, **options)
 
 
 def planner_options(margin: float | None, host_ram: float | None, calibration_dir: Path | None) -> dict[str, Any]:
@@ -258,13 +265,14 @@ def plan(
     scenario: ScenarioOpt = None,
     margin: MarginOpt = None,
     host_ram: HostRamOpt = None,
+    host_pageable: HostPageableOpt = None,
     calibration_dir: CalibrationDirOpt = None,
     format: FormatOpt = "table",
 ) -> None:
     """Predict peak VRAM and time of every plan on each GPU and recommend the fastest that fits."""
     workload, scenario_pins = build_workload(model, height, width, size, frames, steps, guidance, scenario)
     pinned = pinned_knobs(scenario_pins, offload, text_encoder, dit_dtype, vae_tiling)
-    report = make_plan_report(workload, resolve_gpus(gpu), pinned, margin, host_ram, calibration_dir)
+    report = make_plan_report(workload, resolve_gpus(gpu), pinned, margin, host_ram, calibration_dir, host_pageable)
     if format == "json":
         print_json(report)
         return

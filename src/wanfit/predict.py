@@ -24,7 +24,7 @@ time = init + text encode + prepare + steps x steady step + warm-up + the plan's
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from wanfit.calibration import Calibration, LinearModel
@@ -129,10 +129,13 @@ def _round_pair(pair: tuple[float, float], digits: int) -> tuple[float, float]:
 class _Composer:
     """One prediction's working state: the calibration, the scales, the notes collected."""
 
-    def __init__(self, workload: Workload, plan: Plan, cal: Calibration, target: Any | None) -> None:
+    def __init__(self, workload: Workload, plan: Plan, cal: Calibration, target: Any | None,
+                 host_pageable_gbps: float | None = None) -> None:
         self.wl, self.plan, self.cal, self.target = workload, plan, cal, target
         self.spec: ModelSpec = workload.spec
         self.scale: TimeScale = time_scale(cal, target)
+        if host_pageable_gbps is not None:  # the user's own host, measured: it replaces the profile's estimate
+            self.scale = replace(self.scale, host_pageable=cal.feature_ceilings.h2d_pageable_gbps / host_pageable_gbps)
         self.notes: list[str] = list(self.scale.notes)
         self.x = size_features(workload, cal.feature_ceilings)
         self.extrapolated_by: list[str] = []
@@ -261,7 +264,8 @@ class _Composer:
             # Lent H100s measured 6.4 to 9.2 GB/s: the host, not the GPU, sets most of this step.
             rate = self.cal.feature_ceilings.h2d_pageable_gbps / self.scale.host_pageable
             self.note(f"sequential offload: every weight crosses the host link on every forward, timed at "
-                      f"{rate:.1f} GB/s from pageable memory; a host copying slower or faster moves it most")
+                      f"{rate:.1f} GB/s from pageable memory; the host's own rate moves it most "
+                      f"(--host-pageable-gbps)")
         return base + extra
 
     def text_encode_s(self, w: Weights) -> float:
@@ -560,11 +564,14 @@ def plan_weights(cal: Calibration, spec: ModelSpec, plan: Plan) -> tuple[Weights
     ), notes
 
 
-def predict(workload: Workload, plan: Plan, calibration: Calibration, target: Any | None = None) -> Prediction:
+def predict(workload: Workload, plan: Plan, calibration: Calibration, target: Any | None = None,
+            host_pageable_gbps: float | None = None) -> Prediction:
     """Predict `workload` run with `plan`, from `calibration`, on `target` (a GpuProfile; None:
-    the calibrated GPU itself)."""
+    the calibrated GPU itself). `host_pageable_gbps`: the host's measured host-to-device rate from
+    pageable memory (offloading plans copy at it; lent H100 hosts ranged 6.4 to 9.2 GB/s), instead
+    of the calibration host's scaled to the target's host link."""
     try:
-        return _Composer(workload, plan, calibration, target).run()
+        return _Composer(workload, plan, calibration, target, host_pageable_gbps).run()
     except KeyError as missing:  # a fitted model asks for a feature this wanfit no longer computes
         raise WanfitError(f"calibration {calibration.label} was fitted by another wanfit version (no feature "
                           f"{missing}): refit it with `wanfit calibrate --fit-only --gpu {calibration.gpu} "
