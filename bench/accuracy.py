@@ -90,8 +90,8 @@ def held_out(ms: list[Measurement], gpu: str, model: str, ceilings: Ceilings | N
              siblings: list[Measurement], session_pageable: dict[str, float]) -> dict:
     """Leave-one-size-out over the measurements of one calibration (refitted as `wanfit calibrate`
     fits it: the other DiTs' baseline steps on the same GPU join the step-time fit). A point whose
-    session measured its machine's pageable host-to-device rate is predicted at that rate, as
-    `wanfit plan` would for a host with it: lent H100s differ there by 1.4x (sequential offload)."""
+    session measured its machine's pageable host-to-device rate is predicted at that rate (`wanfit plan
+    --host-pageable-gbps`): lent H100s differ there by 1.4x, which sequential offload's step follows."""
     peak, step, text, decode, fallback, step_fallback = Errors(), Errors(), Errors(), Errors(), Errors(), Errors()
     by_offload: dict[str, tuple[Errors, Errors]] = {}  # offload mode -> (peak, step), calibrated knobs only
     rows = []
@@ -106,7 +106,7 @@ def held_out(ms: list[Measurement], gpu: str, model: str, ceilings: Ceilings | N
             rows.append((size, f"not refittable without this size: {error}"))
             continue
         for m in test:
-            p = predict(m.workload, m.plan, _on_host(cal, session_pageable.get(m.id)))
+            p = predict(m.workload, m.plan, cal, host_pageable_gbps=session_pageable.get(m.id))
             analytic = any("not calibrated" in n or "not measured" in n for n in p.notes)
             predicted_peak, measured_peak = peaks(p, m)
             (fallback if analytic else peak).add(predicted_peak, measured_peak)
@@ -138,14 +138,6 @@ def peaks(p, m: Measurement) -> tuple[float | None, float | None]:
     seen = {"denoise" if s.name == "step" else s.name for s in ran}
     measured = max((s.device_used_peak_gib for s in ran if s.device_used_peak_gib is not None), default=None)
     return max((s.peak_vram_gib for s in p.stages if s.name in seen), default=None), measured
-
-
-def _on_host(cal, pageable_gbps: float | None):
-    """The calibration as it predicts for a host whose pageable host-to-device rate is `pageable_gbps`."""
-    if pageable_gbps is None:
-        return cal
-    host = cal.feature_ceilings.model_copy(update={"h2d_pageable_gbps": pageable_gbps})
-    return cal.model_copy(update={"feature_ceilings": host})
 
 
 def carry_over(gpu: str, source_model: str, source_ms: list[Measurement], target_ms: list[Measurement],

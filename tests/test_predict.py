@@ -316,8 +316,7 @@ def test_sequential_verify_runs_are_predicted_at_their_machines_pageable_rate(re
     run = json.loads((SHIPPED_H100.parents[1] / "verify-reports" /
                       f"{SEQ_MODEL}_{report}_sequential-tegpu-bf16-untiled_h100.json").read_text())
     workload, plan = Workload(**run["workload"]), Plan(**run["plan"])
-    host = cal.feature_ceilings.model_copy(update={"h2d_pageable_gbps": pageable_gbps})
-    at_its_rate = predict(workload, plan, cal.model_copy(update={"feature_ceilings": host}))
+    at_its_rate = predict(workload, plan, cal, host_pageable_gbps=pageable_gbps)
     measured_decode = next(s["time_s"] for s in run["measurement"]["stages"] if s["name"] == "vae_decode")
     assert at_its_rate.step_s == pytest.approx(run["steady_step_s"], rel=0.05)
     assert at_its_rate.stage("vae_decode").time_s == pytest.approx(measured_decode, rel=0.10)
@@ -358,8 +357,7 @@ def test_the_sequential_fits_pool_every_dits_points_and_carry_to_a_held_out_14b_
     assert own == 1 and cal.models["step_extra:sequential"].n_points > own
     run = json.loads((SHIPPED_H100.parents[1] / "verify-reports" /
                       f"{model}_832x480x41f_2of50st_sequential-tegpu-bf16-untiled_h100.json").read_text())
-    host = cal.feature_ceilings.model_copy(update={"h2d_pageable_gbps": 7.027})
-    p = predict(Workload(**run["workload"]), Plan(**run["plan"]), cal.model_copy(update={"feature_ceilings": host}))
+    p = predict(Workload(**run["workload"]), Plan(**run["plan"]), cal, host_pageable_gbps=7.027)
     assert p.step_s == pytest.approx(run["steady_step_s"], rel=0.15)
     measured_peak = max(s["device_used_peak_gib"] for s in run["measurement"]["stages"]
                         if s["name"] not in ("init", "total"))
