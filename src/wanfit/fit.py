@@ -291,8 +291,7 @@ class _Fitter:
                 continue
             x = self.x(m)
             dit_gib = analytic_weights_gib(get_model(m.workload.model), "transformer", "bf16")
-            pageable = self.session_pageable.get(m.id, self.fc.h2d_pageable_gbps)
-            rows.append(Row({**x, "stream_s": dit_gib * GIB * x["forwards_per_step"] / (pageable * 1e9)},
+            rows.append(Row({**x, "stream_s": dit_gib * GIB * x["forwards_per_step"] / (self.pageable_gbps(m) * 1e9)},
                             t - base(m), size_key(m), ref=t))
             used.add(m.workload.model)
         if rows and not own:
@@ -300,6 +299,19 @@ class _Fitter:
                               f"sequential points of {', '.join(sorted(used))} on the same GPU (the step per DiT "
                               f"bytes and per-token modulation)")
         return rows
+
+    def _resident_decode_fit(self, ms: list[Measurement], held_out: bool) -> LinearModel | None:
+        """The untiled VAE decode with the VAE resident (no or group offload), in output pixels x frames."""
+        rows = [Row(self.x(m), dec.time_s, size_key(m)) for m in ms
+                if (dec := m.stage("vae_decode")) is not None and m.plan.offload in ("none", "group")
+                and not m.plan.vae_tiling]
+        return fit_linear(rows, ["pixel_gframes"], relative=True, held_out=held_out,
+                          target="VAE decode and postprocess (output pixels x frames), s", unit="s")
+
+    def pageable_gbps(self, m: Measurement) -> float:
+        """The pageable host-to-device rate of the machine that measured `m` (its session's, where
+        recorded; else the calibration's ceilings)."""
+        return self.session_pageable.get(m.id, self.fc.h2d_pageable_gbps)
 
     def _sequential_decode_rows(self, weights: dict) -> list[Row]:
         """The Wan VAE decodes latent frame by latent frame, and sequential offload copies every leaf's
@@ -313,9 +325,8 @@ class _Fitter:
                 if dec is None or m.plan.offload != "sequential" or m.plan.vae_tiling:
                     continue
                 x = self.x(m)
-                pageable = self.session_pageable.get(m.id, self.fc.h2d_pageable_gbps)
                 decode_s = resident.predict(x)
-                rows.append(Row({"vae_stream_s": vae_gib * GIB * x["latent_frames"] / (pageable * 1e9),
+                rows.append(Row({"vae_stream_s": vae_gib * GIB * x["latent_frames"] / (self.pageable_gbps(m) * 1e9),
                                  "decode_s": decode_s}, dec.time_s - decode_s, size_key(m), ref=dec.time_s))
             return rows
 
@@ -324,10 +335,7 @@ class _Fitter:
         measured_here = bool(rows)
         for model in sorted({m.workload.model for m in self.siblings}):
             theirs = [m for m in self.siblings if m.workload.model == model]
-            resident = fit_linear([Row(self.x(m), m.stage("vae_decode").time_s, size_key(m)) for m in theirs
-                                   if m.stage("vae_decode") is not None and m.plan.offload in ("none", "group")
-                                   and not m.plan.vae_tiling], ["pixel_gframes"], relative=True, held_out=False,
-                                  target="resident VAE decode, s", unit="s")
+            resident = self._resident_decode_fit(theirs, held_out=False)
             if resident is not None:
                 rows += rows_of(theirs, resident, analytic_weights_gib(get_model(model), "vae", "fp32"))
         if rows and not measured_here:
@@ -685,8 +693,7 @@ class _Fitter:
                 h2d = dit_gib * GIB * fwd / (fc.h2d_pinned_gbps * 1e9)
                 group_rows.append(Row({"h2d_s": h2d}, extra, size_key(m), ref=t))
             else:
-                pageable = self.session_pageable.get(m.id, fc.h2d_pageable_gbps)
-                stream = dit_gib * GIB * fwd / (pageable * 1e9)
+                stream = dit_gib * GIB * fwd / (self.pageable_gbps(m) * 1e9)
                 seq_rows.append(Row({**self.x(m), "stream_s": stream}, extra, size_key(m), ref=t))
         # Pooled with the other DiTs' sequential points on this GPU: DiT bytes and block counts differ
         # between them, which is what tells the stream from the per-block cost.
@@ -713,8 +720,7 @@ class _Fitter:
             dec = m.stage("vae_decode")
             if dec is not None and m.plan.offload in ("none", "group"):
                 dec_rows[m.plan.vae_tiling].append(Row(self.x(m), dec.time_s, size_key(m)))
-        self.put("decode_s:untiled", fit_linear(dec_rows[False], ["pixel_gframes"], relative=True, held_out=held,
-                 target="VAE decode and postprocess (output pixels x frames), s", unit="s"))
+        self.put("decode_s:untiled", self._resident_decode_fit(self.ms, held))
         self.put("decode_s:tiled", fit_linear(dec_rows[True], ["tile_calls_k"], intercept=False, relative=True,
                                               held_out=held,
                  target="tiled VAE decode and postprocess (decoder calls: tiles x latent frames), s", unit="s"))
