@@ -45,3 +45,8 @@ class Ceilings(BaseModel):
     device_copy_gbps: float  # device-to-device copy, bytes read + written
     h2d_pinned_gbps: float
     h2d_pageable_gbps: float
+    # The Wan block's elementwise chain (its ops outside the linears and attention: fp32 layer norms
+    # with modulation, gated residuals, GELU on the FFN width), in GB of one bf16 hidden state per
+    # second. Not a copy: on an H200 it ran 1.22x an H100's where a copy runs 1.40x. None: not
+    # measured (ceilings recorded before it was).
+    elementwise_gbps: float | None = None

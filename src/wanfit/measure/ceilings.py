@@ -1,8 +1,8 @@
 """Measure the calibrated GPU's throughput ceilings: the measured side of every cross-GPU ratio.
 
 bf16 matmul (8192^3), SDPA at a Wan-like attention shape, device-to-device copy (bytes read +
-written), host-to-device from pinned and from pageable memory. Random inputs, warm-up first,
-device-synchronised timing, median of repeats.
+written), host-to-device from pinned and from pageable memory, and the Wan block's elementwise
+chain. Random inputs, warm-up first, device-synchronised timing, median of repeats.
 """
 
 from __future__ import annotations
@@ -54,13 +54,45 @@ def _copy_gbps(size: int = 2**30) -> tuple[float, float, float]:
     return d2d, h2d_pinned, h2d_pageable
 
 
+# The chain's shape: the TI2V-5B's hidden state at 960x544x121 (15,810 tokens x 3,072; FFN 14,336).
+CHAIN_SHAPE = (15810, 3072, 14336)
+
+
+def elementwise_chain(tokens: int, dim: int, ffn_dim: int):
+    """WanTransformerBlock.forward's ops outside its linears and attention (diffusers 0.42), on
+    random tensors: per-token modulation (Wan2.2-TI2V), three fp32 layer norms, the gated residuals
+    and the FFN's tanh GELU. Returns the callable."""
+    x = torch.randn(1, tokens, dim, device="cuda", dtype=torch.bfloat16)
+    mod = torch.randn(1, tokens, 6, dim, device="cuda", dtype=torch.bfloat16)
+    table = torch.randn(1, 1, 6, dim, device="cuda")
+    h = torch.randn(1, tokens, ffn_dim, device="cuda", dtype=torch.bfloat16)
+
+    def chain():
+        shift, scale, gate, c_shift, c_scale, c_gate = (table + mod.float()).chunk(6, dim=2)
+        n = (F.layer_norm(x.float(), (dim,), eps=1e-6) * (1 + scale.squeeze(2)) + shift.squeeze(2)).type_as(x)
+        y = (x.float() + n * gate.squeeze(2)).type_as(x)
+        y = y + F.layer_norm(y.float(), (dim,), eps=1e-6).type_as(x)
+        n3 = (F.layer_norm(y.float(), (dim,), eps=1e-6) * (1 + c_scale.squeeze(2)) + c_shift.squeeze(2)).type_as(x)
+        return (y.float() + n3.float() * c_gate.squeeze(2)).type_as(x), F.gelu(h, approximate="tanh")
+
+    return chain
+
+
+def elementwise_gbps(tokens: int, dim: int, ffn_dim: int) -> float:
+    """GB of one bf16 hidden state per second of the chain: a rate to compare between GPUs (the
+    chain moves many times those bytes)."""
+    return tokens * dim * 2 / _median_time(elementwise_chain(tokens, dim, ffn_dim), 10, warmup=3) / 1e9
+
+
 def measure_ceilings(attention_tokens: int = 27280, heads: int = 24, head_dim: int = 128) -> Ceilings:
     matmul = _matmul_tflops()
     attn = _attention_tflops(attention_tokens, heads, head_dim)
     d2d, h2d_pinned, h2d_pageable = _copy_gbps()
     torch.cuda.empty_cache()
+    elementwise = elementwise_gbps(*CHAIN_SHAPE)
+    torch.cuda.empty_cache()
     return Ceilings(matmul_tflops=matmul, attention_tflops=attn, device_copy_gbps=d2d,
-                    h2d_pinned_gbps=h2d_pinned, h2d_pageable_gbps=h2d_pageable)
+                    h2d_pinned_gbps=h2d_pinned, h2d_pageable_gbps=h2d_pageable, elementwise_gbps=elementwise)
 
 
 if __name__ == "__main__":
