@@ -30,6 +30,8 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("TDP W", "tdp_w"),
     ("measured matmul TFLOP/s", "achieved_matmul_tflops"),
     ("measured SDPA TFLOP/s", "achieved_attention_tflops"),
+    ("measured copy GB/s", "achieved_d2d_gbps"),
+    ("measured elementwise chain GB/s", "achieved_elementwise_gbps"),
 )
 
 

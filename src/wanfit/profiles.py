@@ -61,6 +61,9 @@ class GpuProfile(BaseModel):
     achieved_attention_tflops: float | None = Field(default=None, gt=0, description="measured bf16 SDPA TFLOP/s")
     achieved_h2d_gbps: float | None = Field(default=None, gt=0, description="measured pinned host-to-device GB/s")
     achieved_d2d_gbps: float | None = Field(default=None, gt=0, description="measured device-to-device copy GB/s")
+    achieved_elementwise_gbps: float | None = Field(
+        default=None, gt=0, description="measured Wan-block elementwise chain, GB of one bf16 hidden state per second "
+                                        "(wanfit.measure.ceilings.elementwise_gbps)")
     cuda_context_gib: float | None = Field(default=None, gt=0, description="measured device memory a CUDA context takes")
     notes: str = Field(default="", description="caveats that apply to the whole profile")
     sources: dict[str, str] = Field(description="field name -> where its value came from (or why it is null)")
