@@ -3,8 +3,15 @@
 Memory carries over unchanged (same shapes, same dtypes, same allocator), except the CUDA
 context, which comes from the target's profile when it records one. Time is scaled term by term:
 the matmul-bound part of a step by bf16 dense throughput, the attention part by attention
-throughput (by matmul throughput when the target has no attention figure), the memory-bound part
-by HBM bandwidth, host transfers by the host link; fixed per-launch overheads stay as measured.
+throughput (by matmul throughput when the target has no attention figure), the step's elementwise
+part by the measured rate of the Wan block's elementwise chain where both GPUs have one (by HBM
+bandwidth otherwise), other memory-bound work by HBM bandwidth, host transfers by the host link;
+fixed per-launch overheads stay as measured.
+
+Why the elementwise chain and not the copy: its kernels (fp32 layer norms, modulation, GELU,
+casts) are only partly bandwidth-bound. An H200 copies 1.40x as fast as an H100 but ran the chain
+1.22x as fast, and the non-GEMM, non-attention kernels of real Wan forwards 1.17-1.19x
+(bench/results/step-kernels-*.json); scaled by the copy, the H200's steps came out 6-11 % short.
 
 The calibrated side of each ratio is the ceiling measured on the calibrated GPU. The target side
 is the profile's recorded *achieved* figure when there is one; otherwise its datasheet figure
@@ -27,8 +34,8 @@ if TYPE_CHECKING:
 TERM_BOUND = {
     "matmul_s": "matmul",
     "attention_s": "attention",
-    "elementwise_s": "bandwidth",
-    "modulation_s": "bandwidth",
+    "elementwise_s": "elementwise",
+    "modulation_s": "elementwise",
     "layer_forwards": "overhead",
 }
 
@@ -40,6 +47,7 @@ class TimeScale:
     matmul: float = 1.0
     attention: float = 1.0
     bandwidth: float = 1.0
+    elementwise: float = 1.0
     host_pinned: float = 1.0
     host_pageable: float = 1.0
     overhead: float = 1.0
@@ -102,6 +110,14 @@ def target_throughputs(cal_ceilings: Ceilings, cal_profile: Any | None, target: 
                     h2d_pinned_gbps=pinned, h2d_pageable_gbps=pageable), notes
 
 
+def elementwise_rates(cal_ceilings: Ceilings, cal_profile: Any | None, target: Any) -> tuple[float, float] | None:
+    """(calibrated, target) rates of the elementwise chain when both are measured: the calibration's
+    own ceilings, else its GPU's profile (calibrations made before the chain was measured)."""
+    cal = cal_ceilings.elementwise_gbps or _opt(cal_profile, "achieved_elementwise_gbps")
+    target_rate = _opt(target, "achieved_elementwise_gbps")
+    return (cal, target_rate) if cal and target_rate else None
+
+
 def time_scale(cal: Calibration, target: Any | None) -> TimeScale:
     """How much longer each kind of work takes on `target` than on the calibrated GPU."""
     if target is None or target.key == cal.gpu:
@@ -110,10 +126,16 @@ def time_scale(cal: Calibration, target: Any | None) -> TimeScale:
     cal_profile = _profile(cal.gpu)
     t, notes = target_throughputs(base, cal_profile, target)
     notes.append(f"time transferred from {cal.gpu} (ceilings {cal.feature_ceilings_source}) to {target.key}")
+    bandwidth = base.device_copy_gbps / t.device_copy_gbps
+    rates = elementwise_rates(base, cal_profile, target)
+    if rates is None:
+        notes.append(f"{target.key}: the step's elementwise kernels scaled by memory bandwidth (chain not measured "
+                     f"there; on an H200 that over-credited them by 1.40x / 1.22x)")
     return TimeScale(
         matmul=base.matmul_tflops / t.matmul_tflops,
         attention=base.attention_tflops / t.attention_tflops,
-        bandwidth=base.device_copy_gbps / t.device_copy_gbps,
+        bandwidth=bandwidth,
+        elementwise=rates[0] / rates[1] if rates else bandwidth,
         host_pinned=base.h2d_pinned_gbps / t.h2d_pinned_gbps,
         host_pageable=base.h2d_pageable_gbps / t.h2d_pageable_gbps,
         overhead=1.0,
