@@ -321,6 +321,22 @@ READING = [
     "an earlier stage's reservation (the steps' peak sits below the text encode's); modelled so, the device "
     "peaks of all ten sequential runs are within 0.1 to 0.7 % (the 5B's were 12 to 14 % over while the "
     "reservation was carried from stage to stage). It is the plan of last resort and ranked last by time.",
+    "- Another GPU: five runs on a lent H200 ({h200_5b_960}, {h200_5b_720}, {h200_14b}, {h200_a14b}, "
+    "{h200_seq}), with no H200 calibration: every prediction is an H100 calibration transferred. Memory "
+    "carries over: device peaks within 0.1 to 2.6 %, among them the A14B at 1280x720x81 with both experts, "
+    "the text encoder and the VAE resident (90.9 GiB, more than an H100 has). Time: the H200 has the H100's "
+    "compute and 1.43x its memory bandwidth, and its steps were only 0.5 to 3.5 % faster than the same runs "
+    "on H100s ({h100_5b_960}: 1.207 s, {h200_5b_960}: 1.164 s; {h100_14b}: 10.03 s, {h200_14b}: 9.98 s). "
+    "Scaled by the copy bandwidth, the steps' elementwise share came out 6 to 11 % short. "
+    "`bench/device/step_kernels.py` split real DiT forwards by kernel on both GPUs: GEMM time equal, "
+    "attention 1 % slower on the H200, the rest (norms, modulation, GELU, casts) 1.17 to 1.19x faster, and the "
+    "Wan block's elementwise chain 1.22x where a copy is 1.40x (`bench/results/step-kernels-*.json`). That "
+    "chain is now a measured ceiling (`calibrate` records it; the H100 and H200 profiles carry it) and scales "
+    "the elementwise terms: the four resident runs' steps re-predicted -0.1, -0.1, -3.3 and -4.3 %. The "
+    "decode (scaled by matmul throughput, which is equal) is over-predicted 5 to 16 %: the H200 decoded 3 to "
+    "16 % faster than H100s, so part of the VAE's convolutions is bandwidth-bound too (not modelled). The "
+    "sequential step came out 21 % long: the host, not the GPU, sets it, and this host ran it as fast as the "
+    "fastest H100 host did.",
     "- The 361-frame model-offload decode ({model_361}) is over-predicted by 6.2 % (device peak, uncapped): 361"
     " frames are beyond the largest decode calibrated (201 frames).",
     "- Held-out peak VRAM: the worst points (3.4 %) are the allocator's cache, not the tensors: the 1.3B's "
@@ -344,6 +360,13 @@ READING_RUNS = {
     "seq_14b": "wan2.1-t2v-14b_832x480x41f_2of50st_sequential",
     "seq_13b": "wan2.1-t2v-1.3b_832x480x81f_3of50st_sequential",
     "model_361": "1280x704x361f_2of50st_model-tegpu-bf16-untiled_h100",
+    "h200_5b_960": "ti2v-5b_960x544x121f_4of50st_none-tegpu-bf16-untiled_h200",
+    "h200_5b_720": "ti2v-5b_1280x704x121f_2of50st_none-tegpu-bf16-untiled_h200",
+    "h200_14b": "t2v-14b_960x544x81f_2of50st_none-tegpu-bf16-untiled_h200",
+    "h200_a14b": "a14b_1280x720x81f_4of40st_none-tegpu-bf16-untiled_h200",
+    "h200_seq": "ti2v-5b_832x480x41f_3of50st_sequential-tegpu-bf16-untiled_h200",
+    "h100_5b_960": "ti2v-5b_960x544x121f_4of50st_none-tegpu-bf16-untiled_h100",
+    "h100_14b": "t2v-14b_960x544x81f_2of50st_none-tegpu-bf16-untiled_h100",
 }
 
 
