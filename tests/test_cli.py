@@ -358,9 +358,10 @@ def fake_verify(monkeypatch):
     calls = []
 
     def run_verify(workload, plan, target_gpu, steps=None, tolerance_memory=0.05, tolerance_time=0.10,
-                   checkpoint=None, **options):
+                   checkpoint=None, host_pageable_gbps=None, **options):
         calls.append({"workload": workload, "plan": plan, "target_gpu": target_gpu, "steps": steps,
-                      "tolerance_memory": tolerance_memory, "tolerance_time": tolerance_time, **options})
+                      "tolerance_memory": tolerance_memory, "tolerance_time": tolerance_time,
+                      "host_pageable_gbps": host_pageable_gbps, **options})
         step_times = [3.4] + [2.46] * (steps - 1 if steps else workload.steps - 1)
         m = measurement(workload=workload, plan=plan, step_times=step_times)
         return build_report(m, candidate(plan=plan, steps=workload.steps), target_gpu=target_gpu,
@@ -384,7 +385,13 @@ def test_verify_writes_reports_and_exits_with_the_verdict(fake_verify, tmp_path)
     assert call["target_gpu"] == "h100" and call["steps"] == 3 and call["tolerance_time"] == 0.2
     assert call["plan"].offload == "model" and call["plan"].dit_dtype == "bf16"  # unpinned knobs: Plan defaults
     assert call["workload"].steps == 50  # the job's steps; --steps is how many run
+    assert call["host_pageable_gbps"] is None  # measured by run_verify itself for an offloading plan
     assert next(out.glob("*.png")).read_bytes()[:4] == b"\x89PNG"
+    fake_verify.clear()
+    runner.invoke(cli.app, ["verify", "--gpu", "h100", "--offload", "sequential", "--steps", "2",
+                            "--host-pageable-gbps", "6.4", "--out", str(out)])
+    (call,) = fake_verify
+    assert call["host_pageable_gbps"] == 6.4
 
 
 def test_verify_recommended_runs_the_plan_plan_recommends(fake_verify, tmp_path, cal_args):

@@ -305,12 +305,20 @@ def fake_gpu(monkeypatch):
     import wanfit.measure.worker as worker
     import wanfit.verify.run as run_mod
 
-    calls: dict = {"predict": [], "run": []}
+    calls: dict = {"predict": [], "run": [], "host_rates": [], "measured_host": 0}
     monkeypatch.setattr(run_mod, "_require_cuda", lambda: None)
     monkeypatch.setattr(run_mod, "local_gpu_nvml", lambda: ("NVIDIA H100 80GB HBM3", 79.647))
 
-    def predict_one(workload, plan, gpu):
-        calls["predict"].append(gpu)
+    def measure_host_pageable_gbps():
+        calls["measured_host"] += 1
+        return calls.get("host_rate", 7.0)
+
+    monkeypatch.setattr(run_mod, "measure_host_pageable_gbps", measure_host_pageable_gbps)
+
+    def predict_one(workload, plan, gpu, host_pageable_gbps=None):
+        calls["host_rates"].append(host_pageable_gbps)
+        if gpu not in calls["predict"]:  # an offloading plan is predicted again at this host's rate
+            calls["predict"].append(gpu)
         slow = {"h100": 1.0, "l40s": 2.5, "l4": 6.0}[gpu]
         return candidate(plan=plan, denoise=((3.4 + 49 * 2.46) * slow, 20.5), fits=gpu != "l4")
 
@@ -346,6 +354,28 @@ def test_run_verify_caps_a_smaller_target_and_scores_time_locally(fake_gpu):
     d = next(rw for rw in r.rows if rw.stage == "denoise")
     assert d.extrapolated and d.time_within is True  # scored against the h100 prediction
     assert d.target_time_s == pytest.approx((3.4 + 49 * 2.46) * 2.5)
+
+
+def test_an_offloading_plans_time_is_predicted_at_this_hosts_measured_rate(fake_gpu):
+    r = run_verify(WORKLOAD, Plan(offload="sequential"), "h100", steps=2)
+    assert fake_gpu["measured_host"] == 1 and fake_gpu["host_rates"] == [None, 7.0]  # before and after measuring
+    assert r.host_pageable_gbps == 7.0
+    assert any("7.00 GB/s" in n and "measured on this host" in n for n in r.notes)
+
+
+def test_a_resident_plan_measures_no_host_rate_and_a_given_rate_is_used_as_is(fake_gpu):
+    resident = run_verify(WORKLOAD, Plan(), "h100", steps=2)
+    assert fake_gpu["measured_host"] == 0 and resident.host_pageable_gbps is None
+    given = run_verify(WORKLOAD, Plan(offload="model"), "h100", steps=2, host_pageable_gbps=5.5)
+    assert fake_gpu["measured_host"] == 0 and given.host_pageable_gbps == 5.5
+    assert any("5.50 GB/s" in n and "as given" in n for n in given.notes)
+
+
+def test_a_host_rate_that_cannot_be_measured_keeps_the_calibration_hosts_and_says_so(fake_gpu):
+    fake_gpu["host_rate"] = None
+    r = run_verify(WORKLOAD, Plan(offload="group"), "h100", steps=2)
+    assert r.host_pageable_gbps is None and fake_gpu["host_rates"] == [None]
+    assert any("could not be measured" in n for n in r.notes)
 
 
 def test_run_verify_refuses_a_larger_target_before_running(fake_gpu):

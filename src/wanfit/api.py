@@ -54,12 +54,15 @@ def plan_report(workload: Workload, gpus: list[str], pinned: dict | None = None,
 
 
 def predict_one(workload: Workload, plan: Plan, gpu: str, calibration_dir: Path | None = None,
-                safety_margin_gib: float = 1.0, host_ram_gib: float | None = None) -> Candidate:
-    """The prediction for one workload + plan on one GPU (verify puts a measurement beside it)."""
-    _check_options(safety_margin_gib, host_ram_gib)
+                safety_margin_gib: float = 1.0, host_ram_gib: float | None = None,
+                host_pageable_gbps: float | None = None) -> Candidate:
+    """The prediction for one workload + plan on one GPU (verify puts a measurement beside it);
+    `host_pageable_gbps` as in plan_report."""
+    _check_options(safety_margin_gib, host_ram_gib, host_pageable_gbps)
     profile = get_profile(gpu)
     calibration, _ = find_calibration(profile.key, workload.model, calibration_dirs(calibration_dir))
-    cand = predict(workload, plan, calibration, profile).candidate(profile.memory_gib, safety_margin_gib, host_ram_gib)
+    cand = predict(workload, plan, calibration, profile, host_pageable_gbps=host_pageable_gbps).candidate(
+        profile.memory_gib, safety_margin_gib, host_ram_gib)
     if (note := source_note(workload.model, calibration)) is not None:
         cand = cand.model_copy(update={"notes": [note, *cand.notes]})
     return cand

@@ -357,6 +357,9 @@ def verify(
                                                     exists=True, file_okay=False, show_default=False)] = None,
     margin: MarginOpt = None,
     host_ram: HostRamOpt = None,
+    host_pageable: Annotated[float | None, typer.Option(
+        "--host-pageable-gbps", help="This host's host-to-device rate from pageable memory in GB/s, for an "
+        "offloading plan's predicted time. (default: measured here before the run)", show_default=False)] = None,
     calibration_dir: CalibrationDirOpt = None,
     format: FormatOpt = "table",
 ) -> None:
@@ -391,7 +394,7 @@ def verify(
         raise WanfitError(f"`wanfit verify` needs the GPU extras ({missing.name} is missing): "
                           "pip install 'wanfit[gpu]'") from None
     result = run_verify(workload, chosen, target, steps, tolerance_memory, tolerance_time, checkpoint,
-                        **planner_options(margin, host_ram, calibration_dir))
+                        host_pageable, **planner_options(margin, host_ram, calibration_dir))
     written = write_verify_outputs(result, out, verify_report)
     if format == "json":
         print_json(result)

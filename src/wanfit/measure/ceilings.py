@@ -43,15 +43,21 @@ def _attention_tflops(tokens: int, heads: int, head_dim: int) -> float:
     return 4 * tokens**2 * head_dim * heads / _median_time(lambda: F.scaled_dot_product_attention(q, k, v), 5) / 1e12
 
 
+def host_pageable_gbps(size: int = 2**30) -> float:
+    """Host-to-device GB/s from pageable (ordinary) memory: the rate accelerate's offload hooks copy
+    weights at, and what sets a sequential-offload step on this host."""
+    x = torch.empty(size, dtype=torch.uint8, device="cuda")
+    pageable = torch.randint(0, 255, (size,), dtype=torch.uint8)
+    return size / _median_time(lambda: x.copy_(pageable), 5) / 1e9
+
+
 def _copy_gbps(size: int = 2**30) -> tuple[float, float, float]:
     x = torch.randint(0, 255, (size,), dtype=torch.uint8, device="cuda")
     y = torch.empty_like(x)
     d2d = 2 * size / _median_time(lambda: y.copy_(x), 10) / 1e9
     pinned = torch.randint(0, 255, (size,), dtype=torch.uint8).pin_memory()
     h2d_pinned = size / _median_time(lambda: x.copy_(pinned, non_blocking=True), 5) / 1e9
-    pageable = torch.randint(0, 255, (size,), dtype=torch.uint8)
-    h2d_pageable = size / _median_time(lambda: x.copy_(pageable), 5) / 1e9
-    return d2d, h2d_pinned, h2d_pageable
+    return d2d, h2d_pinned, host_pageable_gbps(size)
 
 
 # The chain's shape: the TI2V-5B's hidden state at 960x544x121 (15,810 tokens x 3,072; FFN 14,336).
@@ -96,6 +102,9 @@ def measure_ceilings(attention_tokens: int = 27280, heads: int = 24, head_dim: i
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--host-pageable"]:  # `wanfit verify` of an offloading plan: this host's rate only
+        print(json.dumps({"h2d_pageable_gbps": host_pageable_gbps()}))
+        sys.exit(0)
     from wanfit.measure.environment import collect_environment
     from wanfit.measure.monitor import Nvml
 

@@ -76,6 +76,10 @@ class VerifyReport(BaseModel):
     extrapolated: bool
     extrapolated_figures: list[str] = Field(default_factory=list)  # "<stage> time" for each extrapolated figure
     steady_step_s: float | None = None
+    # The host-to-device rate from pageable memory the time prediction used for an offloading plan
+    # ("measured" on this host before the run, or "given" with --host-pageable-gbps); None: the
+    # calibration host's rate, scaled to the target's host link.
+    host_pageable_gbps: float | None = None
     tolerances: Tolerances
     exit_code: int
     created_at: str
@@ -92,8 +96,11 @@ def build_report(
     same_gpu: bool = True,
     local_gpu: str | None = None,
     local_prediction: Candidate | None = None,
+    host_pageable_gbps: float | None = None,
+    host_rate_source: str | None = None,
 ) -> VerifyReport:
-    """Compare and wrap everything in a VerifyReport."""
+    """Compare and wrap everything in a VerifyReport (`host_rate_source`: "measured", "given" or "not
+    measured", for an offloading plan's note)."""
     c = compare(measurement, prediction, tolerances=tolerances, target_memory_gib=target_memory_gib, cap=cap,
                 same_gpu=same_gpu, local_prediction=local_prediction)
     fields = dict(
@@ -103,8 +110,16 @@ def build_report(
         rows=c.rows, verdict=c.verdict, verdict_line=c.verdict_line, within_tolerance=c.within_tolerance,
         notes=c.notes, steps_run=c.steps_run, steps_requested=c.steps_requested, extrapolated=c.extrapolated,
         extrapolated_figures=[f"{r.stage} time" for r in c.rows if r.extrapolated], steady_step_s=c.steady_step_s,
-        tolerances=c.tolerances, created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        host_pageable_gbps=host_pageable_gbps, tolerances=c.tolerances,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
+    if host_rate_source == "not measured":
+        fields["notes"] = [*fields["notes"], "offloading plan: this host's pageable host-to-device rate could not be "
+                           "measured; time predicted at the calibration host's"]
+    elif host_pageable_gbps is not None:
+        how = "measured on this host before the run" if host_rate_source == "measured" else "as given"
+        fields["notes"] = [*fields["notes"], f"offloading plan: time predicted at {host_pageable_gbps:.2f} GB/s "
+                           f"host-to-device from pageable memory ({how})"]
     return VerifyReport(**fields, exit_code=exit_code(c))
 
 

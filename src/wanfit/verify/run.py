@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -64,6 +66,18 @@ def _local_profile_key(name: str, total_gib: float) -> str | None:
     return profile.key if profile is not None else None
 
 
+def measure_host_pageable_gbps() -> float | None:
+    """This host's host-to-device rate from pageable memory, measured in a fresh process (the parent
+    keeps no CUDA context); None when the measurement fails (the prediction then keeps the
+    calibration host's rate, and the report says so)."""
+    try:
+        done = subprocess.run([sys.executable, "-m", "wanfit.measure.ceilings", "--host-pageable"],
+                              capture_output=True, text=True, timeout=120, check=True)
+        return float(json.loads(done.stdout.strip().splitlines()[-1])["h2d_pageable_gbps"])
+    except (subprocess.SubprocessError, OSError, ValueError, KeyError, IndexError):
+        return None
+
+
 def _check_steps(workload: Workload, steps: int | None) -> int | None:
     if steps is None or steps == workload.steps:
         return None
@@ -81,12 +95,17 @@ def run_verify(
     tolerance_memory: float = 0.05,
     tolerance_time: float = 0.10,
     checkpoint: Path | None = None,
+    host_pageable_gbps: float | None = None,
     **predict_options,
 ) -> VerifyReport:
     """Predict `workload` + `plan` on `target_gpu`, run it on the local GPU (capped to the target's
     usable memory when the target is smaller), and compare. `steps` < workload.steps runs fewer
     denoising steps and extrapolates (marked so in the report). `predict_options` (e.g. a
-    calibration directory or safety margin) are passed on to the planner's predict_one."""
+    calibration directory or safety margin) are passed on to the planner's predict_one.
+
+    An offloading plan's time depends on this host's host-to-device rate more than on the GPU (lent
+    H100 hosts ran sequential offload 15-22 % apart): its time is predicted at `host_pageable_gbps`,
+    or at the rate measured here first when not given."""
     tolerances = Tolerances(memory=tolerance_memory, time=tolerance_time)
     steps = _check_steps(workload, steps)
     _require_cuda()
@@ -103,6 +122,14 @@ def run_verify(
 
     # Predict before the run: a missing calibration is reported before any GPU time is spent.
     prediction = predict_one(workload, plan, target_key, **predict_options)
+    host_rate_source = "given" if host_pageable_gbps is not None else None
+    if plan.offload != "none":
+        if host_pageable_gbps is None:
+            host_pageable_gbps = measure_host_pageable_gbps()
+            host_rate_source = "measured" if host_pageable_gbps is not None else "not measured"
+        if host_pageable_gbps is not None:
+            predict_options = {**predict_options, "host_pageable_gbps": host_pageable_gbps}
+            prediction = predict_one(workload, plan, target_key, **predict_options)
     local_prediction = None
     if not same_gpu and local_key is not None:
         try:
@@ -124,7 +151,8 @@ def run_verify(
         cap = make_cap(target_key, target_memory, env.gpu_total_gib, outside_torch_gib(m))
     return build_report(m, prediction, target_gpu=target_key, target_memory_gib=target_memory, cap=cap,
                         tolerances=tolerances, same_gpu=same_gpu, local_gpu=local_key,
-                        local_prediction=local_prediction)
+                        local_prediction=local_prediction,
+                        host_pageable_gbps=predict_options.get("host_pageable_gbps"), host_rate_source=host_rate_source)
 
 
 def load_plan_file(path: Path, gpu: str | None = None) -> tuple[Workload, Plan]:

@@ -146,18 +146,22 @@ def _error_table(all_figs: list[Figure]) -> list[str]:
 
 def repredicted(reports: list[tuple[Path, VerifyReport]], **predict_options) -> list[tuple[Path, VerifyReport]]:
     """Each report rebuilt around what the shipped calibrations predict now for its workload + plan
-    (same measurement, cap, tolerances and GPUs)."""
+    (same measurement, cap, tolerances and GPUs, and the host rate the report's prediction used)."""
     from wanfit.api import predict_one
 
     out = []
     for path, r in reports:
-        prediction = predict_one(r.workload, r.plan, r.target_gpu, **predict_options)
+        options = dict(predict_options)
+        if r.host_pageable_gbps is not None:
+            options.setdefault("host_pageable_gbps", r.host_pageable_gbps)
+        prediction = predict_one(r.workload, r.plan, r.target_gpu, **options)
         local = None
         if not r.same_gpu and r.local_gpu is not None:
-            local = predict_one(r.workload, r.plan, r.local_gpu, **predict_options)
+            local = predict_one(r.workload, r.plan, r.local_gpu, **options)
         out.append((path, build_report(r.measurement, prediction, target_gpu=r.target_gpu,
                                        target_memory_gib=r.target_memory_gib, cap=r.cap, tolerances=r.tolerances,
-                                       same_gpu=r.same_gpu, local_gpu=r.local_gpu, local_prediction=local)))
+                                       same_gpu=r.same_gpu, local_gpu=r.local_gpu, local_prediction=local,
+                                       host_pageable_gbps=options.get("host_pageable_gbps"))))
     return out
 
 
