@@ -266,10 +266,45 @@ def render(results: list[dict], carry: list[tuple[str, Errors, Errors]], timing:
     return "\n".join(lines)
 
 
+# Verify reports older than verify's own host measurement whose machine's pageable host-to-device
+# rate was measured in the same device call (bench/verify/h100-runs.txt says which machine ran what):
+# report file name -> (sessions file, session start) of a calibrate session, or a ceilings file.
+_5B_SESSIONS = REPO / "calibration" / "h100" / "wan2.2-ti2v-5b.sessions.jsonl"
+HOST_RATE_SOURCES: dict[str, tuple[Path, str | None]] = {
+    "wan2.2-ti2v-5b_1280x704x81f_2of50st_sequential-tegpu-bf16-untiled_h100.json":
+        (_5B_SESSIONS, "2026-11-23T19:51:53+00:00"),
+    "wan2.2-ti2v-5b_960x544x61f_3of50st_sequential-tegpu-bf16-untiled_h100.json":
+        (_5B_SESSIONS, "2026-11-23T19:51:53+00:00"),
+    "wan2.2-ti2v-5b_832x480x41f_3of50st_sequential-tegpu-bf16-untiled_h100-machine-c.json":
+        (_5B_SESSIONS, "2026-11-23T20:00:20+00:00"),
+    "wan2.2-ti2v-5b_1280x704x161f_2of50st_sequential-tegpu-bf16-untiled_h100.json":
+        (_5B_SESSIONS, "2026-11-23T20:22:45+00:00"),
+    "wan2.1-t2v-14b_832x480x41f_2of50st_sequential-tegpu-bf16-untiled_h100.json":
+        (REPO / "bench" / "results" / "ceilings-14b-seq-session.json", None),
+    "wan2.1-t2v-1.3b_832x480x81f_3of50st_sequential-tegpu-bf16-untiled_h100.json":
+        (REPO / "bench" / "results" / "ceilings-13b-seq-session.json", None),
+    "wan2.2-ti2v-5b_832x480x41f_3of50st_sequential-tegpu-bf16-untiled_h200.json":
+        (REPO / "bench" / "results" / "ceilings-h200-verify-session.json", None),
+}
+
+
+def known_host_rates() -> dict[str, float]:
+    """Report file name -> the pageable rate measured on its machine (read from the sources above)."""
+    rates = {}
+    for name, (path, started) in HOST_RATE_SOURCES.items():
+        if started is None:
+            rates[name] = json.loads(path.read_text())["ceilings"]["h2d_pageable_gbps"]
+            continue
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        (row,) = [r for r in rows if r["started"] == started]
+        rates[name] = row["ceilings"]["h2d_pageable_gbps"]
+    return rates
+
+
 def verify_section(reports_dir: Path) -> str:
     from wanfit.verify.summary import accuracy_markdown
 
-    return accuracy_markdown(reports_dir, repredict=True)
+    return accuracy_markdown(reports_dir, repredict=True, host_rates=known_host_rates())
 
 
 # Remarks on the verify runs; {name} is replaced by the run's number in the generated table (run_numbers).
@@ -320,7 +355,11 @@ READING = [
     "the 5B's 832x480x41 14 % faster than predicted at its rate. The emptied cache is also why no stage keeps "
     "an earlier stage's reservation (the steps' peak sits below the text encode's); modelled so, the device "
     "peaks of all ten sequential runs are within 0.1 to 0.7 % (the 5B's were 12 to 14 % over while the "
-    "reservation was carried from stage to stage). It is the plan of last resort and ranked last by time.",
+    "reservation was carried from stage to stage). It is the plan of last resort and ranked last by time. "
+    "`wanfit verify` now measures its host's pageable rate before an offloading plan's run and predicts at it "
+    "({seq_host_rate}: 6.35 GB/s, step +1.9 %, decode +6.1 %, within tolerance; {model_host_rate}, model "
+    "offload at 6.26 GB/s: step -0.1 %, decode +3.6 %); the re-predicted table below uses each offloading "
+    "run's measured rate where there is one.",
     "- Another GPU: five runs on a lent H200 ({h200_5b_960}, {h200_5b_720}, {h200_14b}, {h200_a14b}, "
     "{h200_seq}), with no H200 calibration: every prediction is an H100 calibration transferred. Memory "
     "carries over: device peaks within 0.1 to 2.6 %, among them the A14B at 1280x720x81 with both experts, "
@@ -335,8 +374,10 @@ READING = [
     "the elementwise terms: the four resident runs' steps re-predicted -0.1, -0.1, -3.3 and -4.3 %. The "
     "decode (scaled by matmul throughput, which is equal) is over-predicted 5 to 16 %: the H200 decoded 3 to "
     "16 % faster than H100s, so part of the VAE's convolutions is bandwidth-bound too (not modelled). The "
-    "sequential step came out 21 % long: the host, not the GPU, sets it, and this host ran it as fast as the "
-    "fastest H100 host did.",
+    "sequential step came out 21 % long at the H100 host's 9.16 GB/s and 29 % long at the 8.33 GB/s measured "
+    "on this host: the host, not the GPU, sets it, and this one ran it as fast as the fastest H100 host did "
+    "(3.05 s; 3.08 to 5.03 s on H100 hosts) with a slower copy rate than that host's (machine variance the "
+    "rate does not explain).",
     "- The 361-frame model-offload decode ({model_361}) is over-predicted by 6.2 % (device peak, uncapped): 361"
     " frames are beyond the largest decode calibrated (201 frames).",
     "- Held-out peak VRAM: the worst points (3.4 %) are the allocator's cache, not the tensors: the 1.3B's "
@@ -367,6 +408,8 @@ READING_RUNS = {
     "h200_seq": "ti2v-5b_832x480x41f_3of50st_sequential-tegpu-bf16-untiled_h200",
     "h100_5b_960": "ti2v-5b_960x544x121f_4of50st_none-tegpu-bf16-untiled_h100",
     "h100_14b": "t2v-14b_960x544x81f_2of50st_none-tegpu-bf16-untiled_h100",
+    "seq_host_rate": "832x480x41f_3of50st_sequential-tegpu-bf16-untiled_h100-host-rate",
+    "model_host_rate": "1280x704x121f_2of50st_model-tegpu-bf16-untiled_h100-host-rate",
 }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -219,6 +220,23 @@ def test_accuracy_markdown_from_committed_reports(tmp_path):
     assert "| step time | 3 |" in md
     assert "prepare time" not in md  # measured only: no accuracy figure
     assert "`zz-off.json`" in md
+
+
+def test_repredicted_uses_the_host_rate_a_report_or_the_caller_gives_for_offloading_runs_only():
+    """The committed sequential run on the machine measured at 6.40 GB/s (by the calibrate session of
+    the same device call): re-predicted at that rate, and at the calibration host's without it."""
+    from wanfit.verify.summary import load_reports, repredicted
+
+    root = Path(__file__).resolve().parents[1] / "verify-reports"
+    names = ["wan2.2-ti2v-5b_1280x704x81f_2of50st_sequential-tegpu-bf16-untiled_h100.json",
+             "wan2.2-ti2v-5b_960x544x121f_4of50st_none-tegpu-bf16-untiled_h100.json"]
+    reports = [(p, r) for p, r in load_reports(root) if p.name in names]
+    rates = dict.fromkeys(names, 6.4)
+    (seq_at_rate, resident), (seq_default, _) = repredicted(reports, rates), repredicted(reports)
+    assert seq_at_rate[1].host_pageable_gbps == 6.4 and resident[1].host_pageable_gbps is None
+    assert seq_default[1].host_pageable_gbps is None
+    assert seq_at_rate[1].prediction.step_s > 1.1 * seq_default[1].prediction.step_s
+    assert seq_at_rate[1].prediction.step_s == pytest.approx(seq_at_rate[1].steady_step_s, rel=0.05)
 
 
 def test_accuracy_markdown_without_reports(tmp_path):

@@ -9,6 +9,7 @@ local GPU). Capped, reduced-step (extrapolated) and failed runs are named as suc
 from __future__ import annotations
 
 import statistics
+from collections.abc import Mapping
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
@@ -83,7 +84,7 @@ def _run_label(r: VerifyReport) -> str:
     return f"{r.workload.label()}; {r.plan.label()}"
 
 
-def accuracy_markdown(reports_dir: Path, repredict: bool = False) -> str:
+def accuracy_markdown(reports_dir: Path, repredict: bool = False, host_rates: Mapping[str, float] | None = None) -> str:
     """Markdown: the runs, every figure (predicted, measured, error), then mean and worst absolute
     error per figure kind over scored figures (with `repredict`, also against what the shipped
     calibrations predict now), and plain statements of what was capped, reduced or failed."""
@@ -115,13 +116,17 @@ def accuracy_markdown(reports_dir: Path, repredict: bool = False) -> str:
     lines += ["", "### Error per figure kind (scored figures only, as predicted before each run)", ""]
     lines += _error_table(all_figs)
     if repredict:
-        lines += ["", "### The same runs re-predicted by the shipped calibrations", "",
-                  "The predictions above are the ones each report recorded before its run. The fits have "
-                  "changed since (see each report's `wanfit` version and the git log); here every run's "
-                  "measured figures are compared with what the calibrations in `calibration/` predict now. "
-                  "The runs were chosen off the calibration grids (other sizes, frame counts or plans); runs loaded from a "
-                  "checkpoint may repeat a grid workload, since what they test is the load.", ""]
-        lines += _error_table([f for i, (_, r) in enumerate(repredicted(reports), 1) for f in figures(i, r)])
+        text = ("The predictions above are the ones each report recorded before its run. The fits have "
+                "changed since (see each report's `wanfit` version and the git log); here every run's "
+                "measured figures are compared with what the calibrations in `calibration/` predict now. "
+                "The runs were chosen off the calibration grids (other sizes, frame counts or plans); runs loaded "
+                "from a checkpoint may repeat a grid workload, since what they test is the load.")
+        if host_rates or any(r.host_pageable_gbps is not None for _, r in reports):
+            text += (" Offloading runs are predicted at the pageable host-to-device rate measured on their machine "
+                     "(by verify itself, or in the same device call) where one was measured.")
+        lines += ["", "### The same runs re-predicted by the shipped calibrations", "", text, ""]
+        lines += _error_table([f for i, (_, r) in enumerate(repredicted(reports, host_rates), 1)
+                               for f in figures(i, r)])
     lines += ["", "### What these runs are", ""]
     lines += _statements(reports)
     return "\n".join(lines) + "\n"
@@ -144,16 +149,19 @@ def _error_table(all_figs: list[Figure]) -> list[str]:
     return lines
 
 
-def repredicted(reports: list[tuple[Path, VerifyReport]], **predict_options) -> list[tuple[Path, VerifyReport]]:
+def repredicted(reports: list[tuple[Path, VerifyReport]], host_rates: Mapping[str, float] | None = None,
+                **predict_options) -> list[tuple[Path, VerifyReport]]:
     """Each report rebuilt around what the shipped calibrations predict now for its workload + plan
-    (same measurement, cap, tolerances and GPUs, and the host rate the report's prediction used)."""
+    (same measurement, cap, tolerances and GPUs, and the host rate the report's prediction used;
+    `host_rates` gives it, by report file name, for reports older than verify's own measurement)."""
     from wanfit.api import predict_one
 
     out = []
     for path, r in reports:
         options = dict(predict_options)
-        if r.host_pageable_gbps is not None:
-            options.setdefault("host_pageable_gbps", r.host_pageable_gbps)
+        rate = r.host_pageable_gbps if r.host_pageable_gbps is not None else (host_rates or {}).get(path.name)
+        if rate is not None and r.plan.offload != "none":
+            options.setdefault("host_pageable_gbps", rate)
         prediction = predict_one(r.workload, r.plan, r.target_gpu, **options)
         local = None
         if not r.same_gpu and r.local_gpu is not None:
