@@ -194,7 +194,7 @@ def test_the_steps_elementwise_part_scales_by_the_measured_chain_where_both_gpus
     assert measured.elementwise > measured.bandwidth * 1.1
     unmeasured = time_scale(cal, h200.model_copy(update={"achieved_elementwise_gbps": None}))
     assert unmeasured.elementwise == unmeasured.bandwidth
-    assert any("scaled by memory bandwidth" in n for n in unmeasured.notes)
+    assert any("scaled by memory bandwidth: no measured elementwise rate for h200" in n for n in unmeasured.notes)
     own = Ceilings(**{**cal.feature_ceilings.model_dump(), "elementwise_gbps": 10.0})
     from_calibration = time_scale(cal.model_copy(update={"feature_ceilings": own}), h200)
     assert from_calibration.elementwise == pytest.approx(10.0 / h200.achieved_elementwise_gbps)

@@ -129,8 +129,8 @@ def time_scale(cal: Calibration, target: Any | None) -> TimeScale:
     bandwidth = base.device_copy_gbps / t.device_copy_gbps
     rates = elementwise_rates(base, cal_profile, target)
     if rates is None:
-        notes.append(f"{target.key}: the step's elementwise kernels scaled by memory bandwidth (chain not measured "
-                     f"there; on an H200 that over-credited them by 1.40x / 1.22x)")
+        notes.append(f"the step's elementwise part scaled by memory bandwidth: no measured elementwise rate for "
+                     f"{target.key}")
     return TimeScale(
         matmul=base.matmul_tflops / t.matmul_tflops,
         attention=base.attention_tflops / t.attention_tflops,
