@@ -378,6 +378,17 @@ READING = [
     "on this host: the host, not the GPU, sets it, and this one ran it as fast as the fastest H100 host did "
     "(3.05 s; 3.08 to 5.03 s on H100 hosts) with a slower copy rate than that host's (machine variance the "
     "rate does not explain).",
+    "- Image-to-video, no calibration of its own: the Wan2.1-I2V-14B ({i2v_21}; its DiT carries CLIP image "
+    "tokens and image cross-attention, carried over from the T2V-14B calibration through FLOPs and shapes) "
+    "step +2.4 %, decode -5.5 %, device peak +0.7 %, and the conditioning image's VAE encode (estimated from "
+    "the decode) -7.8 %. The Wan2.2-I2V-A14B with both experts, the text encoder and the VAE resident on an "
+    "H100 ({i2v_a14b}) was predicted to need 74.4 GiB of 79.6: it ran at 76.72 GiB device peak against "
+    "76.71 predicted, step +2.2 %. With model offload ({i2v_a14b_model}, at the 5.09 GB/s pageable rate "
+    "verify measured on its host) the step was +2.4 % and the peak -2.0 %, but the expert switch (36.2 s) "
+    "and the decode (30.2 s, the DiT leaving first) came out 31 and 47 % long; at the calibration host's "
+    "9.16 GB/s they would be 27 and 13 % short. Moving a 14B expert is only partly set by the host-to-device "
+    "rate a 1 GiB copy measures (the way out to pageable memory is not measured); the 5B's model-offload "
+    "run at its host's 6.26 GB/s ({model_host_rate}) had its decode within 3.6 %.",
     "- The 361-frame model-offload decode ({model_361}) is over-predicted by 6.2 % (device peak, uncapped): 361"
     " frames are beyond the largest decode calibrated (201 frames).",
     "- Held-out peak VRAM: the worst points (3.4 %) are the allocator's cache, not the tensors: the 1.3B's "
@@ -410,6 +421,9 @@ READING_RUNS = {
     "h100_14b": "t2v-14b_960x544x81f_2of50st_none-tegpu-bf16-untiled_h100",
     "seq_host_rate": "832x480x41f_3of50st_sequential-tegpu-bf16-untiled_h100-host-rate",
     "model_host_rate": "1280x704x121f_2of50st_model-tegpu-bf16-untiled_h100-host-rate",
+    "i2v_21": "wan2.1-i2v-14b_832x480x81f_2of40st_none",
+    "i2v_a14b": "wan2.2-i2v-a14b_832x480x81f_4of40st_none",
+    "i2v_a14b_model": "wan2.2-i2v-a14b_832x480x81f_4of40st_model",
 }
 
 
