@@ -229,6 +229,26 @@ def test_h100_calibrations_transfer_to_real_h200_runs(run_name):
         assert by_copy.step_s < 0.95 * run["steady_step_s"]
 
 
+@pytest.mark.parametrize("run_name", ["wan2.1-i2v-14b_832x480x81f_2of40st_none",
+                                      "wan2.2-i2v-a14b_832x480x81f_4of40st_none",
+                                      "wan2.2-i2v-a14b_832x480x81f_4of40st_model"])
+def test_image_to_video_runs_are_predicted_without_a_calibration_of_their_own(run_name):
+    """I2V verify runs on an H100; no I2V model is calibrated (the T2V-14B calibration serves both DiTs).
+    Step within 5 % and device peak within 3 %, the A14B resident at 76.7 GiB of the H100's 79.6
+    among them; with model offload at the host rate verify measured."""
+    from wanfit.api import predict_one
+
+    run = json.loads((SHIPPED_H100.parents[1] / "verify-reports" /
+                      f"{run_name}-tegpu-bf16-untiled_h100.json").read_text())
+    workload, plan = Workload(**run["workload"]), Plan(**run["plan"])
+    p = predict_one(workload, plan, "h100", host_pageable_gbps=run["host_pageable_gbps"])
+    assert p.step_s == pytest.approx(run["steady_step_s"], rel=0.05)
+    measured_peak = max(s["device_used_peak_gib"] for s in run["measurement"]["stages"]
+                        if s["name"] not in ("init", "total"))
+    assert p.peak_vram_gib == pytest.approx(measured_peak, rel=0.03)
+    assert p.fits
+
+
 def test_extrapolation_is_flagged_and_widens_the_interval():
     cal = calibration()
     inside = predict(wl(frames=121), Plan(), cal)
