@@ -386,7 +386,10 @@ READING = [
     "step +2.4 %, decode -5.5 %, device peak +0.7 %, and the conditioning image's VAE encode (estimated from "
     "the decode) -7.8 %. The Wan2.2-I2V-A14B with both experts, the text encoder and the VAE resident on an "
     "H100 ({i2v_a14b}) was predicted to need 74.4 GiB of 79.6: it ran at 76.72 GiB device peak against "
-    "76.71 predicted, step +2.2 %. With model offload ({i2v_a14b_model}, at the 5.09 GB/s pageable rate "
+    "76.71 predicted, step +2.2 %. At 1280x720 the Wan2.1-I2V-14B ({i2v_21_720}) peaked at 69.57 GiB "
+    "against 69.59 predicted, step -0.2 %; the A14B ({i2v_a14b_720}), predicted not to fit (need 85.9 GiB "
+    "of 79.6, binding at the decode), ran its steps at the H100's limit and ran out of memory at the VAE "
+    "decode. With model offload ({i2v_a14b_model}, at the 5.09 GB/s pageable rate "
     "verify measured on its host) the step was +2.4 % and the peak -2.0 %, but the expert switch (36.2 s) "
     "and the decode (30.2 s, the DiT leaving first) came out 31 and 47 % long; at the calibration host's "
     "9.16 GB/s they would be 27 and 13 % short. Moving a 14B expert is only partly set by the host-to-device "
@@ -427,6 +430,8 @@ READING_RUNS = {
     "i2v_21": "wan2.1-i2v-14b_832x480x81f_2of40st_none",
     "i2v_a14b": "wan2.2-i2v-a14b_832x480x81f_4of40st_none",
     "i2v_a14b_model": "wan2.2-i2v-a14b_832x480x81f_4of40st_model",
+    "i2v_21_720": "wan2.1-i2v-14b_1280x720x81f_2of40st_none",
+    "i2v_a14b_720": "wan2.2-i2v-a14b_1280x720x81f_2of40st_none",
 }
 
 

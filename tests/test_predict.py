@@ -230,6 +230,7 @@ def test_h100_calibrations_transfer_to_real_h200_runs(run_name):
 
 
 @pytest.mark.parametrize("run_name", ["wan2.1-i2v-14b_832x480x81f_2of40st_none",
+                                      "wan2.1-i2v-14b_1280x720x81f_2of40st_none",
                                       "wan2.2-i2v-a14b_832x480x81f_4of40st_none",
                                       "wan2.2-i2v-a14b_832x480x81f_4of40st_model"])
 def test_image_to_video_runs_are_predicted_without_a_calibration_of_their_own(run_name):
@@ -247,6 +248,19 @@ def test_image_to_video_runs_are_predicted_without_a_calibration_of_their_own(ru
                         if s["name"] not in ("init", "total"))
     assert p.peak_vram_gib == pytest.approx(measured_peak, rel=0.03)
     assert p.fits
+
+
+def test_the_i2v_a14b_at_720p_is_predicted_not_to_fit_an_h100_and_ran_out_of_memory_at_the_decode():
+    """Both experts, the text encoder and the VAE resident at 1280x720x81 (a real run: its steps ran
+    at the H100's limit, then the VAE decode ran out of memory, the stage the prediction binds at)."""
+    from wanfit.api import predict_one
+
+    run = json.loads((SHIPPED_H100.parents[1] / "verify-reports" /
+                      "wan2.2-i2v-a14b_1280x720x81f_2of40st_none-tegpu-bf16-untiled_h100.json").read_text())
+    assert run["measurement"]["status"] == "oom" and run["measurement"]["failed_stage"] == "vae_decode"
+    p = predict_one(Workload(**run["workload"]), Plan(**run["plan"]), "h100")
+    assert not p.fits and p.binding_stage == "vae_decode"
+    assert p.step_s == pytest.approx(run["steady_step_s"], rel=0.05)
 
 
 def test_extrapolation_is_flagged_and_widens_the_interval():
