@@ -64,3 +64,32 @@ def test_a_missing_checkpoint_directory_is_an_error_not_a_download(tmp_path):
     m = run_point(Workload(model="wan2.1-t2v-1.3b", height=32, width=48, frames=5, steps=1, guidance=5.0), Plan(),
                   spec=tiny_spec("wan2.1-t2v-1.3b"), device="cpu", checkpoint=tmp_path / "absent")
     assert m.status == "error" and m.source == "checkpoint"
+
+
+@pytest.mark.parametrize("key", ["wan2.1-t2v-14b", "wan2.2-ti2v-5b"])
+def test_a_dit_built_in_host_memory_has_the_random_builds_layout_and_runs(key):
+    """The path for a DiT the plan offloads: built on the CPU with torch.nn.init's fills skipped, then
+    filled with random values drawn on the fill device (here the CPU too). Same parameter shapes and
+    dtypes as the plain random build, every value random and finite, buffers (RoPE) intact: a
+    forward gives finite output of the latent's shape."""
+    from diffusers import WanTransformer3DModel
+
+    from wanfit.measure.build import _build, _build_in_host_memory, _keep_fp32
+
+    spec = tiny_spec(key)
+    dit = _build_in_host_memory(lambda: WanTransformer3DModel(**spec.transformer), torch.bfloat16, "cpu")
+    _keep_fp32(dit)
+    plain = _build(lambda: WanTransformer3DModel(**spec.transformer), torch.bfloat16, "cpu")
+    _keep_fp32(plain)
+    assert _layout(dit) == _layout(plain)
+    assert torch.nn.init.kaiming_uniform_ is not None and torch.nn.init.normal_(torch.zeros(4)).abs().sum() > 0
+    for name, p in dit.named_parameters():
+        assert p.device.type == "cpu" and torch.isfinite(p).all(), name
+        assert p.abs().max() <= 0.0201 and (p.numel() < 4 or p.std() > 0), name  # 0.02 rounded to bf16
+    t = spec.transformer
+    latents = torch.randn(1, t["in_channels"], 3, 8, 8, dtype=torch.bfloat16)
+    steps = torch.full((1, 3 * 4 * 4) if spec.expand_timesteps else (1,), 500.0)
+    text = torch.randn(1, 8, t["text_dim"], dtype=torch.bfloat16)
+    with torch.no_grad():
+        out = dit(hidden_states=latents, timestep=steps, encoder_hidden_states=text, return_dict=False)[0]
+    assert out.shape == (1, t["out_channels"], *latents.shape[2:]) and torch.isfinite(out).all()

@@ -11,6 +11,8 @@ places each component straight where the plan wants it) would not.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +54,47 @@ def _build(factory, dtype: torch.dtype, device: str):
         torch.set_default_dtype(previous)
 
 
+# torch.nn.init's in-place fills: the layers' reset_parameters call them while a module is constructed.
+_INIT_FILLS = ("uniform_", "normal_", "trunc_normal_", "kaiming_uniform_", "kaiming_normal_", "xavier_uniform_",
+               "xavier_normal_", "zeros_", "ones_", "constant_")
+# Random values go in at this many elements at a time (bounds the fill device's transient memory).
+FILL_CHUNK = 2**26
+
+
+@contextmanager
+def _init_skipped() -> Iterator[None]:
+    """torch.nn.init's fills are no-ops while a module is constructed (it is filled afterwards)."""
+    saved = {name: getattr(torch.nn.init, name) for name in _INIT_FILLS}
+    for name in saved:
+        setattr(torch.nn.init, name, lambda tensor, *args, **kwargs: tensor)
+    try:
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(torch.nn.init, name, fn)
+
+
+def _fill_random(module: torch.nn.Module, fill_device: str) -> None:
+    """Uniform random values in every parameter, drawn on `fill_device` chunk by chunk and copied in
+    place (the GPU draws them in seconds where the CPU's generator takes minutes for a 14B DiT)."""
+    with torch.no_grad():
+        for param in module.parameters():
+            flat = param.data.view(-1)
+            for start in range(0, flat.numel(), FILL_CHUNK):
+                part = flat[start:start + FILL_CHUNK]
+                part.copy_(torch.empty(part.shape, dtype=part.dtype, device=fill_device).uniform_(-0.02, 0.02))
+
+
+def _build_in_host_memory(factory, dtype: torch.dtype, fill_device: str) -> torch.nn.Module:
+    """A component the plan keeps in host memory, built there, as a checkpoint load places it. Built
+    on the GPU and moved, a 14B DiT (26.6 GiB) would not fit the 24 GiB card it is offloaded for: a
+    verify run capped to an RTX 4090 ran out of memory at init that way."""
+    with _init_skipped():
+        module = _build(factory, dtype, "cpu")
+    _fill_random(module, fill_device)
+    return module
+
+
 def host_at_start(plan: Plan) -> set[str]:
     """Components the plan holds in host memory before its offload hooks move anything: model and
     sequential offload start with every component on the CPU; group offload with the DiTs (and a
@@ -78,7 +121,10 @@ def build_random(spec: ModelSpec, plan: Plan, device: str) -> Components:
 
     experts = []
     for _ in range(spec.experts):
-        dit = _build(lambda: WanTransformer3DModel(**spec.transformer), dit_dtype, device)
+        if "transformer" in on_host:  # the component that outgrows the cards offload is for
+            dit = _build_in_host_memory(lambda: WanTransformer3DModel(**spec.transformer), dit_dtype, device)
+        else:
+            dit = _build(lambda: WanTransformer3DModel(**spec.transformer), dit_dtype, device)
         if dit_dtype != torch.float32:
             _keep_fp32(dit)
         experts.append(placed(dit, "transformer"))
