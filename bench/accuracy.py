@@ -395,6 +395,11 @@ READING = [
     "9.16 GB/s they would be 27 and 13 % short. Moving a 14B expert is only partly set by the host-to-device "
     "rate a 1 GiB copy measures (the way out to pageable memory is not measured); the 5B's model-offload "
     "run at its host's 6.26 GB/s ({model_host_rate}) had its decode within 3.6 %.",
+    "- What a user would run: the plans `wanfit plan` recommends for the 14B at its default 1280x720x81, "
+    "verified with `--recommended` on an H100 capped to each card's memory. L40S ({rec_l40s}: no offload, "
+    "int8 text encoder, fp8 DiT; need 41.8 GiB of 44.0): device peak 44.11 GiB against 44.99 predicted, step "
+    "+0.2 %. RTX 4090 ({rec_4090}: model offload, text encoder on the CPU, fp8 DiT; need 22.8 of 23.0, a "
+    "0.2 GiB margin): it ran, its steps at 23.66 GiB against 23.72 predicted, step -5.8 %.",
     "- The 361-frame model-offload decode ({model_361}) is over-predicted by 6.2 % (device peak, uncapped): 361"
     " frames are beyond the largest decode calibrated (201 frames).",
     "- Held-out peak VRAM: the worst points (3.4 %) are the allocator's cache, not the tensors: the 1.3B's "
@@ -432,6 +437,8 @@ READING_RUNS = {
     "i2v_a14b_model": "wan2.2-i2v-a14b_832x480x81f_4of40st_model",
     "i2v_21_720": "wan2.1-i2v-14b_1280x720x81f_2of40st_none",
     "i2v_a14b_720": "wan2.2-i2v-a14b_1280x720x81f_2of40st_none",
+    "rec_l40s": "wan2.1-t2v-14b_1280x720x81f_2of50st_none-teint8-fp8-untiled_l40s-capped",
+    "rec_4090": "wan2.1-t2v-14b_1280x720x81f_2of50st_model-tecpu-fp8-untiled_rtx4090-capped",
 }
 
 

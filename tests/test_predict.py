@@ -263,6 +263,26 @@ def test_the_i2v_a14b_at_720p_is_predicted_not_to_fit_an_h100_and_ran_out_of_mem
     assert p.step_s == pytest.approx(run["steady_step_s"], rel=0.05)
 
 
+@pytest.mark.parametrize(("gpu", "run_name"), [("l40s", "none-teint8-fp8-untiled_l40s-capped"),
+                                               ("rtx4090", "model-tecpu-fp8-untiled_rtx4090-capped")])
+def test_the_14bs_recommended_plans_on_smaller_gpus_ran_as_predicted_under_their_cap(gpu, run_name):
+    """`wanfit verify --recommended` for the 14B at 1280x720x81, capped on an H100 to an L40S and an
+    RTX 4090 (whose plan leaves 0.2 GiB): the plan recommended today is the one that ran, it fits,
+    and its device peak is within 3 % of the measured one; the step (scored on the H100) within 10 %."""
+    from wanfit.api import plan_report, predict_one
+
+    run = json.loads((SHIPPED_H100.parents[1] / "verify-reports" /
+                      f"wan2.1-t2v-14b_1280x720x81f_2of50st_{run_name}.json").read_text())
+    workload, plan = Workload(**run["workload"]), Plan(**run["plan"])
+    assert plan_report(workload, [gpu]).results[0].recommended.plan == plan.knobs()
+    target = predict_one(workload, plan, gpu)
+    measured_peak = max(s["device_used_peak_gib"] for s in run["measurement"]["stages"]
+                        if s["name"] not in ("init", "total"))
+    assert target.fits and target.peak_vram_gib == pytest.approx(measured_peak, rel=0.03)
+    local = predict_one(workload, plan, "h100", host_pageable_gbps=run["host_pageable_gbps"])
+    assert local.step_s == pytest.approx(run["steady_step_s"], rel=0.10)
+
+
 def test_extrapolation_is_flagged_and_widens_the_interval():
     cal = calibration()
     inside = predict(wl(frames=121), Plan(), cal)
