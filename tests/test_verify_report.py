@@ -381,6 +381,28 @@ def test_an_offloading_plans_time_is_predicted_at_this_hosts_measured_rate(fake_
     assert any("7.00 GB/s" in n and "measured on this host" in n for n in r.notes)
 
 
+def test_the_host_rate_is_the_median_of_fresh_processes_and_none_when_every_one_fails(monkeypatch):
+    import types
+
+    import wanfit.verify.run as run_mod
+
+    outputs = iter(['noise\n{"h2d_pageable_gbps": 5.2}\n', "not json", '{"h2d_pageable_gbps": 9.9}',
+                    '{"h2d_pageable_gbps": 7.1}'])
+
+    def fake_run(cmd, **kwargs):
+        assert cmd[1:] == ["-m", "wanfit.measure.ceilings", "--host-pageable"]
+        return types.SimpleNamespace(stdout=next(outputs))
+
+    monkeypatch.setattr(run_mod.subprocess, "run", fake_run)
+    assert run_mod.measure_host_pageable_gbps(4) == 7.1  # median of 5.2, 9.9, 7.1; the unreadable one skipped
+
+    def failing(cmd, **kwargs):
+        raise run_mod.subprocess.CalledProcessError(1, cmd)
+
+    monkeypatch.setattr(run_mod.subprocess, "run", failing)
+    assert run_mod.measure_host_pageable_gbps() is None
+
+
 def test_a_resident_plan_measures_no_host_rate_and_a_given_rate_is_used_as_is(fake_gpu):
     resident = run_verify(WORKLOAD, Plan(), "h100", steps=2)
     assert fake_gpu["measured_host"] == 0 and resident.host_pageable_gbps is None
