@@ -384,23 +384,25 @@ def test_an_offloading_plans_time_is_predicted_at_this_hosts_measured_rate(fake_
 def test_the_host_rate_is_the_median_of_fresh_processes_and_none_when_every_one_fails(monkeypatch):
     import types
 
-    import wanfit.verify.run as run_mod
+    import wanfit.measure.host_rate as host_rate
 
     outputs = iter(['noise\n{"h2d_pageable_gbps": 5.2}\n', "not json", '{"h2d_pageable_gbps": 9.9}',
-                    '{"h2d_pageable_gbps": 7.1}'])
+                    '{"h2d_pageable_gbps": 7.1}', '{"h2d_pageable_gbps": 6.0}', '{"h2d_pageable_gbps": 8.0}'])
 
     def fake_run(cmd, **kwargs):
         assert cmd[1:] == ["-m", "wanfit.measure.ceilings", "--host-pageable"]
         return types.SimpleNamespace(stdout=next(outputs))
 
-    monkeypatch.setattr(run_mod.subprocess, "run", fake_run)
-    assert run_mod.measure_host_pageable_gbps(4) == 7.1  # median of 5.2, 9.9, 7.1; the unreadable one skipped
+    monkeypatch.setattr(host_rate.subprocess, "run", fake_run)
+    assert host_rate.measure_host_pageable_gbps(4) == 7.1  # median of 5.2, 9.9, 7.1; the unreadable one skipped
+    assert host_rate.measure_host_pageable_gbps(3, first=9.5) == 8.0  # a draw already measured counts
 
     def failing(cmd, **kwargs):
-        raise run_mod.subprocess.CalledProcessError(1, cmd)
+        raise host_rate.subprocess.CalledProcessError(1, cmd)
 
-    monkeypatch.setattr(run_mod.subprocess, "run", failing)
-    assert run_mod.measure_host_pageable_gbps() is None
+    monkeypatch.setattr(host_rate.subprocess, "run", failing)
+    assert host_rate.measure_host_pageable_gbps() is None
+    assert host_rate.measure_host_pageable_gbps(first=6.5) == 6.5
 
 
 def test_a_resident_plan_measures_no_host_rate_and_a_given_rate_is_used_as_is(fake_gpu):

@@ -79,15 +79,20 @@ def test_a_session_record_keeps_the_ceilings_measured_at_its_start(tmp_path):
 
 
 def test_every_session_measures_its_ceilings_and_the_first_stays_the_fits(tmp_path, monkeypatch):
+    import types
+
     import wanfit.calibrate as calibrate
 
     measured = iter([9.2, 7.1])
+    draws = iter([8.0, 10.4, 6.0, 6.8])  # two more fresh-process draws of the pageable rate per session
 
-    def fake_run(cmd, **kwargs):  # the ceilings subprocess needs a GPU: write what it would
+    def fake_run(cmd, **kwargs):  # the ceilings subprocesses need a GPU: write / print what they would
+        if cmd[-1] == "--host-pageable":
+            return types.SimpleNamespace(stdout=json.dumps({"h2d_pageable_gbps": next(draws)}))
         Path(cmd[-1]).write_text(json.dumps({"ceilings": {"h2d_pageable_gbps": next(measured)}}, indent=1))
 
     monkeypatch.setattr(calibrate.subprocess, "run", fake_run)
     path = tmp_path / "h100" / "ceilings.json"
-    assert calibrate.measure_session_ceilings(path) == {"h2d_pageable_gbps": 9.2}
-    assert calibrate.measure_session_ceilings(path) == {"h2d_pageable_gbps": 7.1}
+    assert calibrate.measure_session_ceilings(path) == {"h2d_pageable_gbps": 9.2}  # median of 9.2, 8.0, 10.4
+    assert calibrate.measure_session_ceilings(path) == {"h2d_pageable_gbps": 6.8}  # median of 7.1, 6.0, 6.8
     assert json.loads(path.read_text())["ceilings"] == {"h2d_pageable_gbps": 9.2}

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
-import subprocess
-import sys
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from wanfit.errors import WanfitError
+from wanfit.measure.host_rate import measure_host_pageable_gbps
 from wanfit.units import GIB
 from wanfit.verify.cap import make_cap, needs_cap
 from wanfit.verify.compare import Tolerances, outside_torch_gib
@@ -65,26 +63,6 @@ def _local_profile_key(name: str, total_gib: float) -> str | None:
 
     profile = match_local_gpu(name, total_gib)
     return profile.key if profile is not None else None
-
-
-# Fresh processes measuring the host rate: on one lent H100, seven back to back measured 5.2 to 10.0
-# GB/s, so one draw says little about the process that runs the workload; the median of a few does better.
-HOST_RATE_PROCESSES = 3
-
-
-def measure_host_pageable_gbps(processes: int = HOST_RATE_PROCESSES) -> float | None:
-    """This host's host-to-device rate from pageable memory: the median over `processes` fresh
-    processes (the parent keeps no CUDA context); None when every measurement fails (the prediction
-    then keeps the calibration host's rate, and the report says so)."""
-    rates = []
-    for _ in range(processes):
-        try:
-            done = subprocess.run([sys.executable, "-m", "wanfit.measure.ceilings", "--host-pageable"],
-                                  capture_output=True, text=True, timeout=120, check=True)
-            rates.append(float(json.loads(done.stdout.strip().splitlines()[-1])["h2d_pageable_gbps"]))
-        except (subprocess.SubprocessError, OSError, ValueError, KeyError, IndexError):
-            continue
-    return statistics.median(rates) if rates else None
 
 
 def _check_steps(workload: Workload, steps: int | None) -> int | None:
