@@ -208,19 +208,19 @@ def make_plan_report(workload: Workload, gpus: list[str], pinned: dict, margin: 
                      calibration_dir: Path | None, host_pageable: float | None = None) -> PlanReport:
     from wanfit.api import plan_report
 
-    options = planner_options(margin, host_ram, calibration_dir)
-    if host_pageable is not None:
-        options["host_pageable_gbps"] = host_pageable
-    return plan_report(workload, gpus, pinned, **options)
+    return plan_report(workload, gpus, pinned, **planner_options(margin, host_ram, calibration_dir, host_pageable))
 
 
-def planner_options(margin: float | None, host_ram: float | None, calibration_dir: Path | None) -> dict[str, Any]:
+def planner_options(margin: float | None, host_ram: float | None, calibration_dir: Path | None,
+                    host_pageable: float | None = None) -> dict[str, Any]:
     """The planner's keyword options the user gave (the API's defaults apply to the rest)."""
     options: dict[str, Any] = {"calibration_dir": calibration_dir}
     if margin is not None:
         options["safety_margin_gib"] = margin
     if host_ram is not None:
         options["host_ram_gib"] = host_ram
+    if host_pageable is not None:
+        options["host_pageable_gbps"] = host_pageable
     return options
 
 

@@ -289,10 +289,8 @@ class _Fitter:
             t = steady_s(m)
             if t is None or m.plan.offload != "sequential" or m.plan.dit_dtype != "bf16":
                 continue
-            x = self.x(m)
             dit_gib = analytic_weights_gib(get_model(m.workload.model), "transformer", "bf16")
-            rows.append(Row({**x, "stream_s": dit_gib * GIB * x["forwards_per_step"] / (self.pageable_gbps(m) * 1e9)},
-                            t - base(m), size_key(m), ref=t))
+            rows.append(Row({**self.x(m), "stream_s": self.stream_s(m, dit_gib)}, t - base(m), size_key(m), ref=t))
             used.add(m.workload.model)
         if rows and not own:
             self.notes.append(f"sequential offload not measured here: its step and reservation fitted on the "
@@ -312,6 +310,11 @@ class _Fitter:
         """The pageable host-to-device rate of the machine that measured `m` (its session's, where
         recorded; else the calibration's ceilings)."""
         return self.session_pageable.get(m.id, self.fc.h2d_pageable_gbps)
+
+    def stream_s(self, m: Measurement, dit_gib: float) -> float:
+        """Seconds to copy the DiT's weights once per forward of a step of `m` at its session's
+        pageable rate (what sequential offload streams)."""
+        return dit_gib * GIB * self.x(m)["forwards_per_step"] / (self.pageable_gbps(m) * 1e9)
 
     def _sequential_decode_rows(self, weights: dict) -> list[Row]:
         """The Wan VAE decodes latent frame by latent frame, and sequential offload copies every leaf's
@@ -693,8 +696,7 @@ class _Fitter:
                 h2d = dit_gib * GIB * fwd / (fc.h2d_pinned_gbps * 1e9)
                 group_rows.append(Row({"h2d_s": h2d}, extra, size_key(m), ref=t))
             else:
-                stream = dit_gib * GIB * fwd / (self.pageable_gbps(m) * 1e9)
-                seq_rows.append(Row({**self.x(m), "stream_s": stream}, extra, size_key(m), ref=t))
+                seq_rows.append(Row({**self.x(m), "stream_s": self.stream_s(m, dit_gib)}, extra, size_key(m), ref=t))
         # Pooled with the other DiTs' sequential points on this GPU: DiT bytes and block counts differ
         # between them, which is what tells the stream from the per-block cost.
         seq_rows += self._sibling_sequential_rows(base, own=bool(seq_rows))
@@ -715,13 +717,11 @@ class _Fitter:
                         "session's pageable h2d rate; activations and per-token modulation from freshly mapped "
                         "memory after each emptied cache; per-block hooks), s"))
 
-        dec_rows: dict[bool, list[Row]] = defaultdict(list)
-        for m in self.ms:
-            dec = m.stage("vae_decode")
-            if dec is not None and m.plan.offload in ("none", "group"):
-                dec_rows[m.plan.vae_tiling].append(Row(self.x(m), dec.time_s, size_key(m)))
+        tiled_rows = [Row(self.x(m), dec.time_s, size_key(m)) for m in self.ms
+                      if (dec := m.stage("vae_decode")) is not None and m.plan.offload in ("none", "group")
+                      and m.plan.vae_tiling]
         self.put("decode_s:untiled", self._resident_decode_fit(self.ms, held))
-        self.put("decode_s:tiled", fit_linear(dec_rows[True], ["tile_calls_k"], intercept=False, relative=True,
+        self.put("decode_s:tiled", fit_linear(tiled_rows, ["tile_calls_k"], intercept=False, relative=True,
                                               held_out=held,
                  target="tiled VAE decode and postprocess (decoder calls: tiles x latent frames), s", unit="s"))
         self.put("decode_extra:sequential", fit_linear(self._sequential_decode_rows(weights), ["vae_stream_s", "decode_s"],
