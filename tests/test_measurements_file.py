@@ -15,18 +15,45 @@ from wanfit.workload import Plan, Workload
 ENV = Environment(gpu_name="test", gpu_total_gib=1.0, torch="x", python="3.11", platform="linux", wanfit="0")
 
 
-def point(frames: int, status: str = "ok") -> Measurement:
+def point(frames: int, status: str = "ok", first: bool | None = False, at: str = "00:00:00",
+          source: str = "random", allocator: str = "") -> Measurement:
     wl = Workload(model="wan2.1-t2v-1.3b", height=480, width=832, frames=frames, steps=2, guidance=5.0)
-    return Measurement(id=point_id(wl, Plan(), 2), workload=wl, plan=Plan(), status=status, steps_run=2,
-                       environment=ENV, created_at="2026-11-23T00:00:00+00:00")
+    return Measurement(id=point_id(wl, Plan(), 2, source), workload=wl, plan=Plan(), status=status, steps_run=2,
+                       source=source, first_in_process=first,
+                       environment=ENV.model_copy(update={"allocator_conf": allocator}),
+                       created_at=f"2026-11-23T{at}+00:00")
 
 
 def test_append_then_load_round_trips(tmp_path):
     path = tmp_path / "m.jsonl"
-    a, b = point(5), point(9, "oom")
+    a, b = point(5, first=True), point(9, "oom")
     append_measurement(path, a)
     append_measurement(path, b)
     assert load_measurements(path) == [a, b]
+
+
+def test_first_in_process_is_inferred_from_how_workers_start_where_not_recorded(tmp_path):
+    """One worker per session runs points in file order until one fails or the allocator setting
+    changes; the checkpoint point runs alone. A recorded value is kept as it is."""
+    path = tmp_path / "x.measurements.jsonl"
+    (tmp_path / "x.sessions.jsonl").write_text(
+        '{"started": "2026-11-23T10:00:00+00:00", "wall_s": 600, "jobs": 6}\n'
+        '{"started": "2026-11-23T12:00:00+00:00", "wall_s": 600, "jobs": 3}\n')
+    points = [point(5, first=None, at="10:01:00"), point(9, first=None, at="10:02:00"),
+              point(13, "oom", first=None, at="10:03:00"), point(17, first=None, at="10:04:00"),
+              point(21, first=None, at="10:05:00", allocator="expandable_segments:True"),
+              point(25, first=None, at="10:06:00", source="checkpoint", allocator="expandable_segments:True"),
+              point(29, first=None, at="12:01:00"), point(33, first=None, at="12:02:00"),
+              point(37, first=True, at="12:03:00")]
+    for m in points:
+        append_measurement(path, m)
+    assert [m.first_in_process for m in load_measurements(path)] == [
+        True, False, False,  # the worker's first, then two in the same process (the OOM ends it)
+        True,  # after a failed point
+        True,  # the allocator setting changed: a new worker
+        True,  # the checkpoint point runs on its own
+        True, False,  # a new session
+        True]  # recorded, kept
 
 
 def test_torn_last_line_is_skipped_not_fatal(tmp_path):

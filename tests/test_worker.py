@@ -31,6 +31,7 @@ def test_run_jobs_measures_failures_and_resumes_without_rerunning(tmp_path):
     seen = []
     out = run_jobs(jobs, path, on_result=seen.append)
     assert [m.status for m in out] == ["ok", "ok", "error"]
+    assert [m.first_in_process for m in out] == [True, False, False]  # one worker process ran all three
     assert len(seen) == 3
     assert out[2].failed_stage == "init"
     lines_before = len(load_measurements(path))

@@ -197,9 +197,10 @@ def transient(s: StageRecord) -> float | None:
     return s.torch_peak_allocated_gib - s.torch_allocated_start_gib
 
 
-def fresh(m: Measurement) -> bool:
-    """Measured in a process that built the pipeline for it (an init stage; full warm-up)."""
-    return m.stage("init") is not None
+def first_in_process(m: Measurement) -> bool:
+    """The first point its process ran: it paid the one-time setup (lazily loaded kernels, library
+    handles) that a user's one-video job pays; later points of the process ran warm."""
+    return bool(m.first_in_process)
 
 
 def _median(values: Iterable[float], default: float) -> float:
@@ -655,7 +656,7 @@ class _Fitter:
             t, steps = steady_s(m), m.steps()
             if t is None or not steps or m.plan.dit_dtype != "bf16" or m.plan.offload != "none":
                 continue
-            (warm_fresh if fresh(m) else warm_reused).append(Row({}, steps[0].time_s - t, size_key(m)))
+            (warm_fresh if first_in_process(m) else warm_reused).append(Row({}, steps[0].time_s - t, size_key(m)))
         self.put("warmup_s", fit_constant(warm_fresh or warm_reused, target="first step above steady state in a "
                                           "fresh process (warm-up), s", unit="s", held_out=held))
         self.put("warmup_reused_s", fit_constant(warm_reused, target="first step above steady state when the "
@@ -729,17 +730,62 @@ class _Fitter:
                  target="VAE decode under sequential offload above the resident decode (the VAE's weights streamed "
                         "per latent frame at the session's pageable h2d rate, and a part of the decode's own work), s"))
 
-        def time_row(m: Measurement) -> tuple[str, Row] | None:
-            s, p = m.stage("text_encode"), m.plan
-            if s is None:
+        # The text encode of a point that reused its process, per placement; a process's first pays a
+        # one-time extra on top (CUDA loads kernels lazily, cuBLAS makes its handle), fitted once on
+        # the resident bf16 encoder and removed from the other placements' first points. Under model
+        # offload the encoder's upload is the host_transfer fit's (it scales with the host's rate).
+        def te_key(m: Measurement) -> str | None:
+            p = m.plan
+            if m.stage("text_encode") is None or (p.offload == "model" and p.text_encoder == "gpu"):
                 return None
-            name = f"text_encode_s:{p.text_encoder}" if p.text_encoder != "gpu" or p.offload == "none" \
+            return f"text_encode_s:{p.text_encoder}" if p.text_encoder != "gpu" or p.offload == "none" \
                 else f"text_encode_s:gpu:{p.offload}"
-            return name, Row({}, s.time_s, size_key(m))
+
+        def reused_row(m: Measurement) -> tuple[str, Row] | None:
+            if (key := te_key(m)) is None or first_in_process(m):
+                return None
+            return key, Row({}, m.stage("text_encode").time_s, size_key(m))
+
+        reused = {name: fit_constant(rows, target="text encode (prompt and negative prompt), s", unit="s",
+                                     held_out=held) for name, rows in self._te_rows(reused_row).items()}
+
+        def first_row(m: Measurement) -> tuple[str, Row] | None:
+            base = reused.get("text_encode_s:gpu")
+            if te_key(m) != "text_encode_s:gpu" or not first_in_process(m) or base is None:
+                return None
+            return "text_encode_first_s", Row({}, m.stage("text_encode").time_s - base.predict({}), size_key(m))
+
+        first = self._te_rows(first_row).get("text_encode_first_s", [])
+        self.put("text_encode_first_s", fit_constant(first, target="text encode above a reused process's, in a "
+                                                     "process's first point (one-time setup), s", unit="s",
+                                                     held_out=held))
+        extra = self.models["text_encode_first_s"].predict({}) if "text_encode_first_s" in self.models else 0.0
+
+        def time_row(m: Measurement) -> tuple[str, Row] | None:
+            if (key := te_key(m)) is None:
+                return None
+            gpu_side = m.plan.text_encoder != "cpu"
+            return key, Row({}, m.stage("text_encode").time_s - (extra if first_in_process(m) and gpu_side else 0.0),
+                            size_key(m))
 
         for name, rows in self._te_rows(time_row).items():
-            self.put(name, fit_constant(rows, target="text encode (prompt and negative prompt), s", unit="s",
-                                        held_out=held))
+            self.put(name, fit_constant(rows, target="text encode in a reused process (prompt and negative "
+                                        "prompt), s", unit="s", held_out=held))
+
+        def upload_row(m: Measurement) -> tuple[str, Row] | None:
+            s, base = m.stage("text_encode"), self.models.get("text_encode_s:gpu")
+            if s is None or m.plan.offload != "model" or m.plan.text_encoder != "gpu" or base is None:
+                return None
+            te_gib = weights["text_encoder"]["bf16"].gib
+            x = {"h2d_s": te_gib * GIB / (self.pageable_gbps(m) * 1e9)}
+            return "text_encode_upload", Row(x, s.time_s - base.predict({}) - (extra if first_in_process(m) else 0.0),
+                                             size_key(m))
+
+        self.put("text_encode_upload", fit_linear(self._te_rows(upload_row).get("text_encode_upload", []), ["h2d_s"],
+                 intercept=False, held_out=held, unit="s",
+                 target="text encode under model offload above the resident encoder's: its upload from pageable "
+                        "memory, against GiB / the pageable h2d rate of the point's session (else the "
+                        "calibration's), s"))
         self.put("prepare_s", fit_constant([Row({}, s.time_s, size_key(m)) for m in self.ms
                                             if (s := m.stage("prepare")) is not None],
                                            target="pipeline call up to the first DiT forward, s", unit="s",
@@ -750,7 +796,7 @@ class _Fitter:
             if s is not None and m.source == "random":
                 built, host = self._built_gib(m.plan, weights)
                 x = {"weights_gib": built, "host_gib": host,
-                     "fresh_process": 1.0 if (m.context_gib or 0) > 0.01 else 0.0,
+                     "fresh_process": 1.0 if first_in_process(m) else 0.0,
                      "int8_gib": weights["text_encoder"]["int8"].gib if m.plan.text_encoder == "int8" else 0.0}
                 init_rows.append(Row(x, s.time_s, size_key(m)))
         self.put("init_s", fit_linear(init_rows, ["weights_gib", "host_gib", "fresh_process", "int8_gib"],
@@ -785,9 +831,10 @@ class _Fitter:
         offload, against the bytes each direction moves (pageable host memory)."""
         from wanfit.predict import plan_weights
 
+        # The text encoder's upload has its own fit (text_encode_upload) and is one here too: a pure
+        # host-to-device copy, it pins the h2d coefficient the other stages share with d2h.
         rows = []
-        pageable = self.fc.h2d_pageable_gbps * 1e9
-        te_gpu = self.models.get("text_encode_s:gpu")
+        te_gpu, te_first = self.models.get("text_encode_s:gpu"), self.models.get("text_encode_first_s")
         warm = self.models.get("warmup_s")
         warm_reused = self.models.get("warmup_reused_s") or warm
         stub = _WeightsOnly(self.model_key, weights)
@@ -797,15 +844,16 @@ class _Fitter:
             w, _ = plan_weights(stub, m.workload.spec, m.plan)  # type: ignore[arg-type]
 
             def row(stage: str, excess: float, m: Measurement = m, w=w) -> Row:
-                mv = model_offload_moves(stage, m.plan, w)
+                mv, pageable = model_offload_moves(stage, m.plan, w), self.pageable_gbps(m) * 1e9
                 return Row({"h2d_s": mv.h2d * GIB / pageable, "d2h_s": mv.d2h * GIB / pageable}, excess, size_key(m))
 
             te = m.stage("text_encode")
             if te is not None and te_gpu is not None and m.plan.text_encoder == "gpu":
-                rows.append(row("text_encode", te.time_s - te_gpu.predict({})))
+                first = te_first.predict({}) if te_first is not None and first_in_process(m) else 0.0
+                rows.append(row("text_encode", te.time_s - te_gpu.predict({}) - first))
             steps, t = m.steps(), steady_s(m)
             if steps and t is not None:
-                w_model = warm if fresh(m) else warm_reused
+                w_model = warm if first_in_process(m) else warm_reused
                 rows.append(row("denoise", steps[0].time_s - t - (w_model.predict({}) if w_model else 0.0)))
                 sw = switch_step(m)
                 if sw is not None:
@@ -816,8 +864,8 @@ class _Fitter:
                 rows.append(row("vae_decode", dec.time_s - decode_model.predict(self.x(m))))
         rows = [r for r in rows if r.x["h2d_s"] > 0 or r.x["d2h_s"] > 0]
         self.put("host_transfer", fit_linear(rows, ["h2d_s", "d2h_s"], intercept=False, held_out=self.held,
-                 target="model-offload stage time above no offload, against GiB moved / measured pageable h2d "
-                        "rate, s", unit="s"))
+                 target="model-offload stage time above no offload, against GiB moved / the pageable h2d rate "
+                        "measured in the point's session (else the calibration's), s", unit="s"))
 
     # ---- assembly ----
 

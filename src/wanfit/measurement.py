@@ -79,6 +79,11 @@ class Measurement(BaseModel):
     # Device-level used memory with only the CUDA context up (before any weight), GiB.
     context_gib: float | None = None
     idle_device_used_gib: float | None = None  # before this process touched the GPU
+    # The first point its process ran: it pays the process's one-time costs (CUDA's lazily loaded
+    # kernels and library handles on first use: about 0.5 s in the first text encode and 0.3 s in the
+    # first step), as a user's one-video job does. None: measured before the runner recorded it;
+    # measurements_file.load_measurements infers it from the file's order and sessions.
+    first_in_process: bool | None = None
     activity_source: str | None = None
     # Sub-stage figures: vae_decode_call_s / vae_decode_call_peak_above_start_gib time the VAE's own
     # decode() inside the vae_decode stage (the stage also holds postprocessing to numpy).

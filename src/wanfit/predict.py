@@ -130,8 +130,9 @@ class _Composer:
     """One prediction's working state: the calibration, the scales, the notes collected."""
 
     def __init__(self, workload: Workload, plan: Plan, cal: Calibration, target: Any | None,
-                 host_pageable_gbps: float | None = None) -> None:
+                 host_pageable_gbps: float | None = None, first_in_process: bool = True) -> None:
         self.wl, self.plan, self.cal, self.target = workload, plan, cal, target
+        self.first_in_process = first_in_process
         self.spec: ModelSpec = workload.spec
         self.scale: TimeScale = time_scale(cal, target)
         if host_pageable_gbps is not None:  # the user's own host, measured: it replaces the profile's estimate
@@ -270,9 +271,13 @@ class _Composer:
 
     def text_encode_s(self, w: Weights) -> float:
         plan = self.plan
-        combo = self.model(f"text_encode_s:{plan.text_encoder}:{plan.offload}")
+        # A GPU-side encoder's first call in a process pays the one-time setup (lazily loaded kernels).
+        first = self.value("text_encode_first_s", 0.0) if self.first_in_process and plan.text_encoder != "cpu" \
+            else 0.0
+        # Under model offload the encoder's upload is a host copy, timed apart at the host's rate.
+        combo = self.model(f"text_encode_s:{plan.text_encoder}:{plan.offload}") if plan.offload != "model" else None
         if combo is not None:
-            seconds = combo.predict({})
+            seconds = combo.predict({}) + first
             return seconds * (1.0 if plan.text_encoder == "cpu" else self.scale.overhead)
         base = self.model(f"text_encode_s:{plan.text_encoder}")
         if base is None:
@@ -284,7 +289,13 @@ class _Composer:
             seconds = base.predict({})
         if plan.text_encoder == "cpu":
             self.note("text encoder on the CPU: time as measured on the calibration host's CPU")
-        if plan.offload == "model":
+        else:
+            seconds = (seconds + first) * self.scale.overhead
+        upload = self.model("text_encode_upload")
+        if plan.offload == "model" and plan.text_encoder == "gpu" and upload is not None:
+            h2d_s = w.text_encoder * GIB / (self.cal.feature_ceilings.h2d_pageable_gbps * 1e9)
+            seconds += upload.predict({"h2d_s": h2d_s}) * self.scale.host_pageable
+        elif plan.offload == "model":
             seconds += self.host_seconds(model_offload_moves("text_encode", plan, w))
         elif plan.offload in ("group", "sequential") and plan.text_encoder == "gpu":
             rate = self.cal.feature_ceilings.h2d_pinned_gbps if plan.offload == "group" \
@@ -340,7 +351,8 @@ class _Composer:
             return checkpoint.predict({"weights_gib": stored})
         self.note("init time: CUDA start and building the weights as measured (random weights), not loading "
                   "a checkpoint from disk")
-        x = {"weights_gib": built, "host_gib": host_ram_gib(self.plan, w), "fresh_process": 1.0,
+        x = {"weights_gib": built, "host_gib": host_ram_gib(self.plan, w),
+             "fresh_process": 1.0 if self.first_in_process else 0.0,
              "int8_gib": w.text_encoder if self.plan.text_encoder == "int8" else 0.0}
         return max(0.0, self.value("init_s", 0.0, "init time not calibrated (no point built a pipeline): 0 s", x=x))
 
@@ -428,7 +440,8 @@ class _Composer:
 
         trans["denoise"] = act
         alloc["denoise"] = resident_gib("denoise", plan, w) + persistent + act
-        warmup = self.value("warmup_s", 0.0, "first-step warm-up not calibrated")
+        warmup = self.value("warmup_s", 0.0, "first-step warm-up not calibrated") if self.first_in_process \
+            else self.value("warmup_reused_s", 0.0)
         loading = self.host_seconds(model_offload_moves("denoise", plan, w))
         times["denoise"] = wl.steps * step + warmup + loading
         if spec.experts == 2:
@@ -565,13 +578,15 @@ def plan_weights(cal: Calibration, spec: ModelSpec, plan: Plan) -> tuple[Weights
 
 
 def predict(workload: Workload, plan: Plan, calibration: Calibration, target: Any | None = None,
-            host_pageable_gbps: float | None = None) -> Prediction:
+            host_pageable_gbps: float | None = None, first_in_process: bool = True) -> Prediction:
     """Predict `workload` run with `plan`, from `calibration`, on `target` (a GpuProfile; None:
     the calibrated GPU itself). `host_pageable_gbps`: the host's measured host-to-device rate from
     pageable memory (offloading plans copy at it; lent H100 hosts ranged 6.4 to 9.2 GB/s), instead
-    of the calibration host's scaled to the target's host link."""
+    of the calibration host's scaled to the target's host link. `first_in_process`: the job is its
+    process's first (a one-video run: it pays the one-time setup); False for a pipeline reused by a
+    long-lived process."""
     try:
-        return _Composer(workload, plan, calibration, target, host_pageable_gbps).run()
+        return _Composer(workload, plan, calibration, target, host_pageable_gbps, first_in_process).run()
     except KeyError as missing:  # a fitted model asks for a feature this wanfit no longer computes
         raise WanfitError(f"calibration {calibration.label} was fitted by another wanfit version (no feature "
                           f"{missing}): refit it with `wanfit calibrate --fit-only --gpu {calibration.gpu} "

@@ -30,6 +30,7 @@ NEGATIVE = "blurry, low quality, distorted"
 
 
 _PROCESS_BASELINE: dict[str, float | None] = {}
+_POINTS_RUN = [0]  # points this process has run (the first pays one-time CUDA and library setup)
 
 
 @dataclass
@@ -107,6 +108,8 @@ def run_point(
     cuda = device.startswith("cuda")
     steps_run = steps or workload.steps
     nvml = Nvml(enabled=cuda)
+    first_in_process = _POINTS_RUN[0] == 0
+    _POINTS_RUN[0] += 1
     idle, context = _PROCESS_BASELINE.get("idle"), _PROCESS_BASELINE.get("context")
     if cuda and "idle" not in _PROCESS_BASELINE:
         # Measured once per process, before the first CUDA allocation: the device memory in use
@@ -237,7 +240,7 @@ def run_point(
         status=status, tag=tag, decoded=decode,
         failed_stage=failed, error=error, source=source, steps_run=prog.steps_done,
         stages=[*prog.stages, total], resident_weights_gib=resident, context_gib=context,
-        idle_device_used_gib=idle, activity_source=nvml.activity_source, extra=extra,
+        idle_device_used_gib=idle, first_in_process=first_in_process, activity_source=nvml.activity_source, extra=extra,
         timeline=poller.timeline() if keep_timeline else [], environment=env,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
