@@ -166,17 +166,24 @@ class _Composer:
         return w
 
     def host_seconds(self, moves: Moves) -> float:
-        """Time of whole-model moves over the host link (fitted per direction, pageable memory)."""
+        """Time of whole-model moves (fitted per direction, pageable memory). Uploads scale with the
+        host's h2d rate. Downloads land in freshly mapped host pages (`module.to("cpu")`), so they run
+        at the host's page-fault rate, 1.2-1.4 GB/s in four fresh processes on a lent H100 host whose
+        h2d rate moved 6.9-8.5 GB/s (bench/results/host-copies-h100.jsonl), as the fits imply (1.3-1.6):
+        neither the host link nor the h2d rate sets it, so they stay as calibrated."""
         pageable = self.cal.feature_ceilings.h2d_pageable_gbps * 1e9
         x = {"h2d_s": moves.h2d * GIB / pageable, "d2h_s": moves.d2h * GIB / pageable}
         m = self.model("host_transfer")
         if m is None:
             if moves.h2d or moves.d2h:
                 self.note("model offload transfers not calibrated: pageable copies at the measured h2d rate")
-            seconds = x["h2d_s"] + x["d2h_s"]
+            terms = x
         else:
-            seconds = m.predict(x)
-        return seconds * self.scale.host_pageable
+            terms = m.terms(x)
+        if moves.d2h and self.scale.host_pageable != 1.0:
+            self.note("model offload's moves to host memory at the calibration host's rate (bound by mapping "
+                      "fresh host pages, not by the host link)")
+        return terms["h2d_s"] * self.scale.host_pageable + terms["d2h_s"] + (m.intercept if m is not None else 0.0)
 
     def slack(self, kind: str, transient: float) -> float:
         """Reservation above the allocated peak when a stage of this kind grows the cache."""
