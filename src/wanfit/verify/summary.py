@@ -120,7 +120,8 @@ def accuracy_markdown(reports_dir: Path, repredict: bool = False, host_rates: Ma
                 "changed since (see each report's `wanfit` version and the git log); here every run's "
                 "measured figures are compared with what the calibrations in `calibration/` predict now. "
                 "The runs were chosen off the calibration grids (other sizes, frame counts or plans); runs loaded "
-                "from a checkpoint may repeat a grid workload, since what they test is the load.")
+                "from a checkpoint may repeat a grid workload, since what they test is the load, and a few repeat a "
+                "grid point's shapes as a full job in a fresh process (see the remarks below).")
         if host_rates or any(r.host_pageable_gbps is not None for _, r in reports):
             text += (" Offloading runs are predicted at the pageable host-to-device rate measured on their machine "
                      "(by verify itself, or in the same device call) where one was measured.")
