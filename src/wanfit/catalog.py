@@ -137,6 +137,11 @@ class ModelSpec(BaseModel):
         return self.vae["scale_factor_temporal"]
 
     @property
+    def vae_family(self) -> str:
+        """Which Wan VAE decodes this model's latents (profiles record a decode's kernel split per VAE)."""
+        return "wan2.2-vae" if self.vae.get("z_dim") == VAE22["z_dim"] else "wan2.1-vae"
+
+    @property
     def spatial_stride(self) -> int:
         """Pixel multiple a height/width must be: VAE downsampling x DiT patch."""
         return self.vae_spatial * self.transformer["patch_size"][1]

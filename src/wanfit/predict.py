@@ -339,8 +339,25 @@ class _Composer:
             self.note("VAE decode time not calibrated")
             return 0.0
         self._check_range(m)
-        # Decoder convolutions are compute-bound (TF32 / tensor cores): scale with matmul throughput.
-        return sum(m.terms(self.x).values()) * self.scale.matmul + m.intercept * self.scale.overhead
+        return sum(m.terms(self.x).values()) * self.decode_scale() + m.intercept * self.scale.overhead
+
+    def decode_scale(self) -> float:
+        """How much longer the decode's kernels take on the target. The convolutions' implicit GEMMs
+        (TF32 tensor cores) scale with matmul throughput; the rest of the decode's kernels (norms, SiLU,
+        upsampling, the causal caches' copies) with the elementwise rate, in the split measured on the
+        calibrated GPU: about half the kernel time on an H100, and those kernels ran 1.18-1.20x faster on
+        an H200 where the GEMMs ran 1.01-1.11x (bench/results/vae-kernels-*.json)."""
+        if self.scale.matmul == 1.0 and self.scale.elementwise == 1.0:
+            return 1.0
+        from wanfit.transfer import _profile
+
+        shares = getattr(_profile(self.cal.gpu), "vae_decode_non_gemm_share", None) or {}
+        share = shares.get(self.spec.vae_family)
+        if share is None:
+            self.note(f"VAE decode scaled by matmul throughput: no measured kernel split of the "
+                      f"{self.spec.vae_family} decode on {self.cal.gpu}")
+            return self.scale.matmul
+        return (1.0 - share) * self.scale.matmul + share * self.scale.elementwise
 
     def init_s(self, w: Weights) -> float:
         built = w.dit * w.experts + w.text_encoder + w.text_encoder_host + w.vae + w.image_encoder

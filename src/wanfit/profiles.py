@@ -64,6 +64,10 @@ class GpuProfile(BaseModel):
     achieved_elementwise_gbps: float | None = Field(
         default=None, gt=0, description="measured Wan-block elementwise chain, GB of one bf16 hidden state per second "
                                         "(wanfit.measure.ceilings.elementwise_gbps)")
+    vae_decode_non_gemm_share: dict[str, float] | None = Field(
+        default=None, description="measured share of a VAE decode's kernel time outside its convolutions' implicit "
+                                  "GEMMs on this GPU, per Wan VAE (bench/device/vae_kernels.py): norms, SiLU, "
+                                  "upsampling, the causal caches' copies, layout transforms")
     cuda_context_gib: float | None = Field(default=None, gt=0, description="measured device memory a CUDA context takes")
     notes: str = Field(default="", description="caveats that apply to the whole profile")
     sources: dict[str, str] = Field(description="field name -> where its value came from (or why it is null)")
