@@ -50,3 +50,7 @@ class Ceilings(BaseModel):
     # second. Not a copy: on an H200 it ran 1.22x an H100's where a copy runs 1.40x. None: not
     # measured (ceilings recorded before it was).
     elementwise_gbps: float | None = None
+    # Per Wan VAE, the share of its decode's kernel time outside the convolutions' implicit GEMMs
+    # (wanfit.measure.vae_split): that part scales like the elementwise chain between GPUs. None: not
+    # measured (ceilings recorded before it was; the GPU's profile may carry it).
+    vae_decode_non_gemm_share: dict[str, float] | None = None

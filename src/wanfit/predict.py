@@ -351,8 +351,10 @@ class _Composer:
             return 1.0
         from wanfit.transfer import _profile
 
-        shares = getattr(_profile(self.cal.gpu), "vae_decode_non_gemm_share", None) or {}
-        share = shares.get(self.spec.vae_family)
+        # Measured by the calibration's session, else recorded in its GPU's profile.
+        measured = (self.cal.ceilings.vae_decode_non_gemm_share if self.cal.ceilings else None) or {}
+        profiled = getattr(_profile(self.cal.gpu), "vae_decode_non_gemm_share", None) or {}
+        share = measured.get(self.spec.vae_family, profiled.get(self.spec.vae_family))
         if share is None:
             self.note(f"VAE decode scaled by matmul throughput: no measured kernel split of the "
                       f"{self.spec.vae_family} decode on {self.cal.gpu}")

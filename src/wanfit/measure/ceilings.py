@@ -1,8 +1,9 @@
 """Measure the calibrated GPU's throughput ceilings: the measured side of every cross-GPU ratio.
 
 bf16 matmul (8192^3), SDPA at a Wan-like attention shape, device-to-device copy (bytes read +
-written), host-to-device from pinned and from pageable memory, and the Wan block's elementwise
-chain. Random inputs, warm-up first, device-synchronised timing, median of repeats.
+written), host-to-device from pinned and from pageable memory, the Wan block's elementwise chain,
+and how each Wan VAE's decode splits between GEMM and the rest (wanfit.measure.vae_split). Random
+inputs, warm-up first, device-synchronised timing, median of repeats.
 """
 
 from __future__ import annotations
@@ -97,8 +98,11 @@ def measure_ceilings(attention_tokens: int = 27280, heads: int = 24, head_dim: i
     torch.cuda.empty_cache()
     elementwise = elementwise_gbps(*CHAIN_SHAPE)
     torch.cuda.empty_cache()
+    from wanfit.measure.vae_split import non_gemm_shares
+
     return Ceilings(matmul_tflops=matmul, attention_tflops=attn, device_copy_gbps=d2d,
-                    h2d_pinned_gbps=h2d_pinned, h2d_pageable_gbps=h2d_pageable, elementwise_gbps=elementwise)
+                    h2d_pinned_gbps=h2d_pinned, h2d_pageable_gbps=h2d_pageable, elementwise_gbps=elementwise,
+                    vae_decode_non_gemm_share=non_gemm_shares())
 
 
 if __name__ == "__main__":
