@@ -8,7 +8,10 @@ kernels and the wall time.
 
 Run 2026-11-24 on a lent H100 and a lent H200: bench/results/vae-kernels-{h100,h200}.json (that run
 split "conv" kernels by name, cuDNN's layout transforms among them, beside its top 30 kernels; the
-split the profiles record is GEMM against the rest, computed from those kernels).
+split the profiles record is GEMM against the rest, computed from those kernels). This version, with
+the calibrate session's 41-frame cases, ran on a lent H100 the same day:
+bench/results/vae-kernels-h100-split.json (beside the ceilings run that records the split,
+bench/results/ceilings-h100-vae-split-session.json).
 
     python bench/device/vae_kernels.py OUT.json
 """

@@ -20,8 +20,9 @@ from wanfit.catalog import MODELS, get_model
 # cuDNN's implicit-GEMM convolutions (xmma) and cuBLAS GEMMs; the mid-block's fp32 attention (a cutlass
 # memory-efficient kernel, 1 % of the decode) counts with the rest.
 GEMM = ("gemm", "xmma", "nvjet")
-# One model per Wan VAE, and the size each is profiled at in a calibrate session (41 frames: about
-# half the time of the 81- and 121-frame decodes bench/device/vae_kernels.py profiles).
+# One model per Wan VAE, and the size each is profiled at in a calibrate session. At 41 frames the
+# split came out within 0.002 of the 81- and 121-frame decodes' on a lent H100 (0.497 / 0.463 against
+# 0.498 / 0.465), at a third to half their time (bench/results/vae-kernels-h100-split.json).
 SESSION_CASES = {"wan2.1-vae": ("wan2.1-t2v-14b", 960, 544, 41), "wan2.2-vae": ("wan2.2-ti2v-5b", 960, 544, 41)}
 
 
