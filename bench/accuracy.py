@@ -350,8 +350,9 @@ READING = [
     "host memory scaled by that rate, as the planner did before, the switch and the decode came out 27 and "
     "17 % long: those moves land in freshly mapped host pages, 1.21 to 1.37 GB/s in four fresh processes on "
     "that host while its host-to-device rate moved 6.86 to 8.46 GB/s (`bench/device/host_copies.py`, "
-    "`bench/results/host-copies-h100.jsonl`; the calibrations' fits imply 1.3 to 1.6 GB/s), so they now stay "
-    "at the calibration host's rate.",
+    "`bench/results/host-copies-h100.jsonl`; 1.15 and 1.17 at 6.47 and 5.77 GB/s in a later call, "
+    "`host-copies-h100-b.jsonl`; the calibrations' fits imply 1.3 to 1.6 GB/s), so they now stay at the "
+    "calibration host's rate.",
     "- Capped runs ({r4090_untiled}, {r4090_tiled}, {r4090_241}, {l40s}): the plans predicted to fit on an RTX "
     "4090 (tiled decode, {r4090_tiled}) and an L40S ({l40s}) ran; the one predicted to need 2.3 GiB more than "
     "an RTX 4090 has (241 frames, {r4090_241}) ran out of memory at the VAE decode as predicted. The RTX 4090 "

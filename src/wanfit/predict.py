@@ -168,8 +168,8 @@ class _Composer:
     def host_seconds(self, moves: Moves) -> float:
         """Time of whole-model moves (fitted per direction, pageable memory). Uploads scale with the
         host's h2d rate. Downloads land in freshly mapped host pages (`module.to("cpu")`), so they run
-        at the host's page-fault rate, 1.2-1.4 GB/s in four fresh processes on a lent H100 host whose
-        h2d rate moved 6.9-8.5 GB/s (bench/results/host-copies-h100.jsonl), as the fits imply (1.3-1.6):
+        at the host's page-fault rate: 1.15-1.37 GB/s in six fresh processes on lent H100 hosts whose
+        h2d rate moved 5.8-8.5 GB/s (bench/results/host-copies-h100*.jsonl), as the fits imply (1.3-1.6):
         neither the host link nor the h2d rate sets it, so they stay as calibrated."""
         pageable = self.cal.feature_ceilings.h2d_pageable_gbps * 1e9
         x = {"h2d_s": moves.h2d * GIB / pageable, "d2h_s": moves.d2h * GIB / pageable}

@@ -6,7 +6,10 @@ the matmul-bound part of a step by bf16 dense throughput, the attention part by 
 throughput (by matmul throughput when the target has no attention figure), the step's elementwise
 part by the measured rate of the Wan block's elementwise chain where both GPUs have one (by HBM
 bandwidth otherwise), other memory-bound work by HBM bandwidth, host transfers by the host link;
-fixed per-launch overheads stay as measured.
+fixed per-launch overheads stay as measured. The VAE decode is split by the kernel share measured
+on the calibrated GPU (wanfit.measure.vae_split): its convolutions' implicit GEMMs by matmul
+throughput, the rest like the step's elementwise part. Model offload's moves down to host memory
+stay as measured: they are bound by mapping fresh host pages, not by the link.
 
 Why the elementwise chain and not the copy: its kernels (fp32 layer norms, modulation, GELU,
 casts) are only partly bandwidth-bound. An H200 copies 1.40x as fast as an H100 but ran the chain
