@@ -369,6 +369,23 @@ def test_model_offloads_moves_to_host_memory_do_not_follow_the_host_to_device_ra
     assert any("moves to host memory at the calibration host's rate" in n for n in p.notes)
 
 
+def test_a_hosts_measured_rate_into_fresh_pages_times_model_offloads_moves_down():
+    """Given (verify measures it), the moves down take their bytes at that rate; the uploads are unchanged."""
+    cal = calibration()
+    w = cal.weights_gib
+    dit, vae = w["transformer"]["bf16"].gib, w["vae"]["fp32"].gib
+
+    def decode(**kw) -> float:
+        return predict(wl(), Plan(offload="model"), cal, **kw).stage("vae_decode").time_s
+
+    # The decode sends the DiT and then the VAE down: at 1.0 against 2.0 GB/s they take twice as long.
+    down_at_1 = (dit + vae) * 2**30 / 1e9
+    assert decode(host_d2h_gbps=1.0) - decode(host_d2h_gbps=2.0) == pytest.approx(down_at_1 / 2, rel=1e-6)
+    p = predict(wl(), Plan(offload="model"), cal, host_d2h_gbps=1.25)
+    assert any("moves to host memory at 1.25 GB/s" in n for n in p.notes)
+    assert predict(wl(), Plan(), cal, host_d2h_gbps=1.0).duration_s == predict(wl(), Plan(), cal).duration_s
+
+
 def test_the_a14bs_expert_switch_under_model_offload_ran_as_predicted_at_its_hosts_rate():
     """Wan2.2-T2V-A14B with model offload on a lent H100 (verify measured 7.31 GB/s h2d; the machine's
     fresh-page d2h 1.21-1.37 GB/s): switching experts moves one 14B expert down and the other up. The

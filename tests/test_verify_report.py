@@ -327,14 +327,17 @@ def fake_gpu(monkeypatch):
     monkeypatch.setattr(run_mod, "_require_cuda", lambda: None)
     monkeypatch.setattr(run_mod, "local_gpu_nvml", lambda: ("NVIDIA H100 80GB HBM3", 79.647))
 
-    def measure_host_pageable_gbps():
+    def measure_host_rates():
+        from wanfit.measure.host_rate import HostRates
+
         calls["measured_host"] += 1
-        return calls.get("host_rate", 7.0)
+        return HostRates(calls.get("host_rate", 7.0), calls.get("d2h_rate", 1.2))
 
-    monkeypatch.setattr(run_mod, "measure_host_pageable_gbps", measure_host_pageable_gbps)
+    monkeypatch.setattr(run_mod, "measure_host_rates", measure_host_rates)
 
-    def predict_one(workload, plan, gpu, host_pageable_gbps=None):
+    def predict_one(workload, plan, gpu, host_pageable_gbps=None, host_d2h_gbps=None):
         calls["host_rates"].append(host_pageable_gbps)
+        calls.setdefault("d2h_rates", []).append(host_d2h_gbps)
         if gpu not in calls["predict"]:  # an offloading plan is predicted again at this host's rate
             calls["predict"].append(gpu)
         slow = {"h100": 1.0, "l40s": 2.5, "l4": 6.0}[gpu]
@@ -381,28 +384,38 @@ def test_an_offloading_plans_time_is_predicted_at_this_hosts_measured_rate(fake_
     assert any("7.00 GB/s" in n and "measured on this host" in n for n in r.notes)
 
 
-def test_the_host_rate_is_the_median_of_fresh_processes_and_none_when_every_one_fails(monkeypatch):
+def test_the_host_rates_are_medians_of_fresh_processes_and_none_when_every_one_fails(monkeypatch):
     import types
 
     import wanfit.measure.host_rate as host_rate
 
-    outputs = iter(['noise\n{"h2d_pageable_gbps": 5.2}\n', "not json", '{"h2d_pageable_gbps": 9.9}',
-                    '{"h2d_pageable_gbps": 7.1}', '{"h2d_pageable_gbps": 6.0}', '{"h2d_pageable_gbps": 8.0}'])
+    outputs = iter(['noise\n{"h2d_pageable_gbps": 5.2, "d2h_fresh_gbps": 1.1}\n', "not json",
+                    '{"h2d_pageable_gbps": 9.9, "d2h_fresh_gbps": 1.4}', '{"h2d_pageable_gbps": 7.1}',
+                    '{"h2d_pageable_gbps": 6.0, "d2h_fresh_gbps": 1.2}', '{"h2d_pageable_gbps": 8.0}'])
 
     def fake_run(cmd, **kwargs):
         assert cmd[1:] == ["-m", "wanfit.measure.ceilings", "--host-pageable"]
         return types.SimpleNamespace(stdout=next(outputs))
 
     monkeypatch.setattr(host_rate.subprocess, "run", fake_run)
-    assert host_rate.measure_host_pageable_gbps(4) == 7.1  # median of 5.2, 9.9, 7.1; the unreadable one skipped
-    assert host_rate.measure_host_pageable_gbps(3, first=9.5) == 8.0  # a draw already measured counts
+    # medians of 5.2, 9.9, 7.1 and of 1.1, 1.4 (a draw without d2h, the unreadable one skipped)
+    assert host_rate.measure_host_rates(4) == host_rate.HostRates(7.1, 1.25)
+    assert host_rate.measure_host_rates(3, first_h2d=9.5) == host_rate.HostRates(8.0, 1.2)  # counted among them
 
     def failing(cmd, **kwargs):
         raise host_rate.subprocess.CalledProcessError(1, cmd)
 
     monkeypatch.setattr(host_rate.subprocess, "run", failing)
-    assert host_rate.measure_host_pageable_gbps() is None
-    assert host_rate.measure_host_pageable_gbps(first=6.5) == 6.5
+    assert host_rate.measure_host_rates() == host_rate.HostRates(None, None)
+    assert host_rate.measure_host_rates(first_h2d=6.5) == host_rate.HostRates(6.5, None)
+
+
+def test_model_offloads_moves_down_are_predicted_at_this_hosts_measured_rate(fake_gpu):
+    r = run_verify(WORKLOAD, Plan(offload="model"), "h100", steps=2)
+    assert r.host_d2h_gbps == 1.2 and fake_gpu["d2h_rates"] == [None, 1.2]
+    assert any("1.20 GB/s device-to-host" in n for n in r.notes)
+    group = run_verify(WORKLOAD, Plan(offload="group"), "h100", steps=2)  # moves nothing down
+    assert group.host_d2h_gbps is None
 
 
 def test_a_resident_plan_measures_no_host_rate_and_a_given_rate_is_used_as_is(fake_gpu):

@@ -85,15 +85,18 @@ def test_every_session_measures_its_ceilings_and_the_first_stays_the_fits(tmp_pa
     import wanfit.calibrate as calibrate
 
     measured = iter([9.2, 7.1])
-    draws = iter([8.0, 10.4, 6.0, 6.8])  # two more fresh-process draws of the pageable rate per session
+    # two more fresh-process draws per session: the pageable rate and the rate down into fresh pages
+    draws = iter([(8.0, 1.2), (10.4, 1.3), (6.0, 1.1), (6.8, 1.0)])
 
     def fake_run(cmd, **kwargs):  # the ceilings subprocesses need a GPU: write / print what they would
         if cmd[-1] == "--host-pageable":
-            return types.SimpleNamespace(stdout=json.dumps({"h2d_pageable_gbps": next(draws)}))
+            h2d, d2h = next(draws)
+            return types.SimpleNamespace(stdout=json.dumps({"h2d_pageable_gbps": h2d, "d2h_fresh_gbps": d2h}))
         Path(cmd[-1]).write_text(json.dumps({"ceilings": {"h2d_pageable_gbps": next(measured)}}, indent=1))
 
     monkeypatch.setattr(calibrate.subprocess, "run", fake_run)
     path = tmp_path / "h100" / "ceilings.json"
-    assert calibrate.measure_session_ceilings(path) == {"h2d_pageable_gbps": 9.2}  # median of 9.2, 8.0, 10.4
-    assert calibrate.measure_session_ceilings(path) == {"h2d_pageable_gbps": 6.8}  # median of 7.1, 6.0, 6.8
-    assert json.loads(path.read_text())["ceilings"] == {"h2d_pageable_gbps": 9.2}
+    # medians of 9.2, 8.0, 10.4 and of 1.2, 1.3; then of 7.1, 6.0, 6.8 and of 1.1, 1.0
+    assert calibrate.measure_session_ceilings(path) == {"h2d_pageable_gbps": 9.2, "d2h_fresh_gbps": 1.25}
+    assert calibrate.measure_session_ceilings(path) == {"h2d_pageable_gbps": 6.8, "d2h_fresh_gbps": 1.05}
+    assert json.loads(path.read_text())["ceilings"] == {"h2d_pageable_gbps": 9.2, "d2h_fresh_gbps": 1.25}

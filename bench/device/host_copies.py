@@ -3,7 +3,9 @@ memory (what sequential offload streams and model offload uploads at), and devic
 fresh pageable memory (what `module.to("cpu")` does when model offload sends a model down: every
 large tensor lands in newly mapped pages) beside device-to-host into memory already touched.
 
-Prints one JSON line. Run it in a few fresh processes: the rates vary process to process.
+Prints one JSON line. Run it in a few fresh processes: the rates vary process to process. The first
+two rates are wanfit.measure.ceilings' (what verify and calibrate measure); the runs of 2026-11-24
+(bench/results/host-copies-h100*.jsonl) timed the same copies inline, before those moved there.
 
     python bench/device/host_copies.py
 """
@@ -12,34 +14,34 @@ from __future__ import annotations
 
 import json
 import statistics
+import sys
 import time
 
 import torch
 
+sys.path.insert(0, "src")
+from wanfit.measure.ceilings import host_d2h_fresh_gbps, host_pageable_gbps
+
 SIZE = 2**30  # 1 GiB: above glibc's largest mmap threshold, so every fresh copy maps new pages
 
 
-def timed(fn, repeats: int = 5) -> float:
+def d2h_touched_gbps() -> float:
+    """Device-to-host into host memory already touched (the same copy without the page faults)."""
+    gpu = torch.randint(0, 255, (SIZE,), dtype=torch.uint8, device="cuda")
+    touched = torch.zeros(SIZE, dtype=torch.uint8)
     times = []
-    for _ in range(repeats):
+    for _ in range(5):
         torch.cuda.synchronize()
         t0 = time.perf_counter()
-        fn()
+        touched.copy_(gpu)
         torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return SIZE / statistics.median(times) / 1e9
 
 
 def main() -> None:
-    gpu = torch.randint(0, 255, (SIZE,), dtype=torch.uint8, device="cuda")
-    pageable = torch.randint(0, 255, (SIZE,), dtype=torch.uint8)
-    h2d = SIZE / timed(lambda: gpu.copy_(pageable)) / 1e9
-    d2h_fresh = SIZE / timed(lambda: gpu.to("cpu")) / 1e9  # a new host tensor each time, freed after
-    touched = torch.empty(SIZE, dtype=torch.uint8)
-    touched.fill_(0)
-    d2h_touched = SIZE / timed(lambda: touched.copy_(gpu)) / 1e9
-    print(json.dumps({"h2d_pageable_gbps": h2d, "d2h_fresh_pageable_gbps": d2h_fresh,
-                      "d2h_touched_pageable_gbps": d2h_touched}), flush=True)
+    print(json.dumps({"h2d_pageable_gbps": host_pageable_gbps(SIZE), "d2h_fresh_pageable_gbps": host_d2h_fresh_gbps(SIZE),
+                      "d2h_touched_pageable_gbps": d2h_touched_gbps()}), flush=True)
 
 
 if __name__ == "__main__":

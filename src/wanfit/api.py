@@ -17,7 +17,8 @@ from wanfit.profiles import get_profile
 from wanfit.workload import Plan, Workload
 
 
-def _check_options(safety_margin_gib: float, host_ram_gib: float | None, host_pageable_gbps: float | None = None) -> None:
+def _check_options(safety_margin_gib: float, host_ram_gib: float | None, host_pageable_gbps: float | None = None,
+                   host_d2h_gbps: float | None = None) -> None:
     if safety_margin_gib < 0:
         raise WanfitError(f"the safety margin must be >= 0 GiB, not {safety_margin_gib:g}")
     if host_ram_gib is not None and host_ram_gib <= 0:
@@ -25,6 +26,9 @@ def _check_options(safety_margin_gib: float, host_ram_gib: float | None, host_pa
     if host_pageable_gbps is not None and host_pageable_gbps <= 0:
         raise WanfitError(f"the host-to-device rate must be a positive number of GB/s, not {host_pageable_gbps:g} "
                           f"(lent H100 hosts measured 6.4 to 9.2 GB/s)")
+    if host_d2h_gbps is not None and host_d2h_gbps <= 0:
+        raise WanfitError(f"the device-to-host rate must be a positive number of GB/s, not {host_d2h_gbps:g} "
+                          f"(lent H100 hosts measured 1.15 to 1.37 GB/s into fresh pageable memory)")
 
 
 def plan_report(workload: Workload, gpus: list[str], pinned: dict | None = None, safety_margin_gib: float = 1.0,
@@ -55,13 +59,15 @@ def plan_report(workload: Workload, gpus: list[str], pinned: dict | None = None,
 
 def predict_one(workload: Workload, plan: Plan, gpu: str, calibration_dir: Path | None = None,
                 safety_margin_gib: float = 1.0, host_ram_gib: float | None = None,
-                host_pageable_gbps: float | None = None) -> Candidate:
+                host_pageable_gbps: float | None = None, host_d2h_gbps: float | None = None) -> Candidate:
     """The prediction for one workload + plan on one GPU (verify puts a measurement beside it);
-    `host_pageable_gbps` as in plan_report."""
-    _check_options(safety_margin_gib, host_ram_gib, host_pageable_gbps)
+    `host_pageable_gbps` as in plan_report; `host_d2h_gbps` the host's measured device-to-host rate
+    into fresh pageable memory (model offload's moves down)."""
+    _check_options(safety_margin_gib, host_ram_gib, host_pageable_gbps, host_d2h_gbps)
     profile = get_profile(gpu)
     calibration, _ = find_calibration(profile.key, workload.model, calibration_dirs(calibration_dir))
-    cand = predict(workload, plan, calibration, profile, host_pageable_gbps=host_pageable_gbps).candidate(
+    cand = predict(workload, plan, calibration, profile, host_pageable_gbps=host_pageable_gbps,
+                   host_d2h_gbps=host_d2h_gbps).candidate(
         profile.memory_gib, safety_margin_gib, host_ram_gib)
     if (note := source_note(workload.model, calibration)) is not None:
         cand = cand.model_copy(update={"notes": [note, *cand.notes]})

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from wanfit.catalog import get_model
 from wanfit.errors import WanfitError
-from wanfit.measure.host_rate import measure_host_pageable_gbps
+from wanfit.measure.host_rate import measure_host_rates
 from wanfit.measure.worker import Job, run_jobs
 from wanfit.measurements_file import gpu_session_pageable_gbps, load_measurements
 from wanfit.workload import Plan, Workload
@@ -140,9 +140,13 @@ def measure_session_ceilings(path: Path) -> dict:
         subprocess.run([sys.executable, "-m", "wanfit.measure.ceilings", str(out)], check=True,
                        stdout=subprocess.DEVNULL)
         measured = json.loads(out.read_text())
-    # The pageable rate varies from process to process: the median with two more fresh draws.
+    # The pageable rate varies from process to process: the median with two more fresh draws, which
+    # also measure model offload's rate down to fresh host memory.
     ceilings = measured["ceilings"]
-    ceilings["h2d_pageable_gbps"] = measure_host_pageable_gbps(first=ceilings["h2d_pageable_gbps"])
+    rates = measure_host_rates(first_h2d=ceilings["h2d_pageable_gbps"])
+    ceilings["h2d_pageable_gbps"] = rates.h2d_pageable_gbps
+    if rates.d2h_fresh_gbps is not None:
+        ceilings["d2h_fresh_gbps"] = rates.d2h_fresh_gbps
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(measured, indent=1))

@@ -54,3 +54,6 @@ class Ceilings(BaseModel):
     # (wanfit.measure.vae_split): that part scales like the elementwise chain between GPUs. None: not
     # measured (ceilings recorded before it was; the GPU's profile may carry it).
     vae_decode_non_gemm_share: dict[str, float] | None = None
+    # Device-to-host into freshly allocated pageable memory (model offload's moves down; bound by the
+    # host's page faulting, not the link). None: not measured (sessions before 2026-11-24).
+    d2h_fresh_gbps: float | None = None

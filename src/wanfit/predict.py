@@ -130,9 +130,10 @@ class _Composer:
     """One prediction's working state: the calibration, the scales, the notes collected."""
 
     def __init__(self, workload: Workload, plan: Plan, cal: Calibration, target: Any | None,
-                 host_pageable_gbps: float | None = None, first_in_process: bool = True) -> None:
+                 host_pageable_gbps: float | None = None, first_in_process: bool = True,
+                 host_d2h_gbps: float | None = None) -> None:
         self.wl, self.plan, self.cal, self.target = workload, plan, cal, target
-        self.first_in_process = first_in_process
+        self.first_in_process, self.host_d2h_gbps = first_in_process, host_d2h_gbps
         self.spec: ModelSpec = workload.spec
         self.scale: TimeScale = time_scale(cal, target)
         if host_pageable_gbps is not None:  # the user's own host, measured: it replaces the profile's estimate
@@ -180,10 +181,15 @@ class _Composer:
             terms = x
         else:
             terms = m.terms(x)
-        if moves.d2h and self.scale.host_pageable != 1.0:
+        down = terms["d2h_s"]
+        if moves.d2h and self.host_d2h_gbps is not None:  # this host's own rate, measured the same way
+            down = moves.d2h * GIB / (self.host_d2h_gbps * 1e9)
+            self.note(f"model offload's moves to host memory at {self.host_d2h_gbps:.2f} GB/s (this host's rate "
+                      f"into fresh pageable memory)")
+        elif moves.d2h and self.scale.host_pageable != 1.0:
             self.note("model offload's moves to host memory at the calibration host's rate (bound by mapping "
                       "fresh host pages, not by the host link)")
-        return terms["h2d_s"] * self.scale.host_pageable + terms["d2h_s"] + (m.intercept if m is not None else 0.0)
+        return terms["h2d_s"] * self.scale.host_pageable + down + (m.intercept if m is not None else 0.0)
 
     def slack(self, kind: str, transient: float) -> float:
         """Reservation above the allocated peak when a stage of this kind grows the cache."""
@@ -604,15 +610,19 @@ def plan_weights(cal: Calibration, spec: ModelSpec, plan: Plan) -> tuple[Weights
 
 
 def predict(workload: Workload, plan: Plan, calibration: Calibration, target: Any | None = None,
-            host_pageable_gbps: float | None = None, first_in_process: bool = True) -> Prediction:
+            host_pageable_gbps: float | None = None, first_in_process: bool = True,
+            host_d2h_gbps: float | None = None) -> Prediction:
     """Predict `workload` run with `plan`, from `calibration`, on `target` (a GpuProfile; None:
     the calibrated GPU itself). `host_pageable_gbps`: the host's measured host-to-device rate from
     pageable memory (offloading plans copy at it; lent H100 hosts ranged 6.4 to 9.2 GB/s), instead
     of the calibration host's scaled to the target's host link. `first_in_process`: the job is its
     process's first (a one-video run: it pays the one-time setup); False for a pipeline reused by a
-    long-lived process."""
+    long-lived process. `host_d2h_gbps`: the host's measured device-to-host rate into freshly allocated
+    pageable memory (model offload's moves down run at it; wanfit.measure.ceilings.host_d2h_fresh_gbps),
+    instead of the calibration host's as fitted."""
     try:
-        return _Composer(workload, plan, calibration, target, host_pageable_gbps, first_in_process).run()
+        return _Composer(workload, plan, calibration, target, host_pageable_gbps, first_in_process,
+                         host_d2h_gbps).run()
     except KeyError as missing:  # a fitted model asks for a feature this wanfit no longer computes
         raise WanfitError(f"calibration {calibration.label} was fitted by another wanfit version (no feature "
                           f"{missing}): refit it with `wanfit calibrate --fit-only --gpu {calibration.gpu} "

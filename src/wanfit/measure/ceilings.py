@@ -52,6 +52,14 @@ def host_pageable_gbps(size: int = 2**30) -> float:
     return size / _median_time(lambda: x.copy_(pageable), 5) / 1e9
 
 
+def host_d2h_fresh_gbps(size: int = 2**30) -> float:
+    """Device-to-host GB/s into freshly allocated pageable memory: what `module.to("cpu")` does when
+    model offload sends a model down (every large tensor lands in newly mapped pages, so the host's
+    page faulting bounds it, not the link: 1.15-1.37 GB/s on lent H100 hosts)."""
+    x = torch.randint(0, 255, (size,), dtype=torch.uint8, device="cuda")
+    return size / _median_time(lambda: x.to("cpu"), 5) / 1e9
+
+
 def _copy_gbps(size: int = 2**30) -> tuple[float, float, float]:
     x = torch.randint(0, 255, (size,), dtype=torch.uint8, device="cuda")
     y = torch.empty_like(x)
@@ -106,8 +114,8 @@ def measure_ceilings(attention_tokens: int = 27280, heads: int = 24, head_dim: i
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--host-pageable"]:  # `wanfit verify` of an offloading plan: this host's rate only
-        print(json.dumps({"h2d_pageable_gbps": host_pageable_gbps()}))
+    if sys.argv[1:] == ["--host-pageable"]:  # `wanfit verify` of an offloading plan: this host's rates only
+        print(json.dumps({"h2d_pageable_gbps": host_pageable_gbps(), "d2h_fresh_gbps": host_d2h_fresh_gbps()}))
         sys.exit(0)
     from wanfit.measure.environment import collect_environment
     from wanfit.measure.monitor import Nvml

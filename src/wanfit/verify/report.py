@@ -80,6 +80,9 @@ class VerifyReport(BaseModel):
     # ("measured" on this host before the run, or "given" with --host-pageable-gbps); None: the
     # calibration host's rate, scaled to the target's host link.
     host_pageable_gbps: float | None = None
+    # Model offload: the device-to-host rate into fresh pageable memory measured on this host before
+    # the run, at which its moves down were predicted; None: the calibration host's, as fitted.
+    host_d2h_gbps: float | None = None
     tolerances: Tolerances
     exit_code: int
     created_at: str
@@ -98,6 +101,7 @@ def build_report(
     local_prediction: Candidate | None = None,
     host_pageable_gbps: float | None = None,
     host_rate_source: str | None = None,
+    host_d2h_gbps: float | None = None,
 ) -> VerifyReport:
     """Compare and wrap everything in a VerifyReport (`host_rate_source`: "measured", "given" or "not
     measured", for an offloading plan's note)."""
@@ -110,7 +114,7 @@ def build_report(
         rows=c.rows, verdict=c.verdict, verdict_line=c.verdict_line, within_tolerance=c.within_tolerance,
         notes=c.notes, steps_run=c.steps_run, steps_requested=c.steps_requested, extrapolated=c.extrapolated,
         extrapolated_figures=[f"{r.stage} time" for r in c.rows if r.extrapolated], steady_step_s=c.steady_step_s,
-        host_pageable_gbps=host_pageable_gbps, tolerances=c.tolerances,
+        host_pageable_gbps=host_pageable_gbps, host_d2h_gbps=host_d2h_gbps, tolerances=c.tolerances,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
     if host_rate_source == "not measured":
@@ -120,6 +124,9 @@ def build_report(
         how = "measured on this host before the run" if host_rate_source == "measured" else "as given"
         fields["notes"] = [*fields["notes"], f"offloading plan: time predicted at {host_pageable_gbps:.2f} GB/s "
                            f"host-to-device from pageable memory ({how})"]
+    if host_d2h_gbps is not None:
+        fields["notes"] = [*fields["notes"], f"model offload: moves to host memory predicted at {host_d2h_gbps:.2f} "
+                           f"GB/s device-to-host into fresh pageable memory (measured on this host before the run)"]
     return VerifyReport(**fields, exit_code=exit_code(c))
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from wanfit.errors import WanfitError
-from wanfit.measure.host_rate import measure_host_pageable_gbps
+from wanfit.measure.host_rate import measure_host_rates
 from wanfit.units import GIB
 from wanfit.verify.cap import make_cap, needs_cap
 from wanfit.verify.compare import Tolerances, outside_torch_gib
@@ -92,7 +92,8 @@ def run_verify(
 
     An offloading plan's time depends on this host's host-to-device rate more than on the GPU (lent
     H100 hosts ran sequential offload 15-22 % apart): its time is predicted at `host_pageable_gbps`,
-    or at the rate measured here first when not given."""
+    or at the rate measured here first when not given; model offload's moves down to host memory at
+    the device-to-host rate into fresh pageable memory measured with it."""
     tolerances = Tolerances(memory=tolerance_memory, time=tolerance_time)
     steps = _check_steps(workload, steps)
     _require_cuda()
@@ -112,10 +113,14 @@ def run_verify(
     host_rate_source = "given" if host_pageable_gbps is not None else None
     if plan.offload != "none":
         if host_pageable_gbps is None:
-            host_pageable_gbps = measure_host_pageable_gbps()
+            rates = measure_host_rates()
+            host_pageable_gbps = rates.h2d_pageable_gbps
             host_rate_source = "measured" if host_pageable_gbps is not None else "not measured"
+            if plan.offload == "model" and rates.d2h_fresh_gbps is not None:
+                predict_options = {**predict_options, "host_d2h_gbps": rates.d2h_fresh_gbps}
         if host_pageable_gbps is not None:
             predict_options = {**predict_options, "host_pageable_gbps": host_pageable_gbps}
+        if host_pageable_gbps is not None or "host_d2h_gbps" in predict_options:
             prediction = predict_one(workload, plan, target_key, **predict_options)
     local_prediction = None
     if not same_gpu and local_key is not None:
@@ -139,7 +144,8 @@ def run_verify(
     return build_report(m, prediction, target_gpu=target_key, target_memory_gib=target_memory, cap=cap,
                         tolerances=tolerances, same_gpu=same_gpu, local_gpu=local_key,
                         local_prediction=local_prediction,
-                        host_pageable_gbps=predict_options.get("host_pageable_gbps"), host_rate_source=host_rate_source)
+                        host_pageable_gbps=predict_options.get("host_pageable_gbps"), host_rate_source=host_rate_source,
+                        host_d2h_gbps=predict_options.get("host_d2h_gbps"))
 
 
 def load_plan_file(path: Path, gpu: str | None = None) -> tuple[Workload, Plan]:

@@ -163,6 +163,8 @@ def repredicted(reports: list[tuple[Path, VerifyReport]], host_rates: Mapping[st
         rate = r.host_pageable_gbps if r.host_pageable_gbps is not None else (host_rates or {}).get(path.name)
         if rate is not None and r.plan.offload != "none":
             options.setdefault("host_pageable_gbps", rate)
+        if r.host_d2h_gbps is not None:
+            options.setdefault("host_d2h_gbps", r.host_d2h_gbps)
         prediction = predict_one(r.workload, r.plan, r.target_gpu, **options)
         local = None
         if not r.same_gpu and r.local_gpu is not None:
@@ -170,7 +172,8 @@ def repredicted(reports: list[tuple[Path, VerifyReport]], host_rates: Mapping[st
         out.append((path, build_report(r.measurement, prediction, target_gpu=r.target_gpu,
                                        target_memory_gib=r.target_memory_gib, cap=r.cap, tolerances=r.tolerances,
                                        same_gpu=r.same_gpu, local_gpu=r.local_gpu, local_prediction=local,
-                                       host_pageable_gbps=options.get("host_pageable_gbps"))))
+                                       host_pageable_gbps=options.get("host_pageable_gbps"),
+                                       host_d2h_gbps=options.get("host_d2h_gbps"))))
     return out
 
 
