@@ -352,7 +352,10 @@ READING = [
     "that host while its host-to-device rate moved 6.86 to 8.46 GB/s (`bench/device/host_copies.py`, "
     "`bench/results/host-copies-h100.jsonl`; 1.15 and 1.17 at 6.47 and 5.77 GB/s in a later call, "
     "`host-copies-h100-b.jsonl`; the calibrations' fits imply 1.3 to 1.6 GB/s), so they now stay at the "
-    "calibration host's rate.",
+    "calibration host's rate. verify now measures that rate too (beside the host-to-device one, the median "
+    "of three fresh processes) and predicts model offload's moves down at it: {d2h_5b} (the 5B, 7.54 GB/s "
+    "up, 1.19 down) and {d2h_a14b} (the A14B, 7.42 and 1.17) passed every scored figure: text encode +3.8 "
+    "and +3.7 %, the 5B's decode -0.1 %, the A14B's expert switch +3.6 % and decode +7.2 %.",
     "- Capped runs ({r4090_untiled}, {r4090_tiled}, {r4090_241}, {l40s}): the plans predicted to fit on an RTX "
     "4090 (tiled decode, {r4090_tiled}) and an L40S ({l40s}) ran; the one predicted to need 2.3 GiB more than "
     "an RTX 4090 has (241 frames, {r4090_241}) ran out of memory at the VAE decode as predicted. The RTX 4090 "
@@ -476,7 +479,9 @@ READING_RUNS = {
     "fp_int8_fp8": "wan2.2-ti2v-5b_1280x704x121f_2of50st_none-teint8-fp8-untiled_h100",
     "fp_13b_model": "wan2.1-t2v-1.3b_832x480x81f_3of50st_model-tegpu",
     "fp_14b_group": "wan2.1-t2v-14b_832x480x81f_2of50st_group",
-    "fp_a14b_model": "wan2.2-t2v-a14b_832x480x81f_4of40st_model",
+    "fp_a14b_model": "wan2.2-t2v-a14b_832x480x81f_4of40st_model-tegpu-bf16-untiled_h100.json",
+    "d2h_5b": "wan2.2-ti2v-5b_1280x704x121f_2of50st_model-tegpu-bf16-untiled_h100-host-d2h",
+    "d2h_a14b": "wan2.2-t2v-a14b_832x480x81f_4of40st_model-tegpu-bf16-untiled_h100-host-d2h",
 }
 
 
