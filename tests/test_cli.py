@@ -493,3 +493,21 @@ def test_plan_host_pageable_rate_times_the_offloading_plans(cal_args):
     assert any("3.0 GB/s" in n for n in slow["sequential"]["notes"])
     assert_one_line_error(wanfit("plan", "--gpu", CALIBRATED_GPU, "--host-pageable-gbps", "0", *cal_args),
                           "host-to-device rate", "GB/s")
+
+
+def test_plan_host_d2h_rate_times_model_offloads_moves_down(cal_args):
+    """--host-d2h-gbps (what verify measured): model offload's moves to host memory take their bytes at
+    it; plans that send nothing down are unchanged, and the rate used is stated."""
+    def by_offload(*extra: str) -> dict[str, dict]:
+        result = wanfit("plan", "--gpu", CALIBRATED_GPU, "--size", "832x480", "--frames", "41", "--text-encoder",
+                        "gpu", "--dit-dtype", "bf16", "--no-vae-tiling", "--format", "json", *extra, *cal_args)
+        assert result.returncode == 0, result.stderr
+        return {c["plan"]["offload"]: c for c in json.loads(result.stdout)["results"][0]["candidates"]}
+
+    fast, slow = by_offload("--host-d2h-gbps", "2"), by_offload("--host-d2h-gbps", "0.5")
+    assert slow["model"]["duration_s"] > fast["model"]["duration_s"]
+    for offload in ("none", "group", "sequential"):
+        assert slow[offload]["duration_s"] == fast[offload]["duration_s"], offload
+    assert any("0.50 GB/s" in n for n in slow["model"]["notes"])
+    assert_one_line_error(wanfit("plan", "--gpu", CALIBRATED_GPU, "--host-d2h-gbps", "-1", *cal_args),
+                          "device-to-host rate", "GB/s")

@@ -138,11 +138,12 @@ def reason_line(gpu: str, usable_gib: float, margin_gib: float, base: Prediction
 
 def advise(workload: Workload, calibration: Calibration, how: FindHow, target: Any, pinned: dict | None = None,
            safety_margin_gib: float = 1.0, host_ram_gib: float | None = None,
-           host_pageable_gbps: float | None = None) -> GpuResult:
+           host_pageable_gbps: float | None = None, host_d2h_gbps: float | None = None) -> GpuResult:
     """Predict every plan for `target` (a GpuProfile), rank and recommend."""
     usable = float(target.memory_gib)
     family_note = source_note(workload.model, calibration)
-    predictions = [predict(workload, plan, calibration, target, host_pageable_gbps) for plan in plan_space(pinned)]
+    predictions = [predict(workload, plan, calibration, target, host_pageable_gbps, host_d2h_gbps=host_d2h_gbps)
+                   for plan in plan_space(pinned)]
     candidates = []
     for p in predictions:
         cand = p.candidate(usable, safety_margin_gib, host_ram_gib)
@@ -152,7 +153,7 @@ def advise(workload: Workload, calibration: Calibration, how: FindHow, target: A
     base_plan = baseline_plan(pinned)
     base_pred = next((p for p in predictions if p.plan == base_plan), None)
     if base_pred is None:
-        base_pred = predict(workload, base_plan, calibration, target, host_pageable_gbps)
+        base_pred = predict(workload, base_plan, calibration, target, host_pageable_gbps, host_d2h_gbps=host_d2h_gbps)
     base_cand = base_pred.candidate(usable, safety_margin_gib, host_ram_gib)
     # Fitting plans by duration (an exact tie goes to the plan with fewer knobs changed from the
     # baseline), then the rest by how much they need.

@@ -33,14 +33,16 @@ def _check_options(safety_margin_gib: float, host_ram_gib: float | None, host_pa
 
 def plan_report(workload: Workload, gpus: list[str], pinned: dict | None = None, safety_margin_gib: float = 1.0,
                 host_ram_gib: float | None = None, calibration_dir: Path | None = None,
-                host_pageable_gbps: float | None = None) -> PlanReport:
+                host_pageable_gbps: float | None = None, host_d2h_gbps: float | None = None) -> PlanReport:
     """Every plan for `workload` on each GPU (profile keys or aliases), ranked, with a recommendation.
 
     `pinned` fixes plan knobs ({"offload": "model", "vae_tiling": False, ...}); `safety_margin_gib`
     is kept free on the GPU; `host_ram_gib` limits the weights offloading plans keep in system
     memory; `calibration_dir` is searched before the shipped calibrations; `host_pageable_gbps` is
-    the host's measured host-to-device rate from pageable memory, at which offloading plans copy."""
-    _check_options(safety_margin_gib, host_ram_gib, host_pageable_gbps)
+    the host's measured host-to-device rate from pageable memory, at which offloading plans copy;
+    `host_d2h_gbps` its device-to-host rate into fresh pageable memory, at which model offload sends
+    models down (`wanfit verify` of a model-offload plan measures both and records them)."""
+    _check_options(safety_margin_gib, host_ram_gib, host_pageable_gbps, host_d2h_gbps)
     if not gpus:
         raise WanfitError("name at least one GPU (e.g. --gpu l40s; `wanfit gpus` lists them)")
     dirs = calibration_dirs(calibration_dir)
@@ -53,7 +55,7 @@ def plan_report(workload: Workload, gpus: list[str], pinned: dict | None = None,
         seen.add(profile.key)
         calibration, how = find_calibration(profile.key, workload.model, dirs)
         results.append(advise(workload, calibration, how, profile, pinned, safety_margin_gib, host_ram_gib,
-                              host_pageable_gbps))
+                              host_pageable_gbps, host_d2h_gbps))
     return PlanReport(workload=workload, safety_margin_gib=safety_margin_gib, results=results)
 
 

@@ -84,6 +84,10 @@ HostPageableOpt = Annotated[float | None, typer.Option(
     "--host-pageable-gbps", help="This host's host-to-device rate from pageable memory in GB/s, where measured: "
     "offloading plans copy at it (lent H100 hosts ranged 6.4 to 9.2). (default: the calibration host's, scaled "
     "to the GPU's host link)", show_default=False)]
+HostD2hOpt = Annotated[float | None, typer.Option(
+    "--host-d2h-gbps", help="This host's device-to-host rate into fresh pageable memory in GB/s, where measured "
+    "(`wanfit verify` of a model-offload plan records it): model offload sends models down at it (lent H100 hosts "
+    "1.15 to 1.37). (default: the calibration host's)", show_default=False)]
 CalibrationDirOpt = Annotated[Path | None, typer.Option(
     "--calibration-dir", help="Extra directory of calibrations (<dir>/<gpu>/<model>.json), searched before the "
     "shipped ones.", show_default=False, file_okay=False)]
@@ -205,14 +209,16 @@ def resolve_gpus(gpus: list[str] | None) -> list[str]:
 
 
 def make_plan_report(workload: Workload, gpus: list[str], pinned: dict, margin: float | None, host_ram: float | None,
-                     calibration_dir: Path | None, host_pageable: float | None = None) -> PlanReport:
+                     calibration_dir: Path | None, host_pageable: float | None = None,
+                     host_d2h: float | None = None) -> PlanReport:
     from wanfit.api import plan_report
 
-    return plan_report(workload, gpus, pinned, **planner_options(margin, host_ram, calibration_dir, host_pageable))
+    return plan_report(workload, gpus, pinned, **planner_options(margin, host_ram, calibration_dir, host_pageable,
+                                                                 host_d2h))
 
 
 def planner_options(margin: float | None, host_ram: float | None, calibration_dir: Path | None,
-                    host_pageable: float | None = None) -> dict[str, Any]:
+                    host_pageable: float | None = None, host_d2h: float | None = None) -> dict[str, Any]:
     """The planner's keyword options the user gave (the API's defaults apply to the rest)."""
     options: dict[str, Any] = {"calibration_dir": calibration_dir}
     if margin is not None:
@@ -221,6 +227,8 @@ def planner_options(margin: float | None, host_ram: float | None, calibration_di
         options["host_ram_gib"] = host_ram
     if host_pageable is not None:
         options["host_pageable_gbps"] = host_pageable
+    if host_d2h is not None:
+        options["host_d2h_gbps"] = host_d2h
     return options
 
 
@@ -266,13 +274,15 @@ def plan(
     margin: MarginOpt = None,
     host_ram: HostRamOpt = None,
     host_pageable: HostPageableOpt = None,
+    host_d2h: HostD2hOpt = None,
     calibration_dir: CalibrationDirOpt = None,
     format: FormatOpt = "table",
 ) -> None:
     """Predict peak VRAM and time of every plan on each GPU and recommend the fastest that fits."""
     workload, scenario_pins = build_workload(model, height, width, size, frames, steps, guidance, scenario)
     pinned = pinned_knobs(scenario_pins, offload, text_encoder, dit_dtype, vae_tiling)
-    report = make_plan_report(workload, resolve_gpus(gpu), pinned, margin, host_ram, calibration_dir, host_pageable)
+    report = make_plan_report(workload, resolve_gpus(gpu), pinned, margin, host_ram, calibration_dir, host_pageable,
+                              host_d2h)
     if format == "json":
         print_json(report)
         return
