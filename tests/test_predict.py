@@ -247,7 +247,7 @@ def test_the_vae_decode_transfers_to_the_h200_by_its_measured_kernel_split(run_n
 
     assert decode() == pytest.approx(measured, rel=0.07)
     h100 = get_profile("h100").model_copy(update={"vae_decode_non_gemm_share": None})
-    monkeypatch.setattr(transfer, "_profile", lambda key: h100 if key == "h100" else get_profile(key))
+    monkeypatch.setattr(transfer, "profile_or_none", lambda key: h100 if key == "h100" else get_profile(key))
     if workload.spec.vae_family == "wan2.1-vae":
         assert decode() > 1.13 * measured
 

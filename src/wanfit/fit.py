@@ -14,8 +14,11 @@ memory  denoise_activation (hidden-state GiB), denoise_persistent, denoise_extra
         text_encode_transient:<placement>, allocator slack per stage, fragmentation margin,
         non-torch device memory; component weights per dtype (measured resident GiB).
 time    step_time (matmul, attention, elementwise, per-layer terms), step_extra:<knob>
-        (weight casts, streamed blocks), warmup_s, host_transfer (whole-model moves, per
-        direction), decode_s:<untiled|tiled>, text_encode_s:<placement>, prepare_s, init_s.
+        (weight casts, streamed blocks), warmup_s / warmup_reused_s (a process's first point
+        or a later one), host_transfer (whole-model moves, per direction), decode_s:<untiled|tiled>,
+        text_encode_s:<placement> (a reused process's), text_encode_first_s (a process's first
+        point above it), text_encode_upload (the encoder's upload under model offload), prepare_s,
+        init_s.
 A knob never measured gets no model: the predictor falls back to its analytic estimate and says so.
 OOM measurements are kept: each is checked against the fitted need (a lower bound on it).
 """
@@ -733,7 +736,7 @@ class _Fitter:
         # The text encode of a point that reused its process, per placement; a process's first pays a
         # one-time extra on top (CUDA loads kernels lazily, cuBLAS makes its handle), fitted once on
         # the resident bf16 encoder and removed from the other placements' first points. Under model
-        # offload the encoder's upload is the host_transfer fit's (it scales with the host's rate).
+        # offload the encoder's upload is text_encode_upload's (it scales with the host's rate).
         def te_key(m: Measurement) -> str | None:
             p = m.plan
             if m.stage("text_encode") is None or (p.offload == "model" and p.text_encoder == "gpu"):

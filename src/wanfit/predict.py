@@ -355,11 +355,11 @@ class _Composer:
         an H200 where the GEMMs ran 1.01-1.11x (bench/results/vae-kernels-*.json)."""
         if self.scale.matmul == 1.0 and self.scale.elementwise == 1.0:
             return 1.0
-        from wanfit.transfer import _profile
+        from wanfit.transfer import profile_or_none
 
         # Measured by the calibration's session, else recorded in its GPU's profile.
         measured = (self.cal.ceilings.vae_decode_non_gemm_share if self.cal.ceilings else None) or {}
-        profiled = getattr(_profile(self.cal.gpu), "vae_decode_non_gemm_share", None) or {}
+        profiled = getattr(profile_or_none(self.cal.gpu), "vae_decode_non_gemm_share", None) or {}
         share = measured.get(self.spec.vae_family, profiled.get(self.spec.vae_family))
         if share is None:
             self.note(f"VAE decode scaled by matmul throughput: no measured kernel split of the "

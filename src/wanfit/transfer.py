@@ -62,7 +62,7 @@ class TimeScale:
 
 
 @lru_cache(maxsize=64)
-def _profile(key: str) -> Any | None:
+def profile_or_none(key: str) -> Any | None:
     try:
         from wanfit.profiles import get_profile
 
@@ -126,7 +126,7 @@ def time_scale(cal: Calibration, target: Any | None) -> TimeScale:
     if target is None or target.key == cal.gpu:
         return TimeScale()
     base = cal.feature_ceilings
-    cal_profile = _profile(cal.gpu)
+    cal_profile = profile_or_none(cal.gpu)
     t, notes = target_throughputs(base, cal_profile, target)
     notes.append(f"time transferred from {cal.gpu} (ceilings {cal.feature_ceilings_source}) to {target.key}")
     bandwidth = base.device_copy_gbps / t.device_copy_gbps
