@@ -330,7 +330,7 @@ READING = [
     "handle at first use; the first step pays about 0.3 s the same way). The planner predicts a one-video "
     "job: the one-time part is fitted from the calibration points that opened their process (0.45 to 0.48 s "
     "above a reused process's), and under model offload the text encoder's upload follows the host's rate. "
-    "The seventeen resident and model-offload runs' text encodes (the cold-checkpoint run aside) are within "
+    "The nineteen resident and model-offload runs' text encodes (the cold-checkpoint run aside) are within "
     "0.40 s; seven of the fourteen before today's were more than 0.5 s off. What still keeps most verdicts "
     "at `outside_tolerance` is one or two figures: the sequential text encode (3.4 to 5.4 s for the same "
     "work on different hosts), the "
