@@ -355,7 +355,11 @@ READING = [
     "calibration host's rate. verify now measures that rate too (beside the host-to-device one, the median "
     "of three fresh processes) and predicts model offload's moves down at it: {d2h_5b} (the 5B, 7.54 GB/s "
     "up, 1.19 down) and {d2h_a14b} (the A14B, 7.42 and 1.17) passed every scored figure: text encode +3.8 "
-    "and +3.7 %, the 5B's decode -0.1 %, the A14B's expert switch +3.6 % and decode +7.2 %.",
+    "and +3.7 %, the 5B's decode -0.1 %, the A14B's expert switch +3.6 % and decode +7.2 %. The same two on a "
+    "lent H200 (its H100 calibrations transferred), whose host measured 7.29 / 7.40 GB/s up and 1.55 / 1.51 "
+    "down: the A14B ({h200_a14b_model}) passed, expert switch -2.7 %, decode +1.6 % (at the calibration "
+    "host's rate down: +10.6 and +16.5 %); the 5B ({h200_5b_model}) decode +1.6 %, step +0.8 %, its text "
+    "encode 0.51 s long (the upload ran faster than the host's measured rate), 0.01 s past the floor.",
     "- Capped runs ({r4090_untiled}, {r4090_tiled}, {r4090_241}, {l40s}): the plans predicted to fit on an RTX "
     "4090 (tiled decode, {r4090_tiled}) and an L40S ({l40s}) ran; the one predicted to need 2.3 GiB more than "
     "an RTX 4090 has (241 frames, {r4090_241}) ran out of memory at the VAE decode as predicted. The RTX 4090 "
@@ -482,6 +486,8 @@ READING_RUNS = {
     "fp_a14b_model": "wan2.2-t2v-a14b_832x480x81f_4of40st_model-tegpu-bf16-untiled_h100.json",
     "d2h_5b": "wan2.2-ti2v-5b_1280x704x121f_2of50st_model-tegpu-bf16-untiled_h100-host-d2h",
     "d2h_a14b": "wan2.2-t2v-a14b_832x480x81f_4of40st_model-tegpu-bf16-untiled_h100-host-d2h",
+    "h200_5b_model": "wan2.2-ti2v-5b_1280x704x121f_2of50st_model-tegpu-bf16-untiled_h200",
+    "h200_a14b_model": "wan2.2-t2v-a14b_832x480x81f_4of40st_model-tegpu-bf16-untiled_h200",
 }
 
 
