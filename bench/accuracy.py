@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO / "src"))
 from wanfit.environment import Ceilings  # noqa: E402
 from wanfit.fit import fit_calibration, size_key  # noqa: E402
 from wanfit.measurement import Measurement  # noqa: E402
-from wanfit.measurements_file import gpu_session_pageable_gbps, load_measurements  # noqa: E402
+from wanfit.measurements_file import gpu_session_pageable_gbps, load_measurements, session_windows  # noqa: E402
 from wanfit.predict import predict  # noqa: E402
 from wanfit.workload import Plan  # noqa: E402
 
@@ -301,8 +301,7 @@ def known_host_rates() -> dict[str, float]:
         if started is None:
             rates[name] = json.loads(path.read_text())["ceilings"]["h2d_pageable_gbps"]
             continue
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        (row,) = [r for r in rows if r["started"] == started]
+        (row,) = [r for _, _, r in session_windows(path) if r["started"] == started]
         rates[name] = row["ceilings"]["h2d_pageable_gbps"]
     return rates
 

@@ -13,14 +13,12 @@ two rates are wanfit.measure.ceilings' (what verify and calibrate measure); the 
 from __future__ import annotations
 
 import json
-import statistics
 import sys
-import time
 
 import torch
 
 sys.path.insert(0, "src")
-from wanfit.measure.ceilings import host_d2h_fresh_gbps, host_pageable_gbps
+from wanfit.measure.ceilings import _median_time, host_d2h_fresh_gbps, host_pageable_gbps
 
 SIZE = 2**30  # 1 GiB: above glibc's largest mmap threshold, so every fresh copy maps new pages
 
@@ -29,14 +27,7 @@ def d2h_touched_gbps() -> float:
     """Device-to-host into host memory already touched (the same copy without the page faults)."""
     gpu = torch.randint(0, 255, (SIZE,), dtype=torch.uint8, device="cuda")
     touched = torch.zeros(SIZE, dtype=torch.uint8)
-    times = []
-    for _ in range(5):
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        touched.copy_(gpu)
-        torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return SIZE / statistics.median(times) / 1e9
+    return SIZE / _median_time(lambda: touched.copy_(gpu), 5) / 1e9
 
 
 def main() -> None:

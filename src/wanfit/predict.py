@@ -44,7 +44,7 @@ from wanfit.features import (
 )
 from wanfit.geometry import high_noise_steps
 from wanfit.prediction import Candidate, StagePrediction
-from wanfit.transfer import TERM_BOUND, TimeScale, context_gib, time_scale
+from wanfit.transfer import TERM_BOUND, TimeScale, context_gib, time_scale, vae_non_gemm_share
 from wanfit.units import GIB
 from wanfit.workload import Plan, Workload
 
@@ -355,12 +355,7 @@ class _Composer:
         an H200 where the GEMMs ran 1.01-1.11x (bench/results/vae-kernels-*.json)."""
         if self.scale.matmul == 1.0 and self.scale.elementwise == 1.0:
             return 1.0
-        from wanfit.transfer import profile_or_none
-
-        # Measured by the calibration's session, else recorded in its GPU's profile.
-        measured = (self.cal.ceilings.vae_decode_non_gemm_share if self.cal.ceilings else None) or {}
-        profiled = getattr(profile_or_none(self.cal.gpu), "vae_decode_non_gemm_share", None) or {}
-        share = measured.get(self.spec.vae_family, profiled.get(self.spec.vae_family))
+        share = vae_non_gemm_share(self.cal, self.spec.vae_family)
         if share is None:
             self.note(f"VAE decode scaled by matmul throughput: no measured kernel split of the "
                       f"{self.spec.vae_family} decode on {self.cal.gpu}")

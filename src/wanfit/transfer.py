@@ -121,6 +121,14 @@ def elementwise_rates(cal_ceilings: Ceilings, cal_profile: Any | None, target: A
     return (cal, target_rate) if cal and target_rate else None
 
 
+def vae_non_gemm_share(cal: Calibration, vae_family: str) -> float | None:
+    """The share of a VAE decode's kernel time outside its convolutions' GEMMs on the calibrated GPU:
+    the calibration's own ceilings, else its GPU's profile (calibrations made before it was measured)."""
+    measured = (cal.ceilings.vae_decode_non_gemm_share if cal.ceilings else None) or {}
+    profiled = getattr(profile_or_none(cal.gpu), "vae_decode_non_gemm_share", None) or {}
+    return measured.get(vae_family, profiled.get(vae_family))
+
+
 def time_scale(cal: Calibration, target: Any | None) -> TimeScale:
     """How much longer each kind of work takes on `target` than on the calibrated GPU."""
     if target is None or target.key == cal.gpu:
