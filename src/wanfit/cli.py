@@ -6,10 +6,9 @@ GPU keys), calls the API and prints the result as a rich table or as JSON. Known
 
 Heavy modules are imported inside the commands that need them: `wanfit plan` must start fast and
 run without torch, so nothing here (or in what `plan` imports) pulls torch, diffusers, sklearn,
-scipy or matplotlib.
+scipy or matplotlib. No `from __future__ import annotations` here: typer reads every command's
+annotations on each run, and evaluating them from strings took 10 ms of plan's start.
 """
-
-from __future__ import annotations
 
 import functools
 import json
@@ -147,7 +146,7 @@ def parse_size(size: str) -> tuple[int, int]:
 
 
 def build_workload(model: str | None, height: int | None, width: int | None, size: str | None, frames: int | None,
-                   steps: int | None, guidance: float | None, scenario: str | None) -> tuple[Workload, dict]:
+                   steps: int | None, guidance: float | None, scenario: str | None) -> tuple["Workload", dict]:
     """The workload the flags describe and the plan knobs a scenario pins (explicit flags win)."""
     from wanfit.workload import Workload
 
@@ -208,9 +207,9 @@ def resolve_gpus(gpus: list[str] | None) -> list[str]:
     return [local]
 
 
-def make_plan_report(workload: Workload, gpus: list[str], pinned: dict, margin: float | None, host_ram: float | None,
+def make_plan_report(workload: "Workload", gpus: list[str], pinned: dict, margin: float | None, host_ram: float | None,
                      calibration_dir: Path | None, host_pageable: float | None = None,
-                     host_d2h: float | None = None) -> PlanReport:
+                     host_d2h: float | None = None) -> "PlanReport":
     from wanfit.api import plan_report
 
     return plan_report(workload, gpus, pinned, **planner_options(margin, host_ram, calibration_dir, host_pageable,
@@ -415,7 +414,7 @@ def verify(
     raise typer.Exit(exit_code(result))
 
 
-def plan_from_file(path: Path, gpu: str | None) -> tuple[Workload, Plan, str]:
+def plan_from_file(path: Path, gpu: str | None) -> tuple["Workload", "Plan", str]:
     """Workload, recommended plan and target GPU key from a saved `wanfit plan --format json`."""
     from wanfit.verify.run import load_plan_file
 
@@ -428,7 +427,7 @@ def plan_from_file(path: Path, gpu: str | None) -> tuple[Workload, Plan, str]:
     return workload, chosen, json.loads(path.read_text())["results"][0]["gpu"]
 
 
-def recommended_plan(report: PlanReport) -> Plan:
+def recommended_plan(report: "PlanReport") -> "Plan":
     result = report.results[0]
     if result.recommended is None:
         raise WanfitError(f"no plan is predicted to fit {result.gpu}: {result.reason}")
