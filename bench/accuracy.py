@@ -267,8 +267,8 @@ def render(results: list[dict], carry: list[tuple[str, Errors, Errors]], timing:
     lines.append(f"\nTarget: `plan` <= {TARGETS['plan_s']:g} s. Measured on the machine that ran this script "
                  f"({os.cpu_count()} CPU cores). The floor is the smallest command on the same stack "
                  "(`bench/plan_floor.py`: typer parsing plan-like options, one pydantic model printed as JSON or "
-                 "as a rich table); the difference is wanfit's own code (its models, calibrations and "
-                 "predictions).")
+                 "as a line of text); the difference is wanfit's own code (its models, calibrations, predictions "
+                 "and its table, which it draws without rich).")
     return "\n".join(lines)
 
 

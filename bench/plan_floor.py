@@ -1,10 +1,10 @@
 """The floor under `wanfit plan`: the smallest command on the same stack, for bench/accuracy.py.
 
 A typer command with a few options of the kinds `plan` takes, one pydantic model built from them and
-printed as JSON (`--format json`) or as a one-row rich table (`--format table`). Whatever `wanfit
-plan` costs above this is wanfit's own (its models, calibrations, predictions); what this costs is
-Python, typer (which validates every option through a pydantic TypeAdapter), pydantic's schema
-machinery and rich, and no change to wanfit can remove it.
+printed as JSON (`--format json`) or as one line of text (`--format table`: plan draws its table
+itself, without rich). Whatever `wanfit plan` costs above this is wanfit's own (its models,
+calibrations, predictions, its table); what this costs is Python, typer (which validates every option
+through a pydantic TypeAdapter) and pydantic's schema machinery, and no change to wanfit can remove it.
 """
 
 from __future__ import annotations
@@ -39,12 +39,7 @@ def plan(
     if output_format == "json":
         print(answer.model_dump_json(indent=2))
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(*Answer.model_fields)
-    table.add_row(*(str(v) for v in answer.model_dump().values()))
-    Console(width=200).print(table)
+    print(" | ".join(f"{k}: {v}" for k, v in answer.model_dump().items()))
 
 
 @app.command()

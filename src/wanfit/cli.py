@@ -286,8 +286,9 @@ def plan(
         print_json(report)
         return
     from wanfit.render import render_plan_report
+    from wanfit.terminal import Terminal
 
-    console().print(render_plan_report(report))
+    sys.stdout.write(render_plan_report(report, Terminal.detect()))
 
 
 @app.command()
@@ -456,7 +457,7 @@ def gpus(format: FormatOpt = "table") -> None:
     if format == "json":
         print_json([p.model_dump(mode="json") for p in profiles.values()])
         return
-    from wanfit.render import rows_table
+    from wanfit.listing import rows_table
 
     rows = profile_table_rows(profiles)
     console().print(rows_table(rows, "GPU profiles (memory in GiB = 2^30 bytes; TFLOP/s; GB/s; W)"))
@@ -466,7 +467,7 @@ def gpus(format: FormatOpt = "table") -> None:
 @user_errors
 def models(format: FormatOpt = "table", calibration_dir: CalibrationDirOpt = None) -> None:
     """List the Wan models wanfit knows, their defaults, and which calibrations exist for them."""
-    from wanfit.render import model_rows, rows_table
+    from wanfit.listing import model_rows, rows_table
 
     rows = model_rows(calibration_dir)
     if format == "json":

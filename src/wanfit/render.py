@@ -1,23 +1,18 @@
-"""Rich rendering of what the CLI prints: plan reports, the GPU profile list and the model catalog.
+"""The `wanfit plan` table output: the plan report as lines of text for a terminal.
 
-Pure presentation: takes the pydantic objects the API returns and builds rich renderables. No heavy
-imports (this runs on the `wanfit plan` path, which must start fast and work without torch).
-Memory is printed in GiB (2**30 bytes), times in seconds (or minutes past two minutes).
+Pure presentation over the pydantic objects the API returns, without rich (see wanfit.terminal:
+this runs on plan's path, which must start fast and work without torch). Memory is printed in GiB
+(2**30 bytes), times in seconds (or minutes past two minutes).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
-
-from rich.cells import cell_len
-from rich.console import Group, RenderableType
-from rich.text import Span, Text
+from dataclasses import dataclass, field
+from typing import Any
 
 from wanfit.prediction import Candidate, GpuResult, PlanReport
-
-if TYPE_CHECKING:  # rich.table is imported where a Table is built: the plan table does not need it
-    from rich.table import Table
+from wanfit.terminal import Segment, Terminal, combine
 
 # Stage names the planner emits, in pipeline order; unknown names are appended as they come.
 STAGE_ORDER = ("init", "text_encode", "prepare", "denoise", "expert_switch", "vae_decode")
@@ -86,80 +81,78 @@ def _provenance(result: GpuResult) -> str:
     return "; ".join(parts)
 
 
-class FastTable:
-    """A rich renderable for tables with many rows (72 candidates per GPU): each row is drawn as one
-    pre-aligned Text line, about 15x faster than rich.table.Table, which measures and wraps every
-    cell and would make `wanfit plan` take a quarter second longer. When the console is narrower
-    than the table it shows `narrow` (the same rows with fewer columns) or, lacking one, a rich Table,
-    which shrinks and wraps columns to fit."""
+Cell = str | tuple[str, str]  # plain text, or (text, style) such as ("yes", "green")
 
-    def __init__(self, title: str, caption: str, columns: Sequence[tuple[str, str]],
-                 rows: Sequence[tuple[Sequence[str | Text], str | None]], narrow: FastTable | None = None):
-        self.title = title
-        self.caption = caption
-        self.columns = list(columns)  # (header, "left" | "right")
-        self.rows = [(list(cells), style) for cells, style in rows]  # plain str cells stay str (fast path)
-        self.narrow = narrow
+
+def _text(cell: Cell) -> str:
+    return cell if isinstance(cell, str) else cell[0]
+
+
+def _cell_style(cell: Cell) -> str | None:
+    return None if isinstance(cell, str) else cell[1]
+
+
+@dataclass
+class BoxTable:
+    """A table drawn with box characters, one pre-aligned line per row. When the terminal is narrower
+    than the table it shows `narrow` (the same rows with fewer columns) where there is one."""
+
+    title: str
+    caption: str
+    columns: Sequence[tuple[str, str]]  # (header, "left" | "right")
+    rows: Sequence[tuple[Sequence[Cell], str | None]]  # (cells, the row's style)
+    narrow: BoxTable | None = field(default=None)
 
     def widths(self) -> list[int]:
-        return [max([cell_len(header)] + [_cell_len(r[0][i]) for r in self.rows])
+        return [max([len(header)] + [len(_text(cells[i])) for cells, _ in self.rows])
                 for i, (header, _) in enumerate(self.columns)]
 
-    def as_rich_table(self) -> Table:
-        from rich.table import Table
-
-        table = Table(title=Text(self.title), title_justify="left", caption=Text(self.caption), caption_justify="left")
-        for header, justify in self.columns:
-            table.add_column(Text(header), justify=justify)
-        for cells, style in self.rows:
-            table.add_row(*(c if isinstance(c, Text) else Text(c) for c in cells), style=style)
-        return table
-
-    def __rich_console__(self, console, options):
+    def lines(self, term: Terminal) -> list[str]:
         widths = self.widths()
-        if sum(widths) + 3 * len(widths) + 1 > options.max_width:
-            yield self.narrow if self.narrow is not None else self.as_rich_table()
-            return
+        if _table_width(widths) > term.width and self.narrow is not None:
+            return self.narrow.lines(term)
+        widths = _shrunk(widths, term.width)
 
-        def rule(left: str, fill: str, cross: str, right: str) -> Text:
-            return Text(left + cross.join(fill * (w + 2) for w in widths) + right, no_wrap=True)
+        def rule(left: str, fill: str, cross: str, right: str) -> str:
+            return left + cross.join(fill * (w + 2) for w in widths) + right
 
-        def line(cells: Sequence[str | Text], style: str | None, edge: str) -> Text:
-            # One string and its style spans per line: assembling a Text per cell was most of the
-            # table's render time. Spans are character offsets; padding counts terminal cells.
-            parts, spans, pos = [edge], [], len(edge)
+        def line(cells: Sequence[Cell], style: str | None, edge: str) -> str:
+            parts = [edge]
             for cell, width, (_, justify) in zip(cells, widths, self.columns, strict=True):
-                pad = " " * (width - _cell_len(cell))
-                before, after = (" " + pad, " ") if justify == "right" else (" ", pad + " ")
-                plain = cell if isinstance(cell, str) else cell.plain
-                piece_len = len(before) + len(plain) + len(after)
-                if style:  # the row's style under the cell's own (rich's stylize_before)
-                    spans.append(Span(pos, pos + piece_len, style))
-                start = pos + len(before)
-                if isinstance(cell, Text):
-                    if cell.style:
-                        spans.append(Span(start, start + len(plain), cell.style))
-                    spans.extend(Span(start + sp.start, start + sp.end, sp.style) for sp in cell.spans)
-                parts += [before, plain, after, edge]
-                pos += piece_len + len(edge)
-            return Text("".join(parts), no_wrap=True, spans=spans)
+                text = _text(cell)
+                if len(text) > width:  # a column shrunk to fit the terminal
+                    text = text[:width - 1] + "…"
+                pad = " " * (width - len(text))
+                padded = f" {pad}{text} " if justify == "right" else f" {text}{pad} "
+                parts += [term.paint(padded, combine(style, _cell_style(cell))), edge]
+            return "".join(parts)
 
-        yield Text(self.title, style="table.title", no_wrap=True)
-        yield rule("┏", "━", "┳", "┓")
-        yield line([Text(h, style="table.header") for h, _ in self.columns], None, "┃")
-        yield rule("┡", "━", "╇", "┩")
-        for cells, style in self.rows:
-            yield line(cells, style, "│")
-        yield rule("└", "─", "┴", "┘")
+        out = [term.paint(self.title[:term.width], "italic"), rule("┏", "━", "┳", "┓"),
+               line([(h, "bold") for h, _ in self.columns], None, "┃"), rule("┡", "━", "╇", "┩")]
+        out += [line(cells, style, "│") for cells, style in self.rows]
+        out.append(rule("└", "─", "┴", "┘"))
         if self.caption:
-            yield Text(self.caption, style="table.caption")
+            out += term.wrap([(self.caption, "dim italic")])
+        return out
 
 
-def _cell_len(cell: str | Text) -> int:
-    return cell_len(cell) if isinstance(cell, str) else cell.cell_len
+def _table_width(widths: Sequence[int]) -> int:
+    return sum(widths) + 3 * len(widths) + 1  # a space each side of every cell, a border between
 
 
-def candidates_table(result: GpuResult) -> FastTable:
+def _shrunk(widths: Sequence[int], room: int, narrowest: int = 4) -> list[int]:
+    """Column widths cut down to fit `room` terminal cells, the widest column first (its cells end in
+    '…'); columns no wider than `narrowest` are left whole, so a very narrow terminal still overflows."""
+    widths = list(widths)
+    while _table_width(widths) > room:
+        widest = max(range(len(widths)), key=lambda i: widths[i])
+        if widths[widest] <= narrowest:
+            break
+        widths[widest] -= 1
+    return widths
+
+
+def candidates_table(result: GpuResult) -> BoxTable:
     """Every candidate plan for one GPU: peak VRAM, headroom, per-stage and total time, fits.
     On a narrow console the per-stage times are left out and the four knobs share one column."""
     stages = stage_names(result.candidates)
@@ -181,27 +174,28 @@ def candidates_table(result: GpuResult) -> FastTable:
         memory_cells = [fmt_gib(cand.peak_vram_gib), fmt_gib(cand.need_gib), fmt_gib(cand.headroom_gib),
                         cand.binding_stage]
         time_cells = [fmt_seconds(cand.step_s), fmt_seconds(cand.duration_s) + ("*" if cand.extrapolated else ""),
-                      Text("yes", style="green") if cand.fits else Text("no", style="red")]
+                      ("yes", "green") if cand.fits else ("no", "red")]
         stage_cells = [fmt_seconds(by_stage[name].time_s) if name in by_stage else "-" for name in stages]
         rows.append(([mark, *knobs, *memory_cells, *stage_cells, *time_cells], style))
         narrow_rows.append(([mark, compact_plan(cand.plan), *memory_cells[:3], *time_cells[1:]], style))
     title = f"{result.gpu}: {result.memory_gib:.1f} GiB usable"
-    narrow = FastTable(title + " (peak, need, headroom in GiB)", _provenance(result), narrow_columns, narrow_rows)
-    return FastTable(title, _provenance(result), columns, rows, narrow=narrow)
+    narrow = BoxTable(title + " (peak, need, headroom in GiB)", _provenance(result), narrow_columns, narrow_rows)
+    return BoxTable(title, _provenance(result), columns, rows, narrow=narrow)
 
 
-def recommendation_line(result: GpuResult) -> Text:
+def recommendation_line(result: GpuResult) -> list[Segment]:
     """'Recommended on l40s: offload=model ... — <reason>' or why nothing fits."""
     if result.recommended is None:
-        return Text.assemble(("No plan fits ", "bold red"), (result.gpu, "bold"), " — ", result.reason)
+        return [("No plan fits ", "bold red"), (result.gpu, "bold"), (" — ", None), (result.reason, None)]
     cand = result.recommended
-    text = Text.assemble(("Recommended on ", "bold"), (result.gpu, "bold"), ": ",
-                         (plan_label(cand.plan), "bold green"),
-                         f" ({fmt_seconds(cand.duration_s)}, peak {fmt_gib(cand.peak_vram_gib)} GiB) — ", result.reason)
+    line: list[Segment] = [("Recommended on ", "bold"), (result.gpu, "bold"), (": ", None),
+                           (plan_label(cand.plan), "bold green"),
+                           (f" ({fmt_seconds(cand.duration_s)}, peak {fmt_gib(cand.peak_vram_gib)} GiB) — ", None),
+                           (result.reason, None)]
     if cand.duration_interval_s is not None:
         low, high = cand.duration_interval_s
-        text.append(f" [time {fmt_seconds(low)}–{fmt_seconds(high)}]", style="dim")
-    return text
+        line.append((f" [time {fmt_seconds(low)}–{fmt_seconds(high)}]", "dim"))
+    return line
 
 
 def _notes(result: GpuResult) -> list[str]:
@@ -213,7 +207,7 @@ def _notes(result: GpuResult) -> list[str]:
     return seen
 
 
-def comparison_table(report: PlanReport) -> FastTable:
+def comparison_table(report: PlanReport) -> BoxTable:
     """Side by side: the best plan per GPU, its time and peak (hardware choice), fastest first."""
     columns = [("GPU", "left"), ("usable GiB", "right"), ("best: offload/te/DiT[/tiled]", "left"),
                ("peak GiB", "right"), ("headroom GiB", "right"), ("step", "right"), ("total", "right"),
@@ -228,7 +222,7 @@ def comparison_table(report: PlanReport) -> FastTable:
         fitting = f"{sum(c.fits for c in result.candidates)}/{len(result.candidates)}"
         style = "bold" if result is ranked[0] and cand is not None else None
         if cand is None:
-            none = Text("none fits", style="red")
+            none = ("none fits", "red")
             rows.append(([result.gpu, fmt_gib(result.memory_gib), none, "-", "-", "-", "-", fitting, "-"], None))
             narrow_rows.append(([result.gpu, none, "-", "-", fitting], None))
             continue
@@ -239,105 +233,30 @@ def comparison_table(report: PlanReport) -> FastTable:
         narrow_rows.append(([result.gpu, compact_plan(cand.plan), fmt_gib(cand.peak_vram_gib),
                              fmt_seconds(cand.duration_s), fitting], style))
     title = "GPU comparison (best plan per GPU)"
-    return FastTable(title, "", columns, rows, narrow=FastTable(title + " (peak in GiB)", "", narrow_columns,
-                                                                 narrow_rows))
+    return BoxTable(title, "", columns, rows, narrow=BoxTable(title + " (peak in GiB)", "", narrow_columns,
+                                                              narrow_rows))
 
 
-def render_plan_report(report: PlanReport) -> RenderableType:
-    """The whole `wanfit plan` table output."""
+def render_plan_report(report: PlanReport, term: Terminal) -> str:
+    """The whole `wanfit plan` table output, ending in a newline."""
     w = report.workload
     cfg = f"CFG {w.guidance:g}" if w.guidance > 1.0 else "no CFG"
-    header = Text.assemble(("Workload: ", "bold"),
-                           f"{w.model} {w.width}x{w.height} (WxH), {w.frames} frames, {w.steps} steps, {cfg}, "
-                           f"batch {w.batch}; safety margin {report.safety_margin_gib:g} GiB. "
-                           "Memory in GiB (2^30 bytes); peak = device-level (nvidia-smi), need = what decides OOM.")
-    parts: list[RenderableType] = [header]
+    lines = term.wrap([("Workload: ", "bold"),
+                       (f"{w.model} {w.width}x{w.height} (WxH), {w.frames} frames, {w.steps} steps, {cfg}, "
+                        f"batch {w.batch}; safety margin {report.safety_margin_gib:g} GiB. "
+                        "Memory in GiB (2^30 bytes); peak = device-level (nvidia-smi), need = what decides OOM.",
+                        None)])
     for result in report.results:
-        parts.append(Text(""))
-        parts.append(candidates_table(result))
+        lines.append("")
+        lines += candidates_table(result).lines(term)
         if any(c.extrapolated for c in result.candidates):
-            parts.append(Text("* extrapolated: outside the calibrated range", style="dim"))
+            lines += term.wrap([("* extrapolated: outside the calibrated range", "dim")])
         for note in _notes(result):
-            parts.append(Text(f"note: {note}", style="dim"))
-        parts.append(recommendation_line(result))
+            lines += term.wrap([(f"note: {note}", "dim")])
+        lines += term.wrap(recommendation_line(result))
     if len(report.results) > 1:
-        parts.append(Text(""))
-        parts.append(comparison_table(report))
-    return Group(*parts)
+        lines.append("")
+        lines += comparison_table(report).lines(term)
+    return "\n".join(lines) + "\n"
 
 
-def rows_table(rows: Sequence[Mapping[str, Any]], title: str) -> Table:
-    """A plain table from a list of flat dicts (column order = first row's keys); numeric columns right-aligned."""
-    from rich.table import Table
-
-    table = Table(title=Text(title), title_justify="left")
-    columns: list[str] = []
-    for row in rows:
-        columns += [k for k in row if k not in columns]
-    right = {col for col in columns
-             if all(isinstance(row.get(col), int | float | None) and not isinstance(row.get(col), bool) for row in rows)}
-    for col in columns:
-        table.add_column(Text(col), justify="right" if col in right else "left")
-    for row in rows:
-        table.add_row(*_plain(*[_cell(row.get(col)) for col in columns]))
-    return table
-
-
-def _plain(*cells: str) -> list[Text]:
-    """Cells as Text: a plain str in a rich Table is parsed as markup, and '[...]' in data would break it."""
-    return [Text(c) for c in cells]
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int) and abs(value) >= 10_000:
-        return f"{value:,}"  # parameter counts
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, list | tuple):
-        return ", ".join(str(v) for v in value) if value else "-"
-    return str(value)
-
-
-def calibrations_on_disk(model: str, calibration_dir=None) -> list[str]:
-    """Calibration files usable for `model`, as '<gpu>/<calibrated model>': its own and those of models
-    with the same DiT (e.g. wan2.1-t2v-14b's covers the Wan2.2 A14B experts). User directories first."""
-    from wanfit.catalog import MODELS
-    from wanfit.paths import calibration_dirs
-
-    family = MODELS[model].dit_family
-    found: list[str] = []
-    for directory in calibration_dirs(calibration_dir):
-        if not directory.is_dir():
-            continue
-        for path in sorted(directory.glob("*/*.json")):
-            other = MODELS.get(path.stem)
-            label = f"{path.parent.name}/{path.stem}"
-            if other is not None and other.dit_family == family and label not in found:
-                found.append(label)
-    return found
-
-
-def model_rows(calibration_dir=None) -> list[dict[str, Any]]:
-    """One flat row per catalog model (also the `wanfit models --format json` output)."""
-    from wanfit.catalog import MODELS
-
-    rows = []
-    for spec in MODELS.values():
-        d = spec.defaults
-        rows.append({
-            "key": spec.key,
-            "dit_params": spec.params.dit_per_expert,
-            "experts": spec.experts,
-            "vae": f"{'2.2' if spec.vae_spatial == 16 else '2.1'} (x{spec.vae_spatial}, z={spec.vae['z_dim']})",
-            "size": f"{d.width}x{d.height}",
-            "frames": d.frames,
-            "steps": d.steps,
-            "stride": spec.spatial_stride,
-            "dit_family": spec.dit_family,
-            "calibrations": calibrations_on_disk(spec.key, calibration_dir),
-        })
-    return rows
