@@ -38,6 +38,9 @@ from wanfit.measurements_file import gpu_session_pageable_gbps, load_measurement
 from wanfit.predict import predict  # noqa: E402
 from wanfit.workload import Plan  # noqa: E402
 
+sys.path.insert(0, str(REPO / "bench"))
+from sequential_ladder import ladder_section  # noqa: E402
+
 VERIFY_BEGIN = "<!-- BEGIN verify summary (generated from verify-reports/ by wanfit.verify.summary) -->"
 VERIFY_END = "<!-- END verify summary -->"
 TARGETS = {"peak": 3.0, "step": 5.0, "plan_s": 0.3}
@@ -222,6 +225,18 @@ def calibrations(root: Path) -> list[tuple[Path, str]]:
             for p in sorted(root.glob("*/*.measurements.jsonl"))]
 
 
+LADDER_READING = (
+    "The split bears out the fit's two parts: the stream (the weights at the host's pageable rate, and hooks) "
+    "barely moves with the token count, while what accelerate's `empty_cache` at every placed weight adds "
+    "(825 calls a forward: the allocator maps the activations afresh leaf after leaf) grows with it. That part "
+    "is host-side driver work and varies between hosts: fitted on the calibration sessions' hosts it comes out "
+    "10-20 % above this host's at the larger sizes, where the held-out fit fell 11-12 % short of two calibration "
+    "points. The host's pageable rate moved from one draw to the next here too (5.07, then 7.84 GB/s for the 5B; "
+    "its stream ran at about 7). The 5B's two smallest sizes come out 13 and 21 % short: their stream took "
+    "1.67 / 1.63 s against 1.31-1.40 at the larger sizes (less compute for the copies to overlap), and "
+    "832x480x81's emptied cache 1.08 s where the next size up took 0.72 (single forwards on a shared host).")
+
+
 def render(results: list[dict], carry: list[tuple[str, Errors, Errors]], timing: list[tuple]) -> str:
     lines = ["| calibration | sizes | points | peak VRAM | steady step | VAE decode | text encode | "
              "knob fallbacks: peak | knob fallbacks: step |", "|---|---|---|---|---|---|---|---|---|"]
@@ -249,6 +264,8 @@ def render(results: list[dict], carry: list[tuple[str, Errors, Errors]], timing:
         steps = ", ".join(f"{v:+.1f}" for v in step.values) or "-"
         peaks = ", ".join(f"{v:+.1f}" for v in peak.values) or "-"
         lines.append(f"| {label} | {step.summary()} | {steps} | {peak.summary()} | {peaks} |")
+    if ladder := ladder_section():
+        lines += ["", *ladder, "", LADDER_READING]
     lines += ["", "| `wanfit plan` | --format json | table |", "|---|---|---|"]
 
     def wall(times: dict[str, list[float]], who: str) -> str:
