@@ -208,7 +208,7 @@ def test_accuracy_markdown_from_committed_reports(tmp_path):
     md = accuracy_markdown(d)
     assert "From 4 verify report(s)" in md
     # runs are numbered in file-name order: #1 the l4 OOM, #2 the capped l40s, #3 the full h100, #4 zz-off
-    assert "| vae_decode peak | 3 | 3.5 % | +3.5 % | 10.0 % (#4) |" in md
+    assert "| vae_decode peak | 3 | 3.5 % | +3.5 % | 10.0 % (#4) | 2 of 3 |" in md  # 10 % > the 5 % tolerance
     assert "| 4 | vae_decode peak (GiB) | 49.50 | 45.00 | +10.0 % | yes |  |" in md
     assert "| 2 | denoise time (s) | 123.94 | 123.70 | +0.2 % | yes | * extrapolated |" in md
     assert "| 2 | vae_decode peak (GiB) | 34.40 | 34.20 | +0.6 % | yes | basis need (capped) |" in md
@@ -237,6 +237,21 @@ def test_repredicted_uses_the_host_rate_a_report_or_the_caller_gives_for_offload
     assert seq_default[1].host_pageable_gbps is None
     assert seq_at_rate[1].prediction.step_s > 1.1 * seq_default[1].prediction.step_s
     assert seq_at_rate[1].prediction.step_s == pytest.approx(seq_at_rate[1].steady_step_s, rel=0.05)
+
+
+def test_a_tiny_figure_inside_its_absolute_floor_counts_as_within_tolerance():
+    """A resident A14B's expert switch: 0.03 s measured, 0 predicted is -100 % of itself but inside the
+    0.5 s floor, and the summary's per-kind table says so."""
+    from wanfit.verify.summary import _error_table, figures
+
+    steps = [5.0, 4.0, 4.0, 4.03, 4.0, 4.0]
+    m = measurement(workload=A14B, step_times=steps, experts=[1, 1, 1, 2, 2, 2])
+    r = build_report(m, candidate(steps=6, step_s=4.0, denoise=(20.0, 20.5), expert_switch=(0.0, 20.5)),
+                     target_gpu="h100", target_memory_gib=79.19)
+    switch = next(f for f in figures(1, r) if f.kind == "expert_switch time")
+    assert switch.error_pct == pytest.approx(-100.0) and switch.within is True
+    row = next(line for line in _error_table(figures(1, r)) if line.startswith("| expert_switch time |"))
+    assert row.endswith("| 1 of 1 |")
 
 
 def test_accuracy_markdown_without_reports(tmp_path):
