@@ -475,6 +475,19 @@ def test_calibrate_fit_only_refits_stored_measurements(tmp_path):
     assert_one_line_error(missing, "no measurements")
 
 
+def test_plan_for_a_reused_pipeline_drops_init_from_every_candidate(cal_args):
+    args = ["plan", "--gpu", "l40s", "--frames", "81", "--format", "json", *cal_args]
+    fresh, served = (json.loads(wanfit(*a).stdout) for a in (args, [*args, "--reused-pipeline"]))
+    assert fresh["reused_pipeline"] is False and served["reused_pipeline"] is True
+    by_plan = {json.dumps(c["plan"], sort_keys=True): c for c in fresh["results"][0]["candidates"]}
+    for cand in served["results"][0]["candidates"]:
+        init = next(s for s in cand["stages"] if s["name"] == "init")
+        assert init["time_s"] == 0.0
+        assert cand["duration_s"] < by_plan[json.dumps(cand["plan"], sort_keys=True)]["duration_s"]
+    table = wanfit("plan", "--gpu", "l40s", "--frames", "81", "--reused-pipeline", *cal_args)
+    assert table.returncode == 0 and "a reused pipeline (no init)" in table.stdout
+
+
 def test_plan_host_pageable_rate_times_the_offloading_plans(cal_args):
     """--host-pageable-gbps: the user's measured host rate replaces the calibration host's. A slower
     host makes every offloading plan's step slower (sequential most: it streams the DiT every

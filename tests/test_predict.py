@@ -344,6 +344,21 @@ def test_the_first_text_encode_and_step_of_a_process_pay_its_one_time_setup():
         predict(wl(), cpu, cal, first_in_process=False).stage("text_encode").time_s
 
 
+@pytest.mark.parametrize("plan", [Plan(), Plan(offload="model", text_encoder="int8"), Plan(offload="group")])
+def test_a_reused_pipeline_skips_init_and_the_first_call_setup_and_keeps_every_peak(plan):
+    """A server keeping its pipeline built: one more video costs no init and no one-time setup; its
+    memory at every stage is the one-video job's (the same weights, the same shapes)."""
+    cal = calibration()
+    job, served = predict(wl(), plan, cal), predict(wl(), plan, cal, reused_pipeline=True)
+    assert job.stage("init").time_s > 1.0 and served.stage("init").time_s == 0.0
+    later = predict(wl(), plan, cal, first_in_process=False)
+    for name in ("text_encode", "denoise", "vae_decode"):
+        assert served.stage(name).time_s == pytest.approx(later.stage(name).time_s)
+    assert [s.peak_vram_gib for s in served.stages] == [s.peak_vram_gib for s in job.stages]
+    assert served.duration_s == pytest.approx(later.duration_s - later.stage("init").time_s)
+    assert any("pipeline reused" in n for n in served.notes)
+
+
 def test_the_text_encoders_upload_under_model_offload_follows_the_host_rate():
     cal = calibration()
     rate = cal.feature_ceilings.h2d_pageable_gbps

@@ -138,11 +138,13 @@ def reason_line(gpu: str, usable_gib: float, margin_gib: float, base: Prediction
 
 def advise(workload: Workload, calibration: Calibration, how: FindHow, target: Any, pinned: dict | None = None,
            safety_margin_gib: float = 1.0, host_ram_gib: float | None = None,
-           host_pageable_gbps: float | None = None, host_d2h_gbps: float | None = None) -> GpuResult:
+           host_pageable_gbps: float | None = None, host_d2h_gbps: float | None = None,
+           reused_pipeline: bool = False) -> GpuResult:
     """Predict every plan for `target` (a GpuProfile), rank and recommend."""
     usable = float(target.memory_gib)
     family_note = source_note(workload.model, calibration)
-    predictions = [predict(workload, plan, calibration, target, host_pageable_gbps, host_d2h_gbps=host_d2h_gbps)
+    options = {"host_d2h_gbps": host_d2h_gbps, "reused_pipeline": reused_pipeline}
+    predictions = [predict(workload, plan, calibration, target, host_pageable_gbps, **options)
                    for plan in plan_space(pinned)]
     candidates = []
     for p in predictions:
@@ -153,7 +155,7 @@ def advise(workload: Workload, calibration: Calibration, how: FindHow, target: A
     base_plan = baseline_plan(pinned)
     base_pred = next((p for p in predictions if p.plan == base_plan), None)
     if base_pred is None:
-        base_pred = predict(workload, base_plan, calibration, target, host_pageable_gbps, host_d2h_gbps=host_d2h_gbps)
+        base_pred = predict(workload, base_plan, calibration, target, host_pageable_gbps, **options)
     base_cand = base_pred.candidate(usable, safety_margin_gib, host_ram_gib)
     # Fitting plans by duration (an exact tie goes to the plan with fewer knobs changed from the
     # baseline), then the rest by how much they need.

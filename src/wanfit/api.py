@@ -33,7 +33,8 @@ def _check_options(safety_margin_gib: float, host_ram_gib: float | None, host_pa
 
 def plan_report(workload: Workload, gpus: list[str], pinned: dict | None = None, safety_margin_gib: float = 1.0,
                 host_ram_gib: float | None = None, calibration_dir: Path | None = None,
-                host_pageable_gbps: float | None = None, host_d2h_gbps: float | None = None) -> PlanReport:
+                host_pageable_gbps: float | None = None, host_d2h_gbps: float | None = None,
+                reused_pipeline: bool = False) -> PlanReport:
     """Every plan for `workload` on each GPU (profile keys or aliases), ranked, with a recommendation.
 
     `pinned` fixes plan knobs ({"offload": "model", "vae_tiling": False, ...}); `safety_margin_gib`
@@ -41,7 +42,9 @@ def plan_report(workload: Workload, gpus: list[str], pinned: dict | None = None,
     memory; `calibration_dir` is searched before the shipped calibrations; `host_pageable_gbps` is
     the host's measured host-to-device rate from pageable memory, at which offloading plans copy;
     `host_d2h_gbps` its device-to-host rate into fresh pageable memory, at which model offload sends
-    models down (`wanfit verify` of a model-offload plan measures both and records them)."""
+    models down (`wanfit verify` of a model-offload plan measures both and records them);
+    `reused_pipeline` predicts one more video from a process that keeps its pipeline built (a
+    server): no init time, no first-call setup."""
     _check_options(safety_margin_gib, host_ram_gib, host_pageable_gbps, host_d2h_gbps)
     if not gpus:
         raise WanfitError("name at least one GPU (e.g. --gpu l40s; `wanfit gpus` lists them)")
@@ -55,21 +58,22 @@ def plan_report(workload: Workload, gpus: list[str], pinned: dict | None = None,
         seen.add(profile.key)
         calibration, how = find_calibration(profile.key, workload.model, dirs)
         results.append(advise(workload, calibration, how, profile, pinned, safety_margin_gib, host_ram_gib,
-                              host_pageable_gbps, host_d2h_gbps))
-    return PlanReport(workload=workload, safety_margin_gib=safety_margin_gib, results=results)
+                              host_pageable_gbps, host_d2h_gbps, reused_pipeline))
+    return PlanReport(workload=workload, safety_margin_gib=safety_margin_gib, reused_pipeline=reused_pipeline,
+                      results=results)
 
 
 def predict_one(workload: Workload, plan: Plan, gpu: str, calibration_dir: Path | None = None,
                 safety_margin_gib: float = 1.0, host_ram_gib: float | None = None,
-                host_pageable_gbps: float | None = None, host_d2h_gbps: float | None = None) -> Candidate:
+                host_pageable_gbps: float | None = None, host_d2h_gbps: float | None = None,
+                reused_pipeline: bool = False) -> Candidate:
     """The prediction for one workload + plan on one GPU (verify puts a measurement beside it);
-    `host_pageable_gbps` as in plan_report; `host_d2h_gbps` the host's measured device-to-host rate
-    into fresh pageable memory (model offload's moves down)."""
+    `host_pageable_gbps`, `host_d2h_gbps` and `reused_pipeline` as in plan_report."""
     _check_options(safety_margin_gib, host_ram_gib, host_pageable_gbps, host_d2h_gbps)
     profile = get_profile(gpu)
     calibration, _ = find_calibration(profile.key, workload.model, calibration_dirs(calibration_dir))
     cand = predict(workload, plan, calibration, profile, host_pageable_gbps=host_pageable_gbps,
-                   host_d2h_gbps=host_d2h_gbps).candidate(
+                   host_d2h_gbps=host_d2h_gbps, reused_pipeline=reused_pipeline).candidate(
         profile.memory_gib, safety_margin_gib, host_ram_gib)
     if (note := source_note(workload.model, calibration)) is not None:
         cand = cand.model_copy(update={"notes": [note, *cand.notes]})

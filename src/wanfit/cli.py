@@ -87,6 +87,9 @@ HostD2hOpt = Annotated[float | None, typer.Option(
     "--host-d2h-gbps", help="This host's device-to-host rate into fresh pageable memory in GB/s, where measured "
     "(`wanfit verify` of a model-offload plan records it): model offload sends models down at it (lent H100 hosts "
     "1.15 to 1.37). (default: the calibration host's)", show_default=False)]
+ReusedPipelineOpt = Annotated[bool, typer.Option(
+    "--reused-pipeline", help="Predict one more video from a process that keeps its pipeline built (a server, a "
+    "batch script): no init, no first-call setup. (default: a one-video job in a fresh process)")]
 CalibrationDirOpt = Annotated[Path | None, typer.Option(
     "--calibration-dir", help="Extra directory of calibrations (<dir>/<gpu>/<model>.json), searched before the "
     "shipped ones.", show_default=False, file_okay=False)]
@@ -209,11 +212,11 @@ def resolve_gpus(gpus: list[str] | None) -> list[str]:
 
 def make_plan_report(workload: "Workload", gpus: list[str], pinned: dict, margin: float | None, host_ram: float | None,
                      calibration_dir: Path | None, host_pageable: float | None = None,
-                     host_d2h: float | None = None) -> "PlanReport":
+                     host_d2h: float | None = None, reused_pipeline: bool = False) -> "PlanReport":
     from wanfit.api import plan_report
 
-    return plan_report(workload, gpus, pinned, **planner_options(margin, host_ram, calibration_dir, host_pageable,
-                                                                 host_d2h))
+    return plan_report(workload, gpus, pinned, reused_pipeline=reused_pipeline,
+                       **planner_options(margin, host_ram, calibration_dir, host_pageable, host_d2h))
 
 
 def planner_options(margin: float | None, host_ram: float | None, calibration_dir: Path | None,
@@ -274,6 +277,7 @@ def plan(
     host_ram: HostRamOpt = None,
     host_pageable: HostPageableOpt = None,
     host_d2h: HostD2hOpt = None,
+    reused_pipeline: ReusedPipelineOpt = False,
     calibration_dir: CalibrationDirOpt = None,
     format: FormatOpt = "table",
 ) -> None:
@@ -281,7 +285,7 @@ def plan(
     workload, scenario_pins = build_workload(model, height, width, size, frames, steps, guidance, scenario)
     pinned = pinned_knobs(scenario_pins, offload, text_encoder, dit_dtype, vae_tiling)
     report = make_plan_report(workload, resolve_gpus(gpu), pinned, margin, host_ram, calibration_dir, host_pageable,
-                              host_d2h)
+                              host_d2h, reused_pipeline)
     if format == "json":
         print_json(report)
         return

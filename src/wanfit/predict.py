@@ -131,9 +131,10 @@ class _Composer:
 
     def __init__(self, workload: Workload, plan: Plan, cal: Calibration, target: Any | None,
                  host_pageable_gbps: float | None = None, first_in_process: bool = True,
-                 host_d2h_gbps: float | None = None) -> None:
+                 host_d2h_gbps: float | None = None, reused_pipeline: bool = False) -> None:
         self.wl, self.plan, self.cal, self.target = workload, plan, cal, target
-        self.first_in_process, self.host_d2h_gbps = first_in_process, host_d2h_gbps
+        self.first_in_process, self.host_d2h_gbps = first_in_process and not reused_pipeline, host_d2h_gbps
+        self.reused_pipeline = reused_pipeline
         self.spec: ModelSpec = workload.spec
         self.scale: TimeScale = time_scale(cal, target)
         if host_pageable_gbps is not None:  # the user's own host, measured: it replaces the profile's estimate
@@ -450,7 +451,11 @@ class _Composer:
         trans: dict[str, float] = {}  # each stage's transient (drives the allocator's slack)
         times: dict[str, float] = {}
         alloc["init"] = resident_gib("init", plan, w)
-        times["init"] = self.init_s(w)
+        if self.reused_pipeline:
+            times["init"] = 0.0
+            self.note("pipeline reused: built by an earlier job of the same process (no init, no first-call setup)")
+        else:
+            times["init"] = self.init_s(w)
         trans["text_encode"] = self.text_encode_transient(w)
         alloc["text_encode"] = resident_gib("text_encode", plan, w) + trans["text_encode"]
         times["text_encode"] = self.text_encode_s(w)
@@ -606,7 +611,7 @@ def plan_weights(cal: Calibration, spec: ModelSpec, plan: Plan) -> tuple[Weights
 
 def predict(workload: Workload, plan: Plan, calibration: Calibration, target: Any | None = None,
             host_pageable_gbps: float | None = None, first_in_process: bool = True,
-            host_d2h_gbps: float | None = None) -> Prediction:
+            host_d2h_gbps: float | None = None, reused_pipeline: bool = False) -> Prediction:
     """Predict `workload` run with `plan`, from `calibration`, on `target` (a GpuProfile; None:
     the calibrated GPU itself). `host_pageable_gbps`: the host's measured host-to-device rate from
     pageable memory (offloading plans copy at it; lent H100 hosts ranged 6.4 to 9.2 GB/s), instead
@@ -614,10 +619,11 @@ def predict(workload: Workload, plan: Plan, calibration: Calibration, target: An
     process's first (a one-video run: it pays the one-time setup); False for a pipeline reused by a
     long-lived process. `host_d2h_gbps`: the host's measured device-to-host rate into freshly allocated
     pageable memory (model offload's moves down run at it; wanfit.measure.ceilings.host_d2h_fresh_gbps),
-    instead of the calibration host's as fitted."""
+    instead of the calibration host's as fitted. `reused_pipeline`: the process built this pipeline
+    for an earlier job and keeps it (a server): no init stage time, and not its process's first job."""
     try:
         return _Composer(workload, plan, calibration, target, host_pageable_gbps, first_in_process,
-                         host_d2h_gbps).run()
+                         host_d2h_gbps, reused_pipeline).run()
     except KeyError as missing:  # a fitted model asks for a feature this wanfit no longer computes
         raise WanfitError(f"calibration {calibration.label} was fitted by another wanfit version (no feature "
                           f"{missing}): refit it with `wanfit calibrate --fit-only --gpu {calibration.gpu} "

@@ -59,4 +59,5 @@ class PlanReport(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     workload: Workload
     safety_margin_gib: float
+    reused_pipeline: bool = False  # predicted for a process that keeps its pipeline built: no init
     results: list[GpuResult]

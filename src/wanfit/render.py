@@ -243,7 +243,8 @@ def render_plan_report(report: PlanReport, term: Terminal) -> str:
     cfg = f"CFG {w.guidance:g}" if w.guidance > 1.0 else "no CFG"
     lines = term.wrap([("Workload: ", "bold"),
                        (f"{w.model} {w.width}x{w.height} (WxH), {w.frames} frames, {w.steps} steps, {cfg}, "
-                        f"batch {w.batch}; safety margin {report.safety_margin_gib:g} GiB. "
+                        f"batch {w.batch}; safety margin {report.safety_margin_gib:g} GiB"
+                        f"{'; a reused pipeline (no init)' if report.reused_pipeline else ''}. "
                         "Memory in GiB (2^30 bytes); peak = device-level (nvidia-smi), need = what decides OOM.",
                         None)])
     for result in report.results:
