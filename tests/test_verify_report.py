@@ -436,9 +436,19 @@ def test_model_offloads_moves_down_are_predicted_at_this_hosts_measured_rate(fak
 def test_a_resident_plan_measures_no_host_rate_and_a_given_rate_is_used_as_is(fake_gpu):
     resident = run_verify(WORKLOAD, Plan(), "h100", steps=2)
     assert fake_gpu["measured_host"] == 0 and resident.host_pageable_gbps is None
-    given = run_verify(WORKLOAD, Plan(offload="model"), "h100", steps=2, host_pageable_gbps=5.5)
-    assert fake_gpu["measured_host"] == 0 and given.host_pageable_gbps == 5.5
+    given = run_verify(WORKLOAD, Plan(offload="sequential"), "h100", steps=2, host_pageable_gbps=5.5)
+    assert fake_gpu["measured_host"] == 0 and given.host_pageable_gbps == 5.5 and given.host_d2h_gbps is None
     assert any("5.50 GB/s" in n and "as given" in n for n in given.notes)
+    both = run_verify(WORKLOAD, Plan(offload="model"), "h100", steps=2, host_pageable_gbps=5.5, host_d2h_gbps=1.4)
+    assert fake_gpu["measured_host"] == 0 and (both.host_pageable_gbps, both.host_d2h_gbps) == (5.5, 1.4)
+    assert any("1.40 GB/s device-to-host" in n and "as given" in n for n in both.notes)
+
+
+def test_a_given_host_to_device_rate_still_measures_model_offloads_way_down(fake_gpu):
+    r = run_verify(WORKLOAD, Plan(offload="model"), "h100", steps=2, host_pageable_gbps=5.5)
+    assert fake_gpu["measured_host"] == 1
+    assert (r.host_pageable_gbps, r.host_d2h_gbps) == (5.5, 1.2)  # the given rate up wins; the way down measured
+    assert any("1.20 GB/s device-to-host" in n and "measured on this host" in n for n in r.notes)
 
 
 def test_a_host_rate_that_cannot_be_measured_keeps_the_calibration_hosts_and_says_so(fake_gpu):

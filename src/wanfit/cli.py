@@ -374,6 +374,9 @@ def verify(
     host_pageable: Annotated[float | None, typer.Option(
         "--host-pageable-gbps", help="This host's host-to-device rate from pageable memory in GB/s, for an "
         "offloading plan's predicted time. (default: measured here before the run)", show_default=False)] = None,
+    host_d2h: Annotated[float | None, typer.Option(
+        "--host-d2h-gbps", help="This host's device-to-host rate into fresh pageable memory in GB/s, for a model "
+        "offload plan's moves down. (default: measured here before the run)", show_default=False)] = None,
     calibration_dir: CalibrationDirOpt = None,
     format: FormatOpt = "table",
 ) -> None:
@@ -408,7 +411,7 @@ def verify(
         raise WanfitError(f"`wanfit verify` needs the GPU extras ({missing.name} is missing): "
                           "pip install 'wanfit[gpu]'") from None
     result = run_verify(workload, chosen, target, steps, tolerance_memory, tolerance_time, checkpoint,
-                        host_pageable, **planner_options(margin, host_ram, calibration_dir))
+                        host_pageable, host_d2h, **planner_options(margin, host_ram, calibration_dir))
     written = write_verify_outputs(result, out, verify_report)
     if format == "json":
         print_json(result)

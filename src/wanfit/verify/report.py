@@ -102,9 +102,10 @@ def build_report(
     host_pageable_gbps: float | None = None,
     host_rate_source: str | None = None,
     host_d2h_gbps: float | None = None,
+    host_d2h_source: str = "measured",
 ) -> VerifyReport:
     """Compare and wrap everything in a VerifyReport (`host_rate_source`: "measured", "given" or "not
-    measured", for an offloading plan's note)."""
+    measured", for an offloading plan's note; `host_d2h_source`: "measured" or "given")."""
     c = compare(measurement, prediction, tolerances=tolerances, target_memory_gib=target_memory_gib, cap=cap,
                 same_gpu=same_gpu, local_prediction=local_prediction)
     fields = dict(
@@ -125,8 +126,9 @@ def build_report(
         fields["notes"] = [*fields["notes"], f"offloading plan: time predicted at {host_pageable_gbps:.2f} GB/s "
                            f"host-to-device from pageable memory ({how})"]
     if host_d2h_gbps is not None:
+        how = "measured on this host before the run" if host_d2h_source == "measured" else "as given"
         fields["notes"] = [*fields["notes"], f"model offload: moves to host memory predicted at {host_d2h_gbps:.2f} "
-                           f"GB/s device-to-host into fresh pageable memory (measured on this host before the run)"]
+                           f"GB/s device-to-host into fresh pageable memory ({how})"]
     return VerifyReport(**fields, exit_code=exit_code(c))
 
 

@@ -83,6 +83,7 @@ def run_verify(
     tolerance_time: float = 0.10,
     checkpoint: Path | None = None,
     host_pageable_gbps: float | None = None,
+    host_d2h_gbps: float | None = None,
     **predict_options,
 ) -> VerifyReport:
     """Predict `workload` + `plan` on `target_gpu`, run it on the local GPU (capped to the target's
@@ -93,7 +94,8 @@ def run_verify(
     An offloading plan's time depends on this host's host-to-device rate more than on the GPU (lent
     H100 hosts ran sequential offload 15-22 % apart): its time is predicted at `host_pageable_gbps`,
     or at the rate measured here first when not given; model offload's moves down to host memory at
-    the device-to-host rate into fresh pageable memory measured with it."""
+    `host_d2h_gbps`, the device-to-host rate into fresh pageable memory, or at the one measured here
+    when not given (a given host-to-device rate does not skip measuring it)."""
     tolerances = Tolerances(memory=tolerance_memory, time=tolerance_time)
     steps = _check_steps(workload, steps)
     _require_cuda()
@@ -111,15 +113,20 @@ def run_verify(
     # Predict before the run: a missing calibration is reported before any GPU time is spent.
     prediction = predict_one(workload, plan, target_key, **predict_options)
     host_rate_source = "given" if host_pageable_gbps is not None else None
+    d2h_source = "given"
     if plan.offload != "none":
-        if host_pageable_gbps is None:
+        moves_down = plan.offload == "model"  # only model offload sends weights back to host memory
+        if host_pageable_gbps is None or (moves_down and host_d2h_gbps is None):
             rates = measure_host_rates()
-            host_pageable_gbps = rates.h2d_pageable_gbps
-            host_rate_source = "measured" if host_pageable_gbps is not None else "not measured"
-            if plan.offload == "model" and rates.d2h_fresh_gbps is not None:
-                predict_options = {**predict_options, "host_d2h_gbps": rates.d2h_fresh_gbps}
+            if host_pageable_gbps is None:
+                host_pageable_gbps = rates.h2d_pageable_gbps
+                host_rate_source = "measured" if host_pageable_gbps is not None else "not measured"
+            if moves_down and host_d2h_gbps is None:
+                host_d2h_gbps, d2h_source = rates.d2h_fresh_gbps, "measured"
         if host_pageable_gbps is not None:
             predict_options = {**predict_options, "host_pageable_gbps": host_pageable_gbps}
+        if moves_down and host_d2h_gbps is not None:
+            predict_options = {**predict_options, "host_d2h_gbps": host_d2h_gbps}
         if host_pageable_gbps is not None or "host_d2h_gbps" in predict_options:
             prediction = predict_one(workload, plan, target_key, **predict_options)
     local_prediction = None
@@ -145,7 +152,7 @@ def run_verify(
                         tolerances=tolerances, same_gpu=same_gpu, local_gpu=local_key,
                         local_prediction=local_prediction,
                         host_pageable_gbps=predict_options.get("host_pageable_gbps"), host_rate_source=host_rate_source,
-                        host_d2h_gbps=predict_options.get("host_d2h_gbps"))
+                        host_d2h_gbps=predict_options.get("host_d2h_gbps"), host_d2h_source=d2h_source)
 
 
 def load_plan_file(path: Path, gpu: str | None = None) -> tuple[Workload, Plan]:
