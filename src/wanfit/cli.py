@@ -1,7 +1,8 @@
 """The `wanfit` command line: wiring only.
 
 Each command turns its flags into the objects the Python API takes (Workload, pinned plan knobs,
-GPU keys), calls the API and prints the result as a rich table or as JSON. Known problems
+GPU keys), calls the API and prints the result as a table (plan's drawn by wanfit.render, the
+others by rich) or as JSON. Known problems
 (WanfitError) become one line on stderr and exit code 2; set WANFIT_DEBUG=1 for the traceback.
 
 Heavy modules are imported inside the commands that need them: `wanfit plan` must start fast and

@@ -8,7 +8,7 @@ this runs on plan's path, which must start fast and work without torch). Memory 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from wanfit.prediction import Candidate, GpuResult, PlanReport
@@ -101,7 +101,7 @@ class BoxTable:
     caption: str
     columns: Sequence[tuple[str, str]]  # (header, "left" | "right")
     rows: Sequence[tuple[Sequence[Cell], str | None]]  # (cells, the row's style)
-    narrow: BoxTable | None = field(default=None)
+    narrow: BoxTable | None = None
 
     def widths(self) -> list[int]:
         return [max([len(header)] + [len(_text(cells[i])) for cells, _ in self.rows])
