@@ -14,7 +14,7 @@ from wanfit.environment import Environment
 from wanfit.errors import WanfitError
 from wanfit.fit import Row, fit_calibration, fit_constant, fit_linear
 from wanfit.predict import predict
-from wanfit.workload import Plan
+from wanfit.workload import Plan, Workload
 
 
 def test_measured_weights_come_from_the_allocator():
@@ -228,3 +228,28 @@ def test_a_checkpoint_load_reads_the_stored_weights_whatever_the_plan_casts():
     assert plain == pytest.approx(6.0 + 0.2 * (9.334 + 10.58 + 2.625), abs=0.05)
     for plan in (Plan(dit_dtype="fp8"), Plan(text_encoder="int8"), Plan(offload="model")):
         assert predict(wl, plan, cal).stage("init").time_s == pytest.approx(plain), plan.label()
+
+
+def test_a_dit_without_tiled_points_borrows_the_tiled_decode_of_a_dit_with_the_same_vae():
+    """Wan2.1's 1.3B and 14B share one VAE: the 1.3B's calibration (no tiled point of its own) takes the
+    14B's tiled decodes on the same GPU, so VAE tiling lowers its decode's need; the 5B's other VAE
+    lends nothing."""
+    from wanfit.measurements_file import load_measurements
+
+    small, big, other = (load_measurements(SHIPPED_H100 / f"{m}.measurements.jsonl")
+                         for m in ("wan2.1-t2v-1.3b", "wan2.1-t2v-14b", "wan2.2-ti2v-5b"))
+    assert not any(m.plan.vae_tiling for m in small) and any(m.plan.vae_tiling for m in big)
+    alone = fit_calibration(small, GPU, "wan2.1-t2v-1.3b", ceilings(), 0.0, held_out=False, step_siblings=other)
+    pooled = fit_calibration(small, GPU, "wan2.1-t2v-1.3b", ceilings(), 0.0, held_out=False,
+                             step_siblings=[*big, *other])
+    tiled_models = ("decode_transient:tiled", "decode_s:tiled", "reserved_slack:vae_decode_tiled")
+    assert not any(k in alone.models for k in tiled_models)
+    assert all(k in pooled.models for k in tiled_models)
+    assert any("VAE tiling not measured here" in n and "wan2.1-t2v-14b" in n for n in pooled.notes)
+    # only the tiled decode is borrowed: the 1.3B's own fits are the same with or without the 14B's points
+    for name in ("decode_transient:untiled", "reserved_slack:vae_decode", "reserved_slack:denoise",
+                 "denoise_activation"):
+        assert pooled.models[name] == alone.models[name], name
+    w = Workload.for_model("wan2.1-t2v-1.3b", height=720, width=1280, frames=81)
+    tiled, untiled = (predict(w, Plan(vae_tiling=t), pooled).stage("vae_decode") for t in (True, False))
+    assert tiled.need_gib < 0.8 * untiled.need_gib and tiled.time_s > untiled.time_s

@@ -262,6 +262,20 @@ class _Fitter:
             self._x[key] = size_features(m.workload, self.fc)
         return self._x[key]
 
+    def tiled_decodes(self) -> tuple[list[Measurement], bool]:
+        """Points with a tiled VAE decode (resident or group-offloaded VAE), and whether they are
+        borrowed: this DiT's own, else those of the other DiTs on this GPU with the same VAE (the
+        decode depends on the VAE and the video, not on the DiT: Wan2.1's 1.3B and 14B share one)."""
+        def tiled(ms: list[Measurement]) -> list[Measurement]:
+            return [m for m in ms if m.plan.vae_tiling and m.plan.offload in ("none", "group")
+                    and m.stage("vae_decode") is not None]
+
+        own = tiled(self.ms)
+        if own:
+            return own, False
+        same_vae = [m for m in self.siblings if get_model(m.workload.model).vae_family == self.spec.vae_family]
+        return tiled(same_vae), True
+
     def _sequential_slack_rows(self) -> dict[str, list[Row]]:
         """accelerate empties the cache whenever it moves a weight onto the GPU (every leaf, every
         forward): under sequential offload each stage's reservation is its own working set, never an
@@ -450,7 +464,9 @@ class _Fitter:
         grown: dict[str, list[Row]] = defaultdict(list)
         group_steps: list[tuple[Measurement, StageRecord, float, float]] = []
         frag = []
-        for m in self.ms:
+        tiled, borrowed_tiled = self.tiled_decodes()
+        borrowed = {id(m) for m in tiled} if borrowed_tiled else set()
+        for m in self.ms + [m for m in tiled if id(m) in borrowed]:
             suffix = "" if m.plan.expandable_segments else ":no-expandable"
             prev = None
             before_denoise = 0.0
@@ -465,8 +481,8 @@ class _Fitter:
                 kind = {"text_encode": "text_encode", "step": "denoise", "prepare": "denoise",
                         "vae_decode": "vae_decode_tiled" if m.plan.vae_tiling else "vae_decode"}[s.name]
                 t = transient(s)
-                if m.plan.offload == "sequential":
-                    continue  # fitted apart, below
+                if m.plan.offload == "sequential" or (id(m) in borrowed and kind != "vae_decode_tiled"):
+                    continue  # sequential: fitted apart, below; a borrowed point lends its tiled decode only
                 if s.name == "step" and m.plan.offload == "group":
                     if s.index == 1:
                         before_denoise = prev
@@ -481,7 +497,7 @@ class _Fitter:
                                                     s.torch_peak_reserved_gib - s.torch_peak_allocated_gib,
                                                     size_key(m)))
                 prev = max(prev, s.torch_peak_reserved_gib)
-            if m.plan.expandable_segments and m.plan.offload == "none":
+            if m.plan.expandable_segments and m.plan.offload == "none" and id(m) not in borrowed:
                 for s in steady_steps(m):
                     if s.torch_peak_reserved_gib is not None and s.torch_peak_allocated_gib is not None:
                         frag.append(s.torch_peak_reserved_gib - s.torch_peak_allocated_gib)
@@ -596,7 +612,8 @@ class _Fitter:
                                                           "above no offload, GiB", unit="GiB", held_out=held))
 
         dec_rows: dict[bool, list[Row]] = defaultdict(list)
-        for m in self.ms:
+        tiled, borrowed_tiled = self.tiled_decodes()
+        for m in self.ms + (tiled if borrowed_tiled else []):
             dec = m.stage("vae_decode")
             if dec is None or m.plan.offload not in ("none", "group"):
                 continue
@@ -721,9 +738,12 @@ class _Fitter:
                         "session's pageable h2d rate; activations and per-token modulation from freshly mapped "
                         "memory after each emptied cache; per-block hooks), s"))
 
-        tiled_rows = [Row(self.x(m), dec.time_s, size_key(m)) for m in self.ms
-                      if (dec := m.stage("vae_decode")) is not None and m.plan.offload in ("none", "group")
-                      and m.plan.vae_tiling]
+        tiled, borrowed_tiled = self.tiled_decodes()
+        tiled_rows = [Row(self.x(m), m.stage("vae_decode").time_s, size_key(m)) for m in tiled]
+        if borrowed_tiled and tiled_rows:
+            others = ", ".join(sorted({m.workload.model for m in tiled}))
+            self.notes.append(f"VAE tiling not measured here: the tiled decode's time and memory fitted on {others}'s "
+                              f"tiled points on the same GPU (the same VAE, {self.spec.vae_family})")
         self.put("decode_s:untiled", self._resident_decode_fit(self.ms, held))
         self.put("decode_s:tiled", fit_linear(tiled_rows, ["tile_calls_k"], intercept=False, relative=True,
                                               held_out=held,
