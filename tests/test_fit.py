@@ -232,8 +232,8 @@ def test_a_checkpoint_load_reads_the_stored_weights_whatever_the_plan_casts():
 
 def test_a_dit_without_tiled_points_borrows_the_tiled_decode_of_a_dit_with_the_same_vae():
     """Wan2.1's 1.3B and 14B share one VAE: the 1.3B's calibration (no tiled point of its own) takes the
-    14B's tiled decodes on the same GPU, so VAE tiling lowers its decode's need; the 5B's other VAE
-    lends nothing."""
+    time and transient of the 14B's tiled decodes on the same GPU, so VAE tiling lowers its decode's
+    need; the 5B's other VAE lends nothing."""
     from wanfit.measurements_file import load_measurements
 
     small, big, other = (load_measurements(SHIPPED_H100 / f"{m}.measurements.jsonl")
@@ -242,9 +242,11 @@ def test_a_dit_without_tiled_points_borrows_the_tiled_decode_of_a_dit_with_the_s
     alone = fit_calibration(small, GPU, "wan2.1-t2v-1.3b", ceilings(), 0.0, held_out=False, step_siblings=other)
     pooled = fit_calibration(small, GPU, "wan2.1-t2v-1.3b", ceilings(), 0.0, held_out=False,
                              step_siblings=[*big, *other])
-    tiled_models = ("decode_transient:tiled", "decode_s:tiled", "reserved_slack:vae_decode_tiled")
+    tiled_models = ("decode_transient:tiled", "decode_s:tiled")
     assert not any(k in alone.models for k in tiled_models)
     assert all(k in pooled.models for k in tiled_models)
+    # not the reservation slack: the 14B's steps left more cached above its decode than the 1.3B's do
+    assert "reserved_slack:vae_decode_tiled" not in pooled.models
     assert any("VAE tiling not measured here" in n and "wan2.1-t2v-14b" in n for n in pooled.notes)
     # only the tiled decode is borrowed: the 1.3B's own fits are the same with or without the 14B's points
     for name in ("decode_transient:untiled", "reserved_slack:vae_decode", "reserved_slack:denoise",

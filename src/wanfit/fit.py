@@ -265,7 +265,10 @@ class _Fitter:
     def tiled_decodes(self) -> tuple[list[Measurement], bool]:
         """Points with a tiled VAE decode (resident or group-offloaded VAE), and whether they are
         borrowed: this DiT's own, else those of the other DiTs on this GPU with the same VAE (the
-        decode depends on the VAE and the video, not on the DiT: Wan2.1's 1.3B and 14B share one)."""
+        decode's time and transient depend on the VAE and the video, not on the DiT: Wan2.1's 1.3B
+        and 14B share one). Not its reservation slack: that follows what the process's earlier
+        stages left cached (a 14B's steps left 2.4 GiB above its tiled decode's allocations, a
+        1.3B's 0.6 GiB), so a DiT without tiled points keeps its own denoise slack there."""
         def tiled(ms: list[Measurement]) -> list[Measurement]:
             return [m for m in ms if m.plan.vae_tiling and m.plan.offload in ("none", "group")
                     and m.stage("vae_decode") is not None]
@@ -464,9 +467,7 @@ class _Fitter:
         grown: dict[str, list[Row]] = defaultdict(list)
         group_steps: list[tuple[Measurement, StageRecord, float, float]] = []
         frag = []
-        tiled, borrowed_tiled = self.tiled_decodes()
-        borrowed = {id(m) for m in tiled} if borrowed_tiled else set()
-        for m in self.ms + [m for m in tiled if id(m) in borrowed]:
+        for m in self.ms:
             suffix = "" if m.plan.expandable_segments else ":no-expandable"
             prev = None
             before_denoise = 0.0
@@ -481,8 +482,8 @@ class _Fitter:
                 kind = {"text_encode": "text_encode", "step": "denoise", "prepare": "denoise",
                         "vae_decode": "vae_decode_tiled" if m.plan.vae_tiling else "vae_decode"}[s.name]
                 t = transient(s)
-                if m.plan.offload == "sequential" or (id(m) in borrowed and kind != "vae_decode_tiled"):
-                    continue  # sequential: fitted apart, below; a borrowed point lends its tiled decode only
+                if m.plan.offload == "sequential":
+                    continue  # fitted apart, below
                 if s.name == "step" and m.plan.offload == "group":
                     if s.index == 1:
                         before_denoise = prev
@@ -497,7 +498,7 @@ class _Fitter:
                                                     s.torch_peak_reserved_gib - s.torch_peak_allocated_gib,
                                                     size_key(m)))
                 prev = max(prev, s.torch_peak_reserved_gib)
-            if m.plan.expandable_segments and m.plan.offload == "none" and id(m) not in borrowed:
+            if m.plan.expandable_segments and m.plan.offload == "none":
                 for s in steady_steps(m):
                     if s.torch_peak_reserved_gib is not None and s.torch_peak_allocated_gib is not None:
                         frag.append(s.torch_peak_reserved_gib - s.torch_peak_allocated_gib)
@@ -742,7 +743,7 @@ class _Fitter:
         tiled_rows = [Row(self.x(m), m.stage("vae_decode").time_s, size_key(m)) for m in tiled]
         if borrowed_tiled and tiled_rows:
             others = ", ".join(sorted({m.workload.model for m in tiled}))
-            self.notes.append(f"VAE tiling not measured here: the tiled decode's time and memory fitted on {others}'s "
+            self.notes.append(f"VAE tiling not measured here: the tiled decode's time and transient fitted on {others}'s "
                               f"tiled points on the same GPU (the same VAE, {self.spec.vae_family})")
         self.put("decode_s:untiled", self._resident_decode_fit(self.ms, held))
         self.put("decode_s:tiled", fit_linear(tiled_rows, ["tile_calls_k"], intercept=False, relative=True,
