@@ -359,6 +359,22 @@ def test_a_reused_pipeline_skips_init_and_the_first_call_setup_and_keeps_every_p
     assert any("pipeline reused" in n for n in served.notes)
 
 
+def test_an_int8_text_encoder_is_quantised_from_its_bf16_weights_on_the_gpu_at_init():
+    """The whole bf16 encoder is on the GPU while it is quantised (before anything else moves there):
+    init needs that much even where everything else starts in host memory; the cache is emptied after
+    placement, so the stages after init do not carry it."""
+    cal = calibration()
+    bf16_te = cal.weights_gib["text_encoder"]["bf16"].gib
+    p = predict(wl(), Plan(text_encoder="int8", offload="model"), cal)
+    init, encode = p.stage("init"), p.stage("text_encode")
+    assert init.allocated_gib == pytest.approx(bf16_te)
+    assert encode.allocated_gib < bf16_te and init.peak_vram_gib > encode.peak_vram_gib
+    resident = predict(wl(), Plan(text_encoder="int8"), cal)  # DiT and VAE too, once placed
+    assert resident.stage("init").allocated_gib > bf16_te
+    gpu = predict(wl(), Plan(offload="model"), cal)  # no conversion: init holds what stays
+    assert gpu.stage("init").allocated_gib < bf16_te
+
+
 def test_the_text_encoders_upload_under_model_offload_follows_the_host_rate():
     cal = calibration()
     rate = cal.feature_ceilings.h2d_pageable_gbps

@@ -450,7 +450,12 @@ class _Composer:
         alloc: dict[str, float] = {}
         trans: dict[str, float] = {}  # each stage's transient (drives the allocator's slack)
         times: dict[str, float] = {}
-        alloc["init"] = resident_gib("init", plan, w)
+        placed = resident_gib("init", plan, w)  # what stays once placed (the runner empties the cache then)
+        alloc["init"] = placed
+        if plan.text_encoder == "int8":
+            # Quantised on the GPU from its bf16 weights before the pipeline moves there (the runner and
+            # a checkpoint load alike): for that moment the GPU holds the whole bf16 encoder.
+            alloc["init"] = max(alloc["init"], component_weight(cal, spec, "text_encoder", "bf16")[0])
         if self.reused_pipeline:
             times["init"] = 0.0
             self.note("pipeline reused: built by an earlier job of the same process (no init, no first-call setup)")
@@ -495,7 +500,7 @@ class _Composer:
         kinds = {"text_encode": "text_encode", "prepare": "denoise", "denoise": "denoise",
                  "expert_switch": "denoise", "vae_decode": "vae_decode_tiled" if plan.vae_tiling else "vae_decode"}
         margin = 0.0 if plan.expandable_segments else cal.fragmentation_margin_gib
-        reserved, pool = alloc["init"], 0.0
+        reserved, pool = placed, 0.0
         stages = []
         for name in STAGES:
             if name not in alloc:
@@ -514,8 +519,9 @@ class _Composer:
                 # no stage keeps an earlier stage's reservation.
                 kept = 0.0 if plan.offload == "sequential" else reserved
                 reserved = max(kept, default_stream + grow)
+            held = alloc["init"] if name == "init" else reserved  # init: its conversion transient too
             stages.append(StageEstimate(name=name, time_s=max(0.0, times[name]), allocated_gib=alloc[name],
-                                        peak_vram_gib=outside + reserved + pool,
+                                        peak_vram_gib=outside + held + pool,
                                         need_gib=alloc[name] + outside + margin))
         peak = max(s.peak_vram_gib for s in stages)
         binding = max(stages, key=lambda s: s.need_gib)

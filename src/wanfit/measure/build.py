@@ -109,28 +109,40 @@ def host_at_start(plan: Plan) -> set[str]:
     return out
 
 
+def built_in_host_memory(plan: Plan) -> set[str]:
+    """Components a random build makes in host memory, as `from_pretrained` loads a checkpoint there
+    before the plan places it: those the plan keeps on the host, a DiT stored in fp8 (its bf16 weights
+    are cast before the move, so the GPU never holds them) and, with an int8 text encoder, everything
+    but that encoder (it is quantised on the GPU before the pipeline moves there: a GPU holding the
+    DiT and VAE as well ran out of memory at init capped to an RTX 4080's 16 GB)."""
+    out = host_at_start(plan)
+    if plan.dit_dtype == "fp8":
+        out.add("transformer")
+    if plan.text_encoder == "int8":
+        out |= {"transformer", "vae", "image_encoder"}
+    return out
+
+
 def build_random(spec: ModelSpec, plan: Plan, device: str) -> Components:
     from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanTransformer3DModel
     from transformers import UMT5Config, UMT5EncoderModel
 
     dit_dtype = DIT_DTYPES[plan.dit_dtype]
-    on_host = host_at_start(plan) if device.startswith("cuda") else set()
+    on_host = built_in_host_memory(plan) if device.startswith("cuda") else set()
 
-    def placed(module: torch.nn.Module, name: str) -> torch.nn.Module:
-        return module.to("cpu") if name in on_host else module
+    def built(factory, dtype: torch.dtype, name: str) -> torch.nn.Module:
+        """On the GPU (fast) unless the component starts in host memory (filled from the GPU, chunk by
+        chunk): the GPU then holds at init what a checkpoint load would put there."""
+        return _build_in_host_memory(factory, dtype, device) if name in on_host else _build(factory, dtype, device)
 
     experts = []
     for _ in range(spec.experts):
-        if "transformer" in on_host:  # the component that outgrows the cards offload is for
-            dit = _build_in_host_memory(lambda: WanTransformer3DModel(**spec.transformer), dit_dtype, device)
-        else:
-            dit = _build(lambda: WanTransformer3DModel(**spec.transformer), dit_dtype, device)
+        dit = built(lambda: WanTransformer3DModel(**spec.transformer), dit_dtype, "transformer")
         if dit_dtype != torch.float32:
             _keep_fp32(dit)
-        experts.append(placed(dit, "transformer"))
-    vae = placed(_build(lambda: AutoencoderKLWan(**spec.vae), torch.float32, device), "vae")
-    text_encoder = placed(_build(lambda: UMT5EncoderModel(UMT5Config(**spec.text_encoder)), torch.bfloat16, device),
-                          "text_encoder")
+        experts.append(dit)
+    vae = built(lambda: AutoencoderKLWan(**spec.vae), torch.float32, "vae")
+    text_encoder = built(lambda: UMT5EncoderModel(UMT5Config(**spec.text_encoder)), torch.bfloat16, "text_encoder")
     scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
                                         num_train_timesteps=1000, flow_shift=spec.defaults.flow_shift)
     kwargs = dict(tokenizer=None, text_encoder=None, vae=vae, scheduler=scheduler, transformer=experts[0],
@@ -143,8 +155,8 @@ def build_random(spec: ModelSpec, plan: Plan, device: str) -> Components:
         if spec.image_encoder:
             from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
-            image_encoder = placed(_build(lambda: CLIPVisionModelWithProjection(CLIPVisionConfig(**spec.image_encoder)),
-                                          torch.bfloat16, device), "image_encoder")
+            image_encoder = built(lambda: CLIPVisionModelWithProjection(CLIPVisionConfig(**spec.image_encoder)),
+                                  torch.bfloat16, "image_encoder")
             image_processor = CLIPImageProcessor(crop_size=224, size={"shortest_edge": 224})
         pipe = WanImageToVideoPipeline(image_encoder=image_encoder, image_processor=image_processor, **kwargs)
     else:
