@@ -461,9 +461,28 @@ READING = [
     " frames are beyond the largest decode calibrated (201 frames).",
     "- Held-out peak VRAM: the worst points (3.4 %) are the allocator's cache, not the tensors: the 1.3B's "
     "1280x720x41 decode reserved 39.14 GiB for 33.59 GiB allocated, its 81-frame decode 38.25 GiB for 34.07.",
+    "- Far outside the grid: the 5B at 1920x1088x121 ({far_5b}; the largest calibrated size is 1280x704x121) "
+    "passes every figure: step -1.8 %, decode -7.6 %, device peak 79.65 GiB against 79.64 (the decode's cache "
+    "held at the card's limit; need 72.7 GiB predicted).",
+    "- VAE tiling for a DiT calibrated without it: the 1.3B borrows the 14B's tiled decodes (the same VAE). Its "
+    "1280x720x81 tiled decode ({tiled_13b}) allocated 3.91 GiB above its start against 4.30 predicted and took "
+    "15.6 s against 14.4; its device peak re-predicts 20.53 GiB against 19.56 (+5.0 %; +27 % while the 14B's "
+    "reservation slack was borrowed as well, which follows what the 14B's steps left cached).",
+    "- The plan `wanfit plan` recommends for that job on an RTX 4080 (int8 text encoder, fp8 DiT, tiled decode), "
+    "verified capped to the 4080's memory: the first run ({r4080_gpu_first}) ran out of memory at init, the "
+    "random build having put the DiT and VAE on the GPU beside the bf16 encoder while it was quantised; the "
+    "build now places components as a checkpoint load does and the planner holds the whole bf16 encoder at "
+    "init. Rerun ({r4080_host}): it ran (init 13.64 GiB device peak, 12.54 allocated: the encoder's random "
+    "initialisation on the GPU takes 1.9 GiB above its 10.6 GiB of weights, which a load does not), decode "
+    "peak +7.1 %. The 5B int8 + fp8 run repeated the same way ({int8_host}): init 14.74 GiB, was 25.58.",
 ]
 # Which report each remark names: a fragment of exactly one report file name.
 READING_RUNS = {
+    "far_5b": "wan2.2-ti2v-5b_1920x1088x121f",
+    "tiled_13b": "wan2.1-t2v-1.3b_1280x720x81f_2of50st_none-tegpu-bf16-tiled_h100",
+    "r4080_gpu_first": "rtx4080-capped-gpu-first-build",
+    "r4080_host": "tiled_rtx4080-capped-host-build",
+    "int8_host": "none-teint8-fp8-untiled_h100-host-build",
     "r4090_untiled": "1280x704x121f_2of50st_model-tegpu-bf16-untiled_rtx4090-capped",
     "r4090_tiled": "1280x704x121f_3of50st_model-tegpu-bf16-tiled_rtx4090-capped",
     "r4090_241": "1280x704x241f_2of50st_model-tegpu-bf16-untiled_rtx4090-capped",
@@ -496,7 +515,7 @@ READING_RUNS = {
     "i2v_a14b_720": "wan2.2-i2v-a14b_1280x720x81f_2of40st_none",
     "rec_l40s": "wan2.1-t2v-14b_1280x720x81f_2of50st_none-teint8-fp8-untiled_l40s-capped",
     "rec_4090": "wan2.1-t2v-14b_1280x720x81f_2of50st_model-tecpu-fp8-untiled_rtx4090-capped",
-    "fp_int8_fp8": "wan2.2-ti2v-5b_1280x704x121f_2of50st_none-teint8-fp8-untiled_h100",
+    "fp_int8_fp8": "wan2.2-ti2v-5b_1280x704x121f_2of50st_none-teint8-fp8-untiled_h100.json",
     "fp_13b_model": "wan2.1-t2v-1.3b_832x480x81f_3of50st_model-tegpu",
     "fp_14b_group": "wan2.1-t2v-14b_832x480x81f_2of50st_group",
     "fp_a14b_model": "wan2.2-t2v-a14b_832x480x81f_4of40st_model-tegpu-bf16-untiled_h100.json",
