@@ -12,7 +12,7 @@ places each component straight where the plan wants it) would not.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,14 +61,30 @@ _INIT_FILLS = ("uniform_", "normal_", "trunc_normal_", "kaiming_uniform_", "kaim
 FILL_CHUNK = 2**26
 
 
+def _transformers_init_skipped():
+    """transformers' own weight initialisation switched off (its models initialise through their
+    `init_weights`, not torch.nn.init: a UMT5-XXL initialised on the CPU took minutes). The context
+    manager moved between transformers versions; without either, a no-op."""
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:
+        try:
+            from transformers.modeling_utils import no_init_weights
+        except ImportError:
+            return nullcontext()
+    return no_init_weights()
+
+
 @contextmanager
 def _init_skipped() -> Iterator[None]:
-    """torch.nn.init's fills are no-ops while a module is constructed (it is filled afterwards)."""
+    """torch.nn.init's fills are no-ops while a module is constructed (it is filled afterwards), and
+    so is transformers' initialisation."""
     saved = {name: getattr(torch.nn.init, name) for name in _INIT_FILLS}
     for name in saved:
         setattr(torch.nn.init, name, lambda tensor, *args, **kwargs: tensor)
     try:
-        yield
+        with _transformers_init_skipped():
+            yield
     finally:
         for name, fn in saved.items():
             setattr(torch.nn.init, name, fn)
