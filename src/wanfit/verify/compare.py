@@ -168,11 +168,12 @@ def measured_stages(m: Measurement) -> dict[str, _Measured]:
             out[name] = _Measured(time_s=rec.time_s, device_peak_gib=rec.device_used_peak_gib,
                                   allocated_peak_gib=rec.torch_peak_allocated_gib)
     if m.source == "random" and "init" in out:
-        # Random weights are built on the GPU, each component at full size before it is placed per
-        # plan, by random-number generation; a checkpoint load (what a user runs, and what the
-        # prediction models where the calibration measured one) reads and places each. Not scored.
+        # Random weights are drawn by random-number generation on the GPU (components the plan
+        # converts or keeps on the host are built in host memory and filled from it, as a load places
+        # them; a text encoder is initialised on the GPU); a checkpoint load (what a user runs, and
+        # what the prediction models where the calibration measured one) reads and places each.
         out["init"] = _Measured(time_s=out["init"].time_s, time_scored=False,
-                                note="random weights built on the GPU, not a checkpoint load: init time and memory "
+                                note="random weights generated, not a checkpoint load: init time and memory "
                                      "not scored")
     run_stages = [s for s in m.stages if s.name != "total" and not (m.source == "random" and s.name == "init")]
     steps = m.steps()
