@@ -472,9 +472,10 @@ READING = [
     "verified capped to the 4080's memory: the first run ({r4080_gpu_first}) ran out of memory at init, the "
     "random build having put the DiT and VAE on the GPU beside the bf16 encoder while it was quantised; the "
     "build now places components as a checkpoint load does and the planner holds the whole bf16 encoder at "
-    "init. Rerun ({r4080_host}): it ran (init 13.64 GiB device peak, 12.54 allocated: the encoder's random "
-    "initialisation on the GPU takes 1.9 GiB above its 10.6 GiB of weights, which a load does not), decode "
-    "peak +7.1 %. The 5B int8 + fp8 run repeated the same way ({int8_host}): init 14.74 GiB, was 25.58.",
+    "init. Rerun ({r4080_host}): it ran (init 13.64 GiB device peak, 12.54 allocated: quantising the encoder "
+    "holds 2 GiB above its 10.6 GiB of bf16 weights, also with the encoder built in host memory, 12.79; the "
+    "planner's init, 11.87 GiB device, counts the bf16 weights only), decode peak +7.1 %. "
+    "The 5B int8 + fp8 run repeated the same way ({int8_host}): init 14.74 GiB, was 25.58.",
     "- What `wanfit plan` tells an RTX 4080 owner (16 GB), run capped to its memory: the 5B at its defaults "
     "({r4080_5b}: text encoder on the CPU, fp8 DiT, tiled decode) fits as predicted, every time within "
     "tolerance (step +1.6 %, denoise +0.3 %, decode +2.0 %), device peak 14.86 GiB against 15.99 predicted "
