@@ -102,9 +102,9 @@ def _fill_random(module: torch.nn.Module, fill_device: str) -> None:
 
 
 def _build_in_host_memory(factory, dtype: torch.dtype, fill_device: str) -> torch.nn.Module:
-    """A component the plan keeps in host memory, built there, as a checkpoint load places it. Built
-    on the GPU and moved, a 14B DiT (26.6 GiB) would not fit the 24 GiB card it is offloaded for: a
-    verify run capped to an RTX 4090 ran out of memory at init that way."""
+    """A component built in host memory (see built_in_host_memory), as a checkpoint load places it.
+    Built on the GPU and moved, a 14B DiT (26.6 GiB) would not fit the 24 GiB card it is offloaded
+    for: a verify run capped to an RTX 4090 ran out of memory at init that way."""
     with _init_skipped():
         module = _build(factory, dtype, "cpu")
     _fill_random(module, fill_device)

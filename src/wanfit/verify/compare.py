@@ -170,7 +170,7 @@ def measured_stages(m: Measurement) -> dict[str, _Measured]:
     if m.source == "random" and "init" in out:
         # Random weights are drawn by random-number generation on the GPU (components the plan
         # converts or keeps on the host are built in host memory and filled from it, as a load places
-        # them; a text encoder is initialised on the GPU); a checkpoint load (what a user runs, and
+        # them; an int8 text encoder is built on the GPU); a checkpoint load (what a user runs, and
         # what the prediction models where the calibration measured one) reads and places each.
         out["init"] = _Measured(time_s=out["init"].time_s, time_scored=False,
                                 note="random weights generated, not a checkpoint load: init time and memory "

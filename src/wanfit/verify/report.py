@@ -80,8 +80,8 @@ class VerifyReport(BaseModel):
     # ("measured" on this host before the run, or "given" with --host-pageable-gbps); None: the
     # calibration host's rate, scaled to the target's host link.
     host_pageable_gbps: float | None = None
-    # Model offload: the device-to-host rate into fresh pageable memory measured on this host before
-    # the run, at which its moves down were predicted; None: the calibration host's, as fitted.
+    # Model offload: the device-to-host rate into fresh pageable memory (measured on this host before
+    # the run, or given), at which its moves down were predicted; None: the calibration host's, as fitted.
     host_d2h_gbps: float | None = None
     tolerances: Tolerances
     exit_code: int
