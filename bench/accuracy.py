@@ -29,14 +29,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO))
 
-from wanfit.environment import Ceilings  # noqa: E402
-from wanfit.fit import fit_calibration, size_key  # noqa: E402
-from wanfit.measurement import Measurement  # noqa: E402
-from wanfit.measurements_file import gpu_session_pageable_gbps, load_measurements, session_windows  # noqa: E402
-from wanfit.predict import predict  # noqa: E402
-from wanfit.workload import Plan  # noqa: E402
+from wanfit.model.fit import fit_calibration, size_key  # noqa: E402
+from wanfit.model.predict import predict  # noqa: E402
+from wanfit.vocabulary.environment import Ceilings  # noqa: E402
+from wanfit.vocabulary.measurement import Measurement  # noqa: E402
+from wanfit.vocabulary.measurements_file import gpu_session_pageable_gbps, load_measurements, session_windows  # noqa: E402
+from wanfit.vocabulary.workload import Plan  # noqa: E402
 
 sys.path.insert(0, str(REPO / "bench"))
 from sequential_ladder import ladder_section  # noqa: E402
@@ -647,7 +647,7 @@ def _fitted_dir(gpu_dir: Path, model: str, ms: list[Measurement], ceilings: Ceil
     """A temporary calibration directory when the calibration itself is not committed yet."""
     import tempfile
 
-    from wanfit.calibration import save_calibration
+    from wanfit.model.calibration import save_calibration
 
     tmp = Path(tempfile.mkdtemp(prefix="wanfit-accuracy-"))
     save_calibration(fit_calibration(ms, gpu_dir.name, model, ceilings, 0.0), tmp / gpu_dir.name / f"{model}.json")

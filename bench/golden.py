@@ -83,7 +83,7 @@ def run_plan(args: list[str]) -> dict:
 
 def refit_all() -> dict[str, dict]:
     """Every shipped calibration refitted from its committed measurements (`calibrate --fit-only`)."""
-    from wanfit.calibrate import fit_model
+    from wanfit.measure.calibrate import fit_model
 
     out = {}
     with tempfile.TemporaryDirectory() as tmp:

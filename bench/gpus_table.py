@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from wanfit.profiles import GpuProfile, load_profiles, numeric_fields
+from wanfit.vocabulary.profiles import GpuProfile, load_profiles, numeric_fields
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "gpus.md"
 

@@ -16,9 +16,9 @@ import time
 import torch
 from transformers import UMT5Config, UMT5EncoderModel
 
-from wanfit.catalog import TEXT_LEN, UMT5_XXL
 from wanfit.measure.placement import quantize_int8
-from wanfit.units import GIB
+from wanfit.vocabulary.catalog import TEXT_LEN, UMT5_XXL
+from wanfit.vocabulary.units import GIB
 
 
 def measure(backend: str | None) -> dict:

@@ -16,7 +16,7 @@ import json
 import statistics
 from pathlib import Path
 
-from wanfit.measurements_file import load_measurements
+from wanfit.vocabulary.measurements_file import load_measurements
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "bench" / "reference" / "h100-2026-11-22.json"

@@ -15,9 +15,9 @@ import json
 import sys
 from pathlib import Path
 
-from wanfit.calibration import find_calibration
-from wanfit.predict import predict
-from wanfit.workload import Plan, Workload
+from wanfit.model.calibration import find_calibration
+from wanfit.model.predict import predict
+from wanfit.vocabulary.workload import Plan, Workload
 
 LADDER = Path(__file__).resolve().parent / "results" / "sequential-tokens-h100.jsonl"
 SEQUENTIAL = Plan(offload="sequential")

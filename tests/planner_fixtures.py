@@ -13,10 +13,10 @@ import json
 from functools import cache
 from pathlib import Path
 
-from wanfit.calibration import Calibration, save_calibration
-from wanfit.environment import Ceilings
-from wanfit.measurement import Measurement
-from wanfit.measurements_file import load_measurements
+from wanfit.model.calibration import Calibration, save_calibration
+from wanfit.vocabulary.environment import Ceilings
+from wanfit.vocabulary.measurement import Measurement
+from wanfit.vocabulary.measurements_file import load_measurements
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SHIPPED_H100 = Path(__file__).resolve().parents[1] / "calibration" / "h100"  # the shipped H100 measurements
@@ -38,7 +38,7 @@ def ceilings() -> Ceilings:
 
 @cache
 def calibration() -> Calibration:
-    from wanfit.fit import fit_calibration
+    from wanfit.model.fit import fit_calibration
 
     return fit_calibration(list(measurements()), GPU, MODEL, ceilings(), 6.2)
 
@@ -54,7 +54,7 @@ def as_family_calibration(model: str, gpu: str = GPU) -> Calibration:
     """The 5B calibration relabelled as another model's (for composition tests of models whose
     DiT has no measurements here, e.g. a two-expert A14B through the 14B family). Not a prediction
     of that model's numbers: only the plan arithmetic is under test."""
-    from wanfit.catalog import get_model
+    from wanfit.vocabulary.catalog import get_model
 
     spec = get_model(model)
     return calibration().model_copy(update={"model": model, "dit_family": spec.dit_family, "gpu": gpu})

@@ -7,12 +7,12 @@ import re
 import pytest
 
 from planner_fixtures import MODEL, calibration, calibration_dir
-from wanfit.advise import baseline_plan, describe, plan_space
-from wanfit.api import plan_report, predict_one
-from wanfit.errors import WanfitError
-from wanfit.prediction import Candidate, PlanReport
-from wanfit.profiles import get_profile
-from wanfit.workload import Plan, Workload
+from wanfit.planner.advise import baseline_plan, describe, plan_space
+from wanfit.planner.api import plan_report, predict_one
+from wanfit.vocabulary.errors import WanfitError
+from wanfit.vocabulary.plan_report import Candidate, PlanReport
+from wanfit.vocabulary.profiles import get_profile
+from wanfit.vocabulary.workload import Plan, Workload
 
 CONTRACT = {"plan", "fits", "peak_vram_gib", "headroom_gib", "step_s", "duration_s", "stages", "extrapolated",
             "transferred_from"}

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from wanfit.catalog import MODELS, get_model
-from wanfit.errors import WanfitError
-from wanfit.geometry import geometry, high_noise_steps
-from wanfit.workload import Workload
+from wanfit.model.geometry import geometry, high_noise_steps
+from wanfit.vocabulary.catalog import MODELS, get_model
+from wanfit.vocabulary.errors import WanfitError
+from wanfit.vocabulary.workload import Workload
 
 REFERENCE = Path(__file__).resolve().parents[1] / "bench" / "reference" / "h100-2026-11-22.json"
 

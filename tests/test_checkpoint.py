@@ -10,11 +10,11 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-from wanfit.catalog import MODELS  # noqa: E402
 from wanfit.measure.build import build_from_checkpoint, build_random, save_random_checkpoint  # noqa: E402
 from wanfit.measure.runner import run_point  # noqa: E402
 from wanfit.measure.tiny import tiny_spec  # noqa: E402
-from wanfit.workload import Plan, Workload  # noqa: E402
+from wanfit.vocabulary.catalog import MODELS  # noqa: E402
+from wanfit.vocabulary.workload import Plan, Workload  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

@@ -17,15 +17,15 @@ import pytest
 from typer.testing import CliRunner
 
 from wanfit import cli
-from wanfit.catalog import MODELS
-from wanfit.errors import WanfitError
-from wanfit.paths import shipped_calibration_dir
+from wanfit.vocabulary.catalog import MODELS
+from wanfit.vocabulary.errors import WanfitError
+from wanfit.vocabulary.paths import shipped_calibration_dir
 
 WANFIT = Path(sys.executable).parent / "wanfit"
 HEAVY = ("torch", "diffusers", "transformers", "sklearn", "scipy", "matplotlib", "pynvml")
 # Modules `wanfit plan` has no use for and that cost start-up time (the measurement records, the
 # fitter, rich: the plan report draws its own lines).
-NOT_ON_PLAN_PATH = ("wanfit.measurement", "wanfit.fit", "rich")
+NOT_ON_PLAN_PATH = ("wanfit.vocabulary.measurement", "wanfit.model.fit", "rich")
 CANDIDATE_FIELDS = {"plan", "fits", "peak_vram_gib", "headroom_gib", "step_s", "duration_s", "stages", "extrapolated",
                     "transferred_from"}
 PLAN_FIELDS = {"offload", "text_encoder", "dit_dtype", "vae_tiling"}
@@ -292,7 +292,7 @@ def test_no_calibration_usable(tmp_path):
     """With no calibration anywhere (an install without its shipped data; every shipped model is
     covered, directly or through another DiT), `plan` refuses in one line that says how to get one."""
     (tmp_path / "sitecustomize.py").write_text(
-        "import wanfit.paths as p\n"
+        "import wanfit.vocabulary.paths as p\n"
         f"p.shipped_calibration_dir = lambda: __import__('pathlib').Path({str(tmp_path / 'none')!r})\n")
     result = wanfit("plan", "--gpu", "l40s", "--model", "wan2.1-t2v-1.3b", env={"PYTHONPATH": str(tmp_path)})
     assert_one_line_error(result, "no calibration covers wan2.1-t2v-1.3b",
@@ -446,8 +446,8 @@ def test_json_contract_doc_names_every_field():
     """docs/json-contract.md documents every field `plan --format json` prints (and no field that is gone)."""
     import re
 
-    from wanfit.prediction import Candidate, GpuResult, PlanReport, StagePrediction
-    from wanfit.workload import Workload
+    from wanfit.vocabulary.plan_report import Candidate, GpuResult, PlanReport, StagePrediction
+    from wanfit.vocabulary.workload import Workload
 
     doc = (Path(__file__).parents[1] / "docs" / "json-contract.md").read_text()
     documented = set(re.findall(r"^\| `(\w+)`", doc, flags=re.MULTILINE))
@@ -462,7 +462,7 @@ def test_json_contract_doc_names_every_field():
 def test_calibrate_fit_only_refits_stored_measurements(tmp_path):
     """--fit-only needs no GPU: it fits the measurements already in --out and writes the calibration."""
     from planner_fixtures import CEILINGS, MEASUREMENTS
-    from wanfit.calibration import load_calibration
+    from wanfit.model.calibration import load_calibration
 
     gpu_dir = tmp_path / "h100"
     gpu_dir.mkdir()

@@ -9,12 +9,12 @@ import sys
 import pytest
 
 from planner_fixtures import GPU, MODEL, SHIPPED_H100, calibration, ceilings, measurements
-from wanfit.calibration import Calibration, load_calibration, save_calibration
-from wanfit.environment import Environment
-from wanfit.errors import WanfitError
-from wanfit.fit import Row, fit_calibration, fit_constant, fit_linear
-from wanfit.predict import predict
-from wanfit.workload import Plan, Workload
+from wanfit.model.calibration import Calibration, load_calibration, save_calibration
+from wanfit.model.fit import Row, fit_calibration, fit_constant, fit_linear
+from wanfit.model.predict import predict
+from wanfit.vocabulary.environment import Environment
+from wanfit.vocabulary.errors import WanfitError
+from wanfit.vocabulary.workload import Plan, Workload
 
 
 def test_measured_weights_come_from_the_allocator():
@@ -138,14 +138,14 @@ def test_corrupt_calibration_is_one_line_error(tmp_path, content):
 
 
 def test_plan_path_does_not_import_sklearn():
-    code = ("import sys; from wanfit import api, predict, calibration, advise, transfer; "
+    code = ("import sys; from wanfit.planner import api, advise; from wanfit.model import predict, calibration, transfer; "
             "print(','.join(m for m in ('sklearn', 'scipy', 'torch', 'numpy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == ""
 
 
 def _wl():
-    from wanfit.workload import Workload
+    from wanfit.vocabulary.workload import Workload
 
     return Workload.for_model(MODEL, frames=121, steps=50)
 
@@ -153,7 +153,7 @@ def _wl():
 def test_calibrate_fits_one_step_model_over_every_dit_of_the_gpu(tmp_path):
     """`wanfit calibrate --fit-only` fits a model's step time on the baseline steps of every DiT
     measured on that GPU: the step model is shared, the rest of the calibration is the model's own."""
-    from wanfit.calibrate import fit_model
+    from wanfit.measure.calibrate import fit_model
 
     alone = shipped_gpu_dir_with(tmp_path, "wan2.1-t2v-1.3b", "wan2.1-t2v-14b")
     pooled = load_calibration(fit_model("h100", "wan2.1-t2v-1.3b", tmp_path))
@@ -169,7 +169,7 @@ def shipped_gpu_dir_with(tmp_path, model: str, *others: str) -> Calibration:
     `others`; returns `model` fitted from its own measurements alone."""
     import shutil
 
-    from wanfit.measurements_file import load_measurements
+    from wanfit.vocabulary.measurements_file import load_measurements
 
     gpu_dir = tmp_path / "h100"
     gpu_dir.mkdir()
@@ -181,7 +181,7 @@ def shipped_gpu_dir_with(tmp_path, model: str, *others: str) -> Calibration:
 def test_text_encoder_placements_not_measured_for_a_model_come_from_the_same_gpus_others(tmp_path):
     """Every Wan model has the same UMT5-XXL: the 1.3B grid measures no int8 or CPU text encoder,
     so its calibration takes them from the 5B's points on the same GPU, and says so."""
-    from wanfit.calibrate import fit_model
+    from wanfit.measure.calibrate import fit_model
 
     alone = shipped_gpu_dir_with(tmp_path, "wan2.1-t2v-1.3b", "wan2.2-ti2v-5b")
     assert "text_encode_s:int8" not in alone.models and alone.weights_gib["text_encoder"]["int8"].source == "analytic"
@@ -234,7 +234,7 @@ def test_a_dit_without_tiled_points_borrows_the_tiled_decode_of_a_dit_with_the_s
     """Wan2.1's 1.3B and 14B share one VAE: the 1.3B's calibration (no tiled point of its own) takes the
     time and transient of the 14B's tiled decodes on the same GPU, so VAE tiling lowers its decode's
     need; the 5B's other VAE lends nothing."""
-    from wanfit.measurements_file import load_measurements
+    from wanfit.vocabulary.measurements_file import load_measurements
 
     small, big, other = (load_measurements(SHIPPED_H100 / f"{m}.measurements.jsonl")
                          for m in ("wan2.1-t2v-1.3b", "wan2.1-t2v-14b", "wan2.2-ti2v-5b"))

@@ -4,7 +4,6 @@ must stay within 0.1 % (or one unit of the last rounded digit) until a change sa
 records them again with `python bench/golden.py --write`."""
 
 import importlib.util
-import json
 import sys
 from pathlib import Path
 

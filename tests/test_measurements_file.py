@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from wanfit.environment import Environment
-from wanfit.errors import WanfitError
-from wanfit.measurement import Measurement, point_id
-from wanfit.measurements_file import append_measurement, done_ids, load_measurements
-from wanfit.workload import Plan, Workload
+from wanfit.vocabulary.environment import Environment
+from wanfit.vocabulary.errors import WanfitError
+from wanfit.vocabulary.measurement import Measurement, point_id
+from wanfit.vocabulary.measurements_file import append_measurement, done_ids, load_measurements
+from wanfit.vocabulary.workload import Plan, Workload
 
 ENV = Environment(gpu_name="test", gpu_total_gib=1.0, torch="x", python="3.11", platform="linux", wanfit="0")
 

@@ -19,16 +19,16 @@ from planner_fixtures import (
     ceilings,
     measurements,
 )
-from wanfit.calibration import find_calibration
-from wanfit.environment import Ceilings
-from wanfit.errors import WanfitError
-from wanfit.fit import fit_calibration, size_key, steady_s
-from wanfit.geometry import high_noise_steps
-from wanfit.measurements_file import gpu_session_pageable_gbps, load_measurements, session_pageable_gbps
-from wanfit.predict import predict
-from wanfit.profiles import get_profile
-from wanfit.transfer import target_throughputs, time_scale
-from wanfit.workload import Plan, Workload
+from wanfit.model.calibration import find_calibration
+from wanfit.model.fit import fit_calibration, size_key, steady_s
+from wanfit.model.geometry import high_noise_steps
+from wanfit.model.predict import predict
+from wanfit.model.transfer import target_throughputs, time_scale
+from wanfit.vocabulary.environment import Ceilings
+from wanfit.vocabulary.errors import WanfitError
+from wanfit.vocabulary.measurements_file import gpu_session_pageable_gbps, load_measurements, session_pageable_gbps
+from wanfit.vocabulary.profiles import get_profile
+from wanfit.vocabulary.workload import Plan, Workload
 
 
 def wl(**kw) -> Workload:
@@ -212,7 +212,7 @@ def test_h100_calibrations_transfer_to_real_h200_runs(run_name):
     scaled by the chains measured on both GPUs. Scaled by the copy bandwidth instead, the 5B's
     steps come out more than 5 % short (6.6 and 8.2 %; 10-11 % with the H200's datasheet-based
     figures the profile had before its own ceilings were measured)."""
-    from wanfit.api import predict_one
+    from wanfit.planner.api import predict_one
 
     run = json.loads((SHIPPED_H100.parents[1] / "verify-reports" /
                       f"{run_name}_none-tegpu-bf16-untiled_h200.json").read_text())
@@ -235,8 +235,8 @@ def test_the_vae_decode_transfers_to_the_h200_by_its_measured_kernel_split(run_n
     """Half the decode's kernel time on an H100 is outside the convolutions' GEMMs (the H100 profile's
     measured split), and that half scales like the elementwise chain: the H200's decodes within 7 %.
     Scaled by matmul throughput alone (no split recorded), the Wan2.1 VAE's came out 14-16 % long."""
-    import wanfit.transfer as transfer
-    from wanfit.api import predict_one
+    import wanfit.model.transfer as transfer
+    from wanfit.planner.api import predict_one
 
     run = json.loads((VERIFY_REPORTS / f"{run_name}_none-tegpu-bf16-untiled_h200.json").read_text())
     workload, plan = Workload(**run["workload"]), Plan(**run["plan"])
@@ -260,7 +260,7 @@ def test_image_to_video_runs_are_predicted_without_a_calibration_of_their_own(ru
     """I2V verify runs on an H100; no I2V model is calibrated (the T2V-14B calibration serves both DiTs).
     Step within 5 % and device peak within 3 %, the A14B resident at 76.7 GiB of the H100's 79.6
     among them; with model offload at the host rate verify measured."""
-    from wanfit.api import predict_one
+    from wanfit.planner.api import predict_one
 
     run = json.loads((SHIPPED_H100.parents[1] / "verify-reports" /
                       f"{run_name}-tegpu-bf16-untiled_h100.json").read_text())
@@ -276,7 +276,7 @@ def test_image_to_video_runs_are_predicted_without_a_calibration_of_their_own(ru
 def test_the_i2v_a14b_at_720p_is_predicted_not_to_fit_an_h100_and_ran_out_of_memory_at_the_decode():
     """Both experts, the text encoder and the VAE resident at 1280x720x81 (a real run: its steps ran
     at the H100's limit, then the VAE decode ran out of memory, the stage the prediction binds at)."""
-    from wanfit.api import predict_one
+    from wanfit.planner.api import predict_one
 
     run = json.loads((SHIPPED_H100.parents[1] / "verify-reports" /
                       "wan2.2-i2v-a14b_1280x720x81f_2of40st_none-tegpu-bf16-untiled_h100.json").read_text())
@@ -292,7 +292,7 @@ def test_the_14bs_recommended_plans_on_smaller_gpus_ran_as_predicted_under_their
     """`wanfit verify --recommended` for the 14B at 1280x720x81, capped on an H100 to an L40S and an
     RTX 4090 (whose plan leaves 0.2 GiB): the plan recommended today is the one that ran, it fits,
     and its device peak is within 3 % of the measured one; the step (scored on the H100) within 10 %."""
-    from wanfit.api import plan_report, predict_one
+    from wanfit.planner.api import plan_report, predict_one
 
     run = json.loads((SHIPPED_H100.parents[1] / "verify-reports" /
                       f"wan2.1-t2v-14b_1280x720x81f_2of50st_{run_name}.json").read_text())
@@ -318,7 +318,7 @@ def test_a_verify_runs_text_encode_is_a_processs_first_and_predicted_as_one(run_
     upload at the host rate verify measured. Predicted within verify's own tolerance (0.5 s; the worst 0.39 s); as a
     reused process's it would miss most of these. (The cold-checkpoint run reads the encoder's
     weights from disk during its upload: left out.)"""
-    from wanfit.api import predict_one
+    from wanfit.planner.api import predict_one
 
     run = json.loads((VERIFY_REPORTS / run_name).read_text())
     workload, plan = Workload(**run["workload"]), Plan(**run["plan"])
@@ -421,7 +421,7 @@ def test_the_a14bs_expert_switch_under_model_offload_ran_as_predicted_at_its_hos
     """Wan2.2-T2V-A14B with model offload on a lent H100 (verify measured 7.31 GB/s h2d; the machine's
     fresh-page d2h 1.21-1.37 GB/s): switching experts moves one 14B expert down and the other up. The
     switch and the decode within 10 %; scaling the moves down by the h2d rate put them 27 / 17 % long."""
-    from wanfit.api import predict_one
+    from wanfit.planner.api import predict_one
 
     run = json.loads((VERIFY_REPORTS / "wan2.2-t2v-a14b_832x480x81f_4of40st_model-tegpu-bf16-untiled_h100.json")
                      .read_text())
@@ -482,7 +482,7 @@ def test_find_calibration_exact_family_other_gpu_and_none(tmp_path):
 
 def test_another_dits_calibration_is_named_and_widens_the_intervals():
     """A model whose DiT has no calibration is predicted from another DiT's, and says so."""
-    from wanfit.api import predict_one
+    from wanfit.planner.api import predict_one
 
     i2v = Workload.for_model("wan2.1-i2v-14b", height=480, width=832)
     cand = predict_one(i2v, Plan(), "h100")  # the shipped calibrations: no I2V DiT among them

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from wanfit.errors import WanfitError
-from wanfit.paths import profiles_dir
-from wanfit.profiles import (
+from wanfit.vocabulary.errors import WanfitError
+from wanfit.vocabulary.paths import profiles_dir
+from wanfit.vocabulary.profiles import (
     GpuProfile,
     get_profile,
     known_names,
@@ -244,6 +244,6 @@ def test_docs_table_is_generated_from_the_profiles():
 
 
 def test_profiles_load_without_torch():
-    code = ("import sys; from wanfit.profiles import get_profile; get_profile('l40s'); "
+    code = ("import sys; from wanfit.vocabulary.profiles import get_profile; get_profile('l40s'); "
             "assert 'torch' not in sys.modules and 'sklearn' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -25,8 +25,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from planner_fixtures import MODEL, calibration
-from wanfit.predict import predict
-from wanfit.workload import DIT_DTYPES, OFFLOADS, TEXT_ENCODERS, Plan, Workload
+from wanfit.model.predict import predict
+from wanfit.vocabulary.workload import DIT_DTYPES, OFFLOADS, TEXT_ENCODERS, Plan, Workload
 
 STRIDE = 32  # TI2V-5B: VAE x16 x patch 2
 EPS = 1e-9

@@ -7,10 +7,10 @@ import re
 
 import pytest
 
-from wanfit.api import plan_report
-from wanfit.render import BoxTable, render_plan_report
-from wanfit.terminal import PIPED_WIDTH, Terminal, sgr
-from wanfit.workload import Workload
+from wanfit.planner.api import plan_report
+from wanfit.views.render import BoxTable, render_plan_report
+from wanfit.views.terminal import PIPED_WIDTH, Terminal, sgr
+from wanfit.vocabulary.workload import Workload
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 

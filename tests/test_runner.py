@@ -7,11 +7,11 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-from wanfit.catalog import MODELS  # noqa: E402
-from wanfit.geometry import high_noise_steps  # noqa: E402
 from wanfit.measure.runner import run_point  # noqa: E402
 from wanfit.measure.tiny import tiny_spec  # noqa: E402
-from wanfit.workload import Plan, Workload  # noqa: E402
+from wanfit.model.geometry import high_noise_steps  # noqa: E402
+from wanfit.vocabulary.catalog import MODELS  # noqa: E402
+from wanfit.vocabulary.workload import Plan, Workload  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from wanfit.catalog import get_model
-from wanfit.errors import WanfitError
-from wanfit.scenarios import SCENARIOS, get_scenario
-from wanfit.workload import Plan, Workload
+from wanfit.planner.scenarios import SCENARIOS, get_scenario
+from wanfit.vocabulary.catalog import get_model
+from wanfit.vocabulary.errors import WanfitError
+from wanfit.vocabulary.workload import Plan, Workload
 
 
 def test_the_four_scenarios_exist():

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from planner_fixtures import calibration
-from wanfit.predict import predict
-from wanfit.profiles import get_profile
-from wanfit.workload import Plan, Workload
+from wanfit.model.predict import predict
+from wanfit.vocabulary.profiles import get_profile
+from wanfit.vocabulary.workload import Plan, Workload
 
 RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results"
 
@@ -30,8 +30,8 @@ def test_gemm_kernels_are_the_convolutions_tensor_core_kernels():
 @pytest.mark.parametrize("gpu", ["h100", "h200"])
 def test_the_profiles_split_is_the_one_their_gpus_decodes_measured(gpu):
     """profiles/<gpu>.json's vae_decode_non_gemm_share recomputed from bench/results/vae-kernels-<gpu>.json."""
-    from wanfit.catalog import get_model
     from wanfit.measure.vae_split import is_gemm
+    from wanfit.vocabulary.catalog import get_model
 
     run = json.loads((RESULTS / f"vae-kernels-{gpu}.json").read_text())
     recorded = get_profile(gpu).vae_decode_non_gemm_share

@@ -23,7 +23,7 @@ from wanfit.verify.compare import (
     steady_step_s,
     within,
 )
-from wanfit.workload import Plan
+from wanfit.vocabulary.workload import Plan
 
 FULL = [3.4] + [2.46] * 49
 

@@ -14,15 +14,15 @@ torch = pytest.importorskip("torch")
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
-from wanfit.workload import Plan, Workload  # noqa: E402
+from wanfit.vocabulary.workload import Plan, Workload  # noqa: E402
 
 # Small enough to run in a minute or two: the 1.3B model at 256x256, 9 frames, 2 of 8 steps.
 WORKLOAD = Workload.for_model("wan2.1-t2v-1.3b", height=256, width=256, frames=9, steps=8)
 
 
 def _local_profile():
-    from wanfit.profiles import match_local_gpu
     from wanfit.verify.run import local_gpu_nvml
+    from wanfit.vocabulary.profiles import match_local_gpu
 
     local = local_gpu_nvml()
     assert local is not None, "NVML should see the GPU that torch sees"
@@ -64,8 +64,8 @@ def test_tiny_verify_on_the_local_gpu(tmp_path):
 
 
 def test_tiny_verify_capped_to_a_smaller_gpu(tmp_path):
-    from wanfit.profiles import load_profiles
     from wanfit.verify.run import run_verify
+    from wanfit.vocabulary.profiles import load_profiles
 
     local = _local_profile()
     smaller = [p for p in load_profiles().values() if p.memory_gib < 0.9 * local.memory_gib and p.memory_gib >= 20]

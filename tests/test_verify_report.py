@@ -14,7 +14,6 @@ import pytest
 from rich.console import Console
 
 from verify_fixtures import A14B, WORKLOAD, candidate, measurement
-from wanfit.errors import WanfitError
 from wanfit.verify.cap import make_cap
 from wanfit.verify.compare import EXIT_OOM_UNEXPECTED
 from wanfit.verify.report import (
@@ -29,7 +28,8 @@ from wanfit.verify.report import (
 )
 from wanfit.verify.run import load_plan_file, run_verify
 from wanfit.verify.summary import accuracy_markdown
-from wanfit.workload import Plan
+from wanfit.vocabulary.errors import WanfitError
+from wanfit.vocabulary.workload import Plan
 
 FULL = [3.4] + [2.46] * 49
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -319,7 +319,7 @@ def test_run_verify_checks_the_step_count_first():
 
 
 def test_verify_modules_import_no_heavy_libraries():
-    code = ("import sys, wanfit.scenarios, wanfit.verify, wanfit.verify.cap, wanfit.verify.compare, "
+    code = ("import sys, wanfit.planner.scenarios, wanfit.verify, wanfit.verify.cap, wanfit.verify.compare, "
             "wanfit.verify.report, wanfit.verify.summary, wanfit.verify.run\n"
             "bad = [m for m in ('torch', 'matplotlib', 'diffusers', 'pynvml', 'sklearn') if m in sys.modules]\n"
             "assert not bad, bad")
@@ -363,7 +363,7 @@ def fake_gpu(monkeypatch):
         times = FULL if steps is None else [3.4] + [2.46] * (steps - 1)
         return measurement(workload=workload, plan=plan, step_times=times, memory_cap_gib=memory_cap_gib)
 
-    monkeypatch.setitem(sys.modules, "wanfit.api", types.SimpleNamespace(predict_one=predict_one))
+    monkeypatch.setitem(sys.modules, "wanfit.planner.api", types.SimpleNamespace(predict_one=predict_one))
     monkeypatch.setattr(worker, "run_in_subprocess", run_in_subprocess)
     return calls
 

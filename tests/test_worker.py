@@ -13,8 +13,8 @@ pytest.importorskip("diffusers")
 
 from wanfit.measure.tiny import tiny_spec
 from wanfit.measure.worker import Job, run_in_subprocess, run_jobs
-from wanfit.measurements_file import load_measurements
-from wanfit.workload import Plan, Workload
+from wanfit.vocabulary.measurements_file import load_measurements
+from wanfit.vocabulary.workload import Plan, Workload
 
 pytestmark = pytest.mark.slow
 KEY = "wan2.1-t2v-1.3b"
@@ -54,8 +54,8 @@ def test_allocator_setting_follows_the_plan(tmp_path):
 def test_a_checkpoint_job_loads_through_a_worker_and_resumes_by_its_own_id(tmp_path):
     """The calibration's checkpoint-load point: a job with `checkpoint` runs from_pretrained in the
     worker, is recorded as source=checkpoint, and its id differs from the random point's."""
-    from wanfit.calibrate import CHECKPOINT_POINT, grid_jobs
     from wanfit.measure.build import save_random_checkpoint
+    from wanfit.measure.calibrate import CHECKPOINT_POINT, grid_jobs
 
     grid = grid_jobs(KEY, checkpoint=tmp_path / "ckpt")
     last = grid[-1]
@@ -69,7 +69,7 @@ def test_a_checkpoint_job_loads_through_a_worker_and_resumes_by_its_own_id(tmp_p
 
 
 def test_a_session_record_keeps_the_ceilings_measured_at_its_start(tmp_path):
-    from wanfit.calibrate import _record_session, gpu_minutes
+    from wanfit.measure.calibrate import _record_session, gpu_minutes
 
     path = tmp_path / "m.sessions.jsonl"
     _record_session(path, time.time() - 90, 3, {"h2d_pageable_gbps": 9.2})
@@ -82,7 +82,7 @@ def test_a_session_record_keeps_the_ceilings_measured_at_its_start(tmp_path):
 def test_every_session_measures_its_ceilings_and_the_first_stays_the_fits(tmp_path, monkeypatch):
     import types
 
-    import wanfit.calibrate as calibrate
+    import wanfit.measure.calibrate as calibrate
 
     measured = iter([9.2, 7.1])
     # two more fresh-process draws per session: the pageable rate and the rate down into fresh pages

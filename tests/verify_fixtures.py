@@ -7,10 +7,10 @@ measurements and nothing here is reported as one.
 
 from __future__ import annotations
 
-from wanfit.environment import Environment
-from wanfit.measurement import Measurement, MemorySample, StageRecord
-from wanfit.prediction import Candidate, StagePrediction
-from wanfit.workload import Plan, Workload
+from wanfit.vocabulary.environment import Environment
+from wanfit.vocabulary.measurement import Measurement, MemorySample, StageRecord
+from wanfit.vocabulary.plan_report import Candidate, StagePrediction
+from wanfit.vocabulary.workload import Plan, Workload
 
 WORKLOAD = Workload(model="wan2.2-ti2v-5b", height=704, width=1280, frames=121, steps=50, guidance=5.0)
 A14B = Workload.for_model("wan2.2-t2v-a14b", steps=6)

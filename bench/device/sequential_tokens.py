@@ -26,9 +26,9 @@ sys.path.insert(0, "src")
 sys.path.insert(0, "bench/device")
 from step_kernels import dit_inputs
 
-from wanfit.catalog import get_model
 from wanfit.measure.build import _build_in_host_memory, _keep_fp32
 from wanfit.measure.ceilings import host_pageable_gbps
+from wanfit.vocabulary.catalog import get_model
 
 # (width, height, frames) from 16k to 109k tokens for the 5B (x16 VAE), 8k to 76k for Wan2.1 (x8).
 SIZES = {"wan2.2-ti2v-5b": [(832, 480, 41), (832, 480, 81), (1280, 704, 41), (1280, 704, 61), (1280, 704, 81),

@@ -24,9 +24,9 @@ import time
 import torch
 
 sys.path.insert(0, "src")
-from wanfit.catalog import get_model
 from wanfit.measure.build import _build, _keep_fp32
 from wanfit.measure.ceilings import elementwise_gbps
+from wanfit.vocabulary.catalog import get_model
 
 # (model, width, height, frames): the verify runs repeated on an H100 and an H200.
 CASES = [("wan2.2-ti2v-5b", 960, 544, 121), ("wan2.2-ti2v-5b", 1280, 704, 121), ("wan2.1-t2v-14b", 960, 544, 81)]

@@ -1,0 +1,252 @@
+"""`wanfit calibrate`: measure a model on the local GPU over a small grid, then fit.
+
+The grid is chosen to make the fits good, not to be a cross product: the baseline plan at sizes
+and frame counts spread over the token range (with the VAE decode at each, since decode memory
+depends on pixels and frames), and each plan knob at one to three points — its effect is
+composed by the planner from the measured weights and per-stage costs. Knob points that do not
+need a decode stop at latents to save GPU time. Every point is appended to
+calibration/<gpu>/<model>.measurements.jsonl as it finishes; a rerun resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from wanfit.measure.host_rate import measure_host_rates
+from wanfit.measure.worker import Job, run_jobs
+from wanfit.vocabulary.catalog import get_model
+from wanfit.vocabulary.errors import WanfitError
+from wanfit.vocabulary.measurements_file import gpu_session_pageable_gbps, load_measurements
+from wanfit.vocabulary.workload import Plan, Workload
+
+BASE = Plan()
+
+# (height, width, frames, steps, decode). Steps: 1 warm-up + steady steps; fewer for long points.
+GRIDS: dict[str, list[tuple[Plan, list[tuple[int, int, int, int, bool]]]]] = {
+    "wan2.2-ti2v-5b": [
+        (BASE, [(480, 832, 41, 3, True), (480, 832, 81, 3, True), (704, 1280, 41, 3, True), (704, 1280, 81, 3, True),
+                (704, 1280, 121, 2, True), (1280, 704, 61, 3, True), (704, 1280, 201, 2, True)]),
+        (Plan(vae_tiling=True), [(480, 832, 81, 1, True), (704, 1280, 41, 1, True), (704, 1280, 121, 1, True)]),
+        (Plan(dit_dtype="fp8"), [(480, 832, 81, 3, False), (704, 1280, 121, 3, False)]),
+        (Plan(dit_dtype="fp32"), [(480, 832, 81, 3, False), (704, 1280, 81, 3, False)]),
+        (Plan(offload="model"), [(704, 1280, 81, 3, True), (480, 832, 81, 3, False)]),
+        (Plan(offload="group"), [(480, 832, 81, 3, False), (704, 1280, 121, 3, False)]),
+        # Sequential offload: the steps at four sizes, the (streamed) VAE decode at two of them.
+        (Plan(offload="sequential"), [(480, 832, 41, 2, False), (704, 1280, 41, 2, False), (480, 832, 81, 3, True),
+                                      (704, 1280, 81, 3, True)]),
+        (Plan(text_encoder="cpu"), [(480, 832, 81, 1, False)]),
+        (Plan(text_encoder="int8"), [(480, 832, 81, 1, False)]),
+        (Plan(expandable_segments=False), [(704, 1280, 121, 3, True)]),
+    ],
+    "wan2.1-t2v-14b": [
+        (BASE, [(480, 832, 21, 2, True), (480, 832, 41, 2, True), (480, 832, 81, 2, True), (720, 1280, 41, 2, True),
+                (720, 1280, 81, 2, True)]),
+        (Plan(dit_dtype="fp8"), [(480, 832, 81, 2, False)]),
+        (Plan(dit_dtype="fp32"), [(480, 832, 81, 2, False)]),
+        (Plan(offload="model"), [(480, 832, 81, 2, True)]),
+        (Plan(offload="group"), [(480, 832, 81, 2, False)]),
+        (Plan(vae_tiling=True), [(480, 832, 81, 1, True)]),
+        (Plan(offload="sequential"), [(480, 832, 81, 2, True)]),
+    ],
+    "wan2.1-t2v-1.3b": [
+        (BASE, [(480, 832, 41, 3, True), (480, 832, 81, 3, True), (720, 1280, 41, 3, True), (720, 1280, 81, 2, True)]),
+        (Plan(dit_dtype="fp8"), [(480, 832, 81, 3, False)]),
+        (Plan(offload="group"), [(480, 832, 81, 3, False)]),
+        (Plan(offload="model"), [(480, 832, 81, 3, False)]),
+        (Plan(offload="sequential"), [(480, 832, 41, 3, True)]),
+    ],
+}
+# A repeat of the first baseline point at the end of its (reused) process: shows that the reset
+# between points gives the same peaks as a fresh process.
+RESET_CHECK_TAG = "reset-check"
+# One baseline point per model loaded with `from_pretrained` from a checkpoint saved from random
+# weights just before (so from the page cache): a real load's init time, which the random builds of
+# the grid (random-number generation on the GPU) do not give. Stops at latents.
+CHECKPOINT_POINT = (480, 832, 41, 2, False)
+
+
+def grid_jobs(model: str, quick: bool = False, checkpoint: Path | None = None) -> list[Job]:
+    """The model's grid; with `checkpoint` (a directory save_random_checkpoint wrote) also the
+    checkpoint-load point, last."""
+    spec = get_model(model)
+    if model not in GRIDS:
+        raise WanfitError(f"no calibration grid for {model}: calibrate one of {', '.join(GRIDS)} "
+                          f"(models sharing a DiT use its calibration)")
+    d = spec.defaults
+    jobs = []
+    for gi, (plan, points) in enumerate(GRIDS[model]):
+        chosen = points[:2] if quick else points
+        for h, w, f, steps, decode in chosen:
+            wl = Workload(model=model, height=h, width=w, frames=f, steps=steps, guidance=d.guidance,
+                          guidance_2=d.guidance_2)
+            jobs.append(Job(workload=wl, plan=plan, steps=steps, decode=decode))
+        if gi == 0:
+            first = jobs[0]
+            jobs.append(first.model_copy(update={"tag": RESET_CHECK_TAG}))
+    if checkpoint is not None:
+        h, w, f, steps, decode = CHECKPOINT_POINT
+        wl = Workload(model=model, height=h, width=w, frames=f, steps=steps, guidance=d.guidance,
+                      guidance_2=d.guidance_2)
+        jobs.append(Job(workload=wl, plan=BASE, steps=steps, decode=decode, checkpoint=str(checkpoint)))
+    return jobs
+
+
+def save_checkpoint_dir(model: str, path: Path) -> None:
+    """Save the model's random-weight build as a checkpoint in a separate process (the calibrating
+    process keeps the GPU clean for the points)."""
+    code = ("import sys; from wanfit.vocabulary.catalog import get_model; from wanfit.measure.build import save_random_checkpoint; "
+            "save_random_checkpoint(get_model(sys.argv[1]), sys.argv[2], 'cuda')")
+    subprocess.run([sys.executable, "-c", code, model, str(path)], check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+
+
+def _require_cuda() -> tuple[str, float]:
+    try:
+        import torch
+    except ImportError:
+        raise WanfitError("`wanfit calibrate` needs the GPU extras: pip install 'wanfit[gpu]'") from None
+    if not torch.cuda.is_available():
+        raise WanfitError("no CUDA GPU visible: `wanfit calibrate` measures on the local GPU, run it on a machine "
+                          "with the GPU you name (`wanfit plan` needs no GPU)")
+    props = torch.cuda.get_device_properties(0)
+    return props.name, props.total_memory / 2**30
+
+
+def _check_gpu(gpu: str, local_name: str, local_gib: float, console) -> str:
+    """The profile key to file the calibration under; warns when the local GPU is another one."""
+    from wanfit.vocabulary.profiles import get_profile, match_local_gpu
+
+    wanted = get_profile(gpu)
+    local = match_local_gpu(local_name, local_gib)
+    if local is None or local.key != wanted.key:
+        console.print(f"[yellow]warning:[/] local GPU is {local_name} ({local_gib:.1f} GiB), not {wanted.name}; "
+                      f"the mismatch is recorded in the calibration's environment")
+    return wanted.key
+
+
+def measure_session_ceilings(path: Path) -> dict:
+    """Measure this machine's ceilings, every session: lent machines of one GPU model differ (pageable
+    host copies most). The first session's become `path` (ceilings.json), at which every fit computes
+    its features; each session's go into its session record."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "ceilings.json"
+        subprocess.run([sys.executable, "-m", "wanfit.measure.ceilings", str(out)], check=True,
+                       stdout=subprocess.DEVNULL)
+        measured = json.loads(out.read_text())
+    # The pageable rate varies from process to process: the median with two more fresh draws, which
+    # also measure model offload's rate down to fresh host memory.
+    ceilings = measured["ceilings"]
+    rates = measure_host_rates(first_h2d=ceilings["h2d_pageable_gbps"])
+    ceilings["h2d_pageable_gbps"] = rates.h2d_pageable_gbps
+    if rates.d2h_fresh_gbps is not None:
+        ceilings["d2h_fresh_gbps"] = rates.d2h_fresh_gbps
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(measured, indent=1))
+    return ceilings
+
+
+def run_calibration(gpu: str, models: list[str], out_dir: Path = Path("calibration"), resume: bool = True,
+                    quick: bool = False, fit: bool = True) -> list[Path]:
+    """Measure each model's grid on the local GPU, then fit. Returns the calibration files written."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    local_name, local_gib = _require_cuda()
+    key = _check_gpu(gpu, local_name, local_gib, console)
+    gpu_dir = Path(out_dir) / key
+    ceilings_path = gpu_dir / "ceilings.json"
+    session_ceilings = measure_session_ceilings(ceilings_path)
+    written = []
+    for model in models:
+        meas_path = gpu_dir / f"{model}.measurements.jsonl"
+        if not resume and meas_path.exists():
+            shutil.move(meas_path, meas_path.with_suffix(f".jsonl.{int(time.time())}.bak"))
+        started = time.time()
+        # The checkpoint (tens of GiB) goes to the system temp directory (TMPDIR) and is removed after;
+        # it is saved just before its point runs, so the load reads it from the page cache.
+        checkpoint_root = None if quick else Path(tempfile.mkdtemp(prefix=f"wanfit-{model}-"))
+        jobs = grid_jobs(model, quick, checkpoint_root / "checkpoint" if checkpoint_root else None)
+        done_before = {m.id for m in load_measurements(meas_path) if m.status in ("ok", "oom")}
+        with Progress(TextColumn(f"[bold]{model}[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      TextColumn("{task.description}"), console=console) as progress:
+            task = progress.add_task("", total=len(jobs))
+            progress.update(task, completed=sum(1 for j in jobs if j.id in done_before))
+
+            def on_result(m, task=task, progress=progress):
+                label = f"{m.workload.height}x{m.workload.width}x{m.workload.frames} {m.plan.label()}: {m.status}"
+                progress.update(task, advance=1, description=label)
+
+            try:
+                grid = jobs[:-1] if checkpoint_root else jobs
+                run_jobs(grid, meas_path, on_result=on_result)
+                if checkpoint_root is not None and jobs[-1].id not in done_before:
+                    progress.update(task, description="saving a random-weight checkpoint")
+                    try:
+                        save_checkpoint_dir(model, Path(jobs[-1].checkpoint))
+                    except (subprocess.CalledProcessError, OSError) as error:
+                        console.print(f"[yellow]warning:[/] {model}: no checkpoint-load point (saving the "
+                                      f"checkpoint failed: {error}); the init time stays the random builds'")
+                    else:
+                        run_jobs(jobs[-1:], meas_path, on_result=on_result)
+            finally:
+                if checkpoint_root is not None:
+                    shutil.rmtree(checkpoint_root, ignore_errors=True)
+        _record_session(gpu_dir / f"{model}.sessions.jsonl", started, len(jobs), session_ceilings)
+        if fit:
+            written.append(fit_model(key, model, Path(out_dir)))
+    return written
+
+
+def _record_session(path: Path, started: float, n_jobs: int, ceilings: dict | None = None) -> None:
+    """Each calibrate session's wall time (the calibration's GPU-minutes are their sum) and the ceilings
+    measured at its start: ceilings.json keeps only the latest session's, and lent machines of one GPU
+    model differ (host-to-device copies from pageable memory, which sequential offload runs on, most)."""
+    row = {"started": datetime.fromtimestamp(started, UTC).isoformat(timespec="seconds"),
+           "wall_s": round(time.time() - started, 1), "jobs": n_jobs}
+    if ceilings is not None:
+        row["ceilings"] = ceilings
+    with path.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def gpu_minutes(gpu_dir: Path, model: str) -> float:
+    path = gpu_dir / f"{model}.sessions.jsonl"
+    if not path.exists():
+        return 0.0
+    return sum(json.loads(line)["wall_s"] for line in path.read_text().splitlines() if line.strip()) / 60
+
+
+def fit_model(gpu_key: str, model: str, out_dir: Path = Path("calibration")) -> Path:
+    """Fit the measurements of one model on one GPU and write calibration/<gpu>/<model>.json.
+    Needs no GPU: `wanfit calibrate --fit-only` refits committed measurements."""
+    from wanfit.model.calibration import save_calibration
+    from wanfit.model.fit import fit_calibration
+    from wanfit.vocabulary.environment import Ceilings
+
+    gpu_dir = Path(out_dir) / gpu_key
+    meas_path = gpu_dir / f"{model}.measurements.jsonl"
+    measurements = load_measurements(meas_path)
+    if not measurements:
+        raise WanfitError(f"no measurements in {meas_path}: run `wanfit calibrate --gpu {gpu_key} --model {model}` "
+                          f"on that GPU first")
+    ceilings = None
+    ceilings_path = gpu_dir / "ceilings.json"
+    if ceilings_path.exists():
+        ceilings = Ceilings.model_validate(json.loads(ceilings_path.read_text())["ceilings"])
+    siblings = [m for path in sorted(gpu_dir.glob("*.measurements.jsonl")) if path != meas_path
+                for m in load_measurements(path)]
+    cal = fit_calibration(measurements, gpu_key, model, ceilings, gpu_minutes(gpu_dir, model),
+                          step_siblings=siblings,
+                          session_pageable=gpu_session_pageable_gbps(gpu_dir, [*measurements, *siblings]))
+    out = gpu_dir / f"{model}.json"
+    save_calibration(cal, out)
+    return out

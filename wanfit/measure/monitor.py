@@ -1,0 +1,189 @@
+"""Per-stage measurement: wall time with device synchronisation, torch allocator peaks, NVML
+device-level memory and utilisation from a background poller, process CPU % and host RSS.
+
+NVML's device "used" memory is what decides OOM and what nvidia-smi shows; torch's peaks say how
+much of it the caching allocator held (reserved) and how much live tensors needed (allocated).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+
+import psutil
+
+from wanfit.vocabulary.measurement import MemorySample, StageRecord
+from wanfit.vocabulary.units import GIB
+
+POLL_INTERVAL_S = 0.01
+MAX_TIMELINE_POINTS = 1500
+
+
+class Nvml:
+    """NVML device handle for the process's CUDA device; every reading is None without NVML."""
+
+    def __init__(self, index: int | None = None, enabled: bool = True) -> None:
+        self.handle = None
+        self.activity_source: str | None = None
+        if not enabled:  # a CPU run: nothing to read, and no NVML init on machines without a driver
+            return
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            if index is None:
+                visible = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0].strip()
+                index = int(visible) if visible.isdigit() else 0
+            self.handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            self._nvml = pynvml
+            self.activity_source = "nvml GPU utilisation (% of time a kernel was running)"
+        except Exception:  # no driver, no GPU or no pynvml: the monitor still times and reads torch
+            self.handle = None
+
+    def used_gib(self) -> float | None:
+        if self.handle is None:
+            return None
+        return self._nvml.nvmlDeviceGetMemoryInfo(self.handle).used / GIB
+
+    def utilisation_pct(self) -> float | None:
+        if self.handle is None:
+            return None
+        return float(self._nvml.nvmlDeviceGetUtilizationRates(self.handle).gpu)
+
+    def driver(self) -> str | None:
+        if self.handle is None:
+            return None
+        v = self._nvml.nvmlSystemGetDriverVersion()
+        return v.decode() if isinstance(v, bytes) else v
+
+    def power_limit_w(self) -> float | None:
+        """The enforced board power limit (an administrator may set it below the default)."""
+        if self.handle is None:
+            return None
+        try:
+            return self._nvml.nvmlDeviceGetEnforcedPowerLimit(self.handle) / 1000.0
+        except Exception:  # not supported on every board / virtualised GPU
+            return None
+
+    def max_sm_clock_mhz(self) -> int | None:
+        if self.handle is None:
+            return None
+        try:
+            return int(self._nvml.nvmlDeviceGetMaxClockInfo(self.handle, self._nvml.NVML_CLOCK_SM))
+        except Exception:
+            return None
+
+
+@dataclass
+class _Sample:
+    t: float
+    used_gib: float | None
+    util_pct: float | None
+    rss_gib: float
+
+
+@dataclass
+class Poller:
+    """Samples device memory, utilisation and host RSS every few milliseconds in a thread."""
+
+    nvml: Nvml
+    t0: float = field(default_factory=time.perf_counter)
+    samples: list[_Sample] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __post_init__(self) -> None:
+        self._proc = psutil.Process()
+        self._util_every = 20  # utilisation is a ~1/6 s window in the driver: no need to read it often
+
+    def sample(self) -> _Sample:
+        s = _Sample(time.perf_counter(), self.nvml.used_gib(), None, self._proc.memory_info().rss / GIB)
+        self.samples.append(s)
+        return s
+
+    def _run(self) -> None:
+        n = 0
+        while not self._stop.is_set():
+            s = self.sample()
+            if n % self._util_every == 0:
+                s.util_pct = self.nvml.utilisation_pct()
+            n += 1
+            time.sleep(POLL_INTERVAL_S)
+
+    def start(self) -> Poller:
+        self._thread = threading.Thread(target=self._run, name="wanfit-nvml-poller", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+
+    def window(self, start: float, end: float) -> list[_Sample]:
+        return [s for s in list(self.samples) if start <= s.t <= end]
+
+    def timeline(self) -> list[MemorySample]:
+        pts = [s for s in list(self.samples) if s.used_gib is not None]
+        stride = max(1, len(pts) // MAX_TIMELINE_POINTS)
+        # Keep every stride-th point but never drop a local maximum: peaks are what matter.
+        kept = []
+        for i in range(0, len(pts), stride):
+            chunk = pts[i : i + stride]
+            kept.append(max(chunk, key=lambda s: s.used_gib))
+        return [MemorySample(t_s=round(s.t - self.t0, 4), used_gib=round(s.used_gib, 4), sm_pct=s.util_pct)
+                for s in kept]
+
+
+class StageClock:
+    """Times stages back to back. `begin()` opens a stage after a device sync; `end()` closes it
+    and returns its StageRecord with the torch peaks since `begin()` and the poller's window."""
+
+    def __init__(self, poller: Poller, torch_mod, device: str) -> None:
+        self.poller = poller
+        self.torch = torch_mod
+        self.cuda = device.startswith("cuda") and torch_mod.cuda.is_available()
+        self.proc = psutil.Process()
+        self._start: float | None = None
+        self._used_start: float | None = None
+        self._alloc_start: float | None = None
+
+    def sync(self) -> None:
+        if self.cuda:
+            self.torch.cuda.synchronize()
+
+    def begin(self) -> None:
+        self.sync()
+        self.proc.cpu_percent(None)
+        self.begin_at(self.poller.sample())
+
+    def end(self, name: str, index: int | None = None, expert: int | None = None) -> StageRecord:
+        self.sync()
+        last = self.poller.sample()
+        start = self._start if self._start is not None else last.t
+        window = self.poller.window(start, last.t) or [last]
+        used = [s.used_gib for s in window if s.used_gib is not None]
+        util = [s.util_pct for s in window if s.util_pct is not None]
+        rss = max(s.rss_gib for s in window)
+        time_s = last.t - start
+        activity = sum(util) / len(util) if util else None
+        rec = StageRecord(
+            name=name, index=index, expert=expert, start_s=round(start - self.poller.t0, 6), time_s=time_s,
+            torch_allocated_start_gib=self._alloc_start,
+            torch_peak_allocated_gib=self.torch.cuda.max_memory_allocated() / GIB if self.cuda else None,
+            torch_peak_reserved_gib=self.torch.cuda.max_memory_reserved() / GIB if self.cuda else None,
+            device_used_start_gib=self._used_start, device_used_peak_gib=max(used) if used else None,
+            sm_activity_pct=activity, compute_load=time_s * activity / 100 if activity is not None else None,
+            cpu_pct=self.proc.cpu_percent(None), host_rss_peak_gib=rss,
+        )
+        # The next stage starts where this one ended (no gap): callbacks mark step boundaries.
+        self.begin_at(last)
+        return rec
+
+    def begin_at(self, sample: _Sample) -> None:
+        if self.cuda:
+            self.torch.cuda.reset_peak_memory_stats()
+            self._alloc_start = self.torch.cuda.memory_allocated() / GIB
+        self._start, self._used_start = sample.t, sample.used_gib

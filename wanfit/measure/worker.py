@@ -1,0 +1,159 @@
+"""Run measured points in fresh worker processes.
+
+The parent side (`run_jobs`, `run_in_subprocess`) imports no torch: it writes a job file, starts
+`python -m wanfit.measure.worker JOBS OUT`, and reads the measurements the worker appends to OUT.
+A worker handles consecutive points of one model+plan in one process (the pipeline is built once;
+the allocator is emptied and its peaks reset between points) and exits after any failed point,
+so the next point starts in a fresh process. A worker that dies without writing (killed, segfault)
+is recorded as an error point for the job it was on: nothing is lost and nothing loops.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from wanfit import __version__
+from wanfit.vocabulary.catalog import ModelSpec
+from wanfit.vocabulary.environment import Environment
+from wanfit.vocabulary.measurement import Measurement, point_id
+from wanfit.vocabulary.measurements_file import append_measurement, load_measurements
+from wanfit.vocabulary.workload import Plan, Workload
+
+FAILED_POINT_EXIT = 3
+
+
+class Job(BaseModel):
+    """One point to measure."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    workload: Workload
+    plan: Plan
+    steps: int | None = None  # denoising steps actually run (None: the workload's)
+    decode: bool = True
+    tag: str = ""
+    checkpoint: str | None = None
+    memory_cap_gib: float | None = None
+    spec: ModelSpec | None = None  # architecture override (tests: tiny variants)
+    device: str | None = None
+
+    @property
+    def id(self) -> str:
+        source = "checkpoint" if self.checkpoint else "random"
+        return point_id(self.workload, self.plan, self.steps or self.workload.steps, source, self.tag,
+                        self.decode, self.memory_cap_gib)
+
+
+def allocator_env(plan: Plan) -> str:
+    """PYTORCH_CUDA_ALLOC_CONF for a plan: expandable segments on unless the plan turns them off."""
+    return "expandable_segments:True" if plan.expandable_segments else ""
+
+
+def _died(job: Job, returncode: int, stderr_tail: str) -> Measurement:
+    env = Environment(gpu_name="unknown (worker died)", gpu_total_gib=0.0, torch="unknown",
+                      python=platform.python_version(), platform=platform.platform(), wanfit=__version__)
+    return Measurement(id=job.id, workload=job.workload, plan=job.plan, status="error",
+                       failed_stage="worker", error=f"worker process died (exit code {returncode}): {stderr_tail}",
+                       steps_run=0, tag=job.tag, decoded=job.decode, environment=env,
+                       created_at=datetime.now(UTC).isoformat(timespec="seconds"))
+
+
+def run_jobs(jobs: list[Job], out_path: Path, on_result: Callable[[Measurement], None] | None = None,
+             timeout_s: float | None = None) -> list[Measurement]:
+    """Measure every job not already in `out_path` (finished or OOM), appending as they finish.
+    Returns the measurements of `jobs` found in the file afterwards (in job order)."""
+    out_path = Path(out_path)
+    attempted: set[str] = set()
+    while True:
+        finished = {m.id for m in load_measurements(out_path) if m.status in ("ok", "oom")}
+        remaining = [j for j in jobs if j.id not in finished and j.id not in attempted]
+        if not remaining:
+            break
+        # One worker per run of jobs sharing the allocator setting (it must be set before CUDA starts).
+        conf = allocator_env(remaining[0].plan)
+        batch = []
+        for j in remaining:
+            if allocator_env(j.plan) != conf:
+                break
+            batch.append(j)
+        seen_lines = len(load_measurements(out_path))
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+            json.dump([j.model_dump(mode="json") for j in batch], f)
+            job_file = f.name
+        env = {**os.environ, "PYTORCH_CUDA_ALLOC_CONF": conf, "PYTHONUNBUFFERED": "1"}
+        proc = subprocess.Popen([sys.executable, "-m", "wanfit.measure.worker", job_file, str(out_path)],
+                                env=env, stderr=subprocess.PIPE, text=True)
+        stderr_lines: list[str] = []
+        started = time.monotonic()
+        while proc.poll() is None:
+            time.sleep(0.5)
+            seen_lines = _report_new(out_path, seen_lines, on_result)
+            if timeout_s is not None and time.monotonic() - started > timeout_s:
+                proc.kill()
+        _, err = proc.communicate()
+        stderr_lines = (err or "").strip().splitlines()[-20:]
+        seen_lines = _report_new(out_path, seen_lines, on_result)
+        os.unlink(job_file)
+        recorded = {m.id for m in load_measurements(out_path)}
+        for j in batch:
+            if j.id in recorded:
+                attempted.add(j.id)
+        if proc.returncode not in (0, FAILED_POINT_EXIT):
+            victim = next((j for j in batch if j.id not in recorded), None)
+            if victim is not None:
+                m = _died(victim, proc.returncode, " | ".join(stderr_lines)[-1500:])
+                append_measurement(out_path, m)
+                attempted.add(victim.id)
+                if on_result:
+                    on_result(m)
+    by_id = {m.id: m for m in load_measurements(out_path)}
+    return [by_id[j.id] for j in jobs if j.id in by_id]
+
+
+def _report_new(out_path: Path, seen: int, on_result) -> int:
+    ms = load_measurements(out_path)
+    if on_result:
+        for m in ms[seen:]:
+            on_result(m)
+    return len(ms)
+
+
+def run_in_subprocess(workload: Workload, plan: Plan, *, steps: int | None = None, memory_cap_gib: float | None = None,
+                      checkpoint: Path | None = None, decode: bool = True, spec: ModelSpec | None = None,
+                      device: str | None = None) -> Measurement:
+    """Measure one point in a fresh process (verify uses this, so a cap applies before any allocation)."""
+    job = Job(workload=workload, plan=plan, steps=steps, decode=decode, memory_cap_gib=memory_cap_gib,
+              checkpoint=str(checkpoint) if checkpoint else None, spec=spec, device=device)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = run_jobs([job], Path(tmp) / "m.jsonl")
+    return out[0]
+
+
+def _worker_main(job_file: str, out_file: str) -> int:
+    from wanfit.measure.runner import PipelineCache, run_point
+
+    jobs = [Job.model_validate(j) for j in json.loads(Path(job_file).read_text())]
+    out = Path(out_file)
+    cache = PipelineCache()
+    for job in jobs:
+        m = run_point(job.workload, job.plan, steps=job.steps, checkpoint=Path(job.checkpoint) if job.checkpoint else None,
+                      device=job.device, memory_cap_gib=job.memory_cap_gib, cache=cache, spec=job.spec,
+                      decode=job.decode, tag=job.tag)
+        append_measurement(out, m)
+        if m.status != "ok":
+            return FAILED_POINT_EXIT  # the next point starts in a fresh process
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_worker_main(sys.argv[1], sys.argv[2]))

@@ -1,0 +1,172 @@
+"""Advice: enumerate the plan space, predict every plan, mark fits, rank, recommend with a reason.
+
+The plan space is offload (none | model | group | sequential) x text encoder (gpu | cpu | int8)
+x DiT dtype (bf16 | fp8 | fp32) x VAE tiling (off | on); a knob the user pinned is fixed. A plan
+fits when its predicted need plus the safety margin is within the GPU's usable memory and, when
+a host RAM limit is given, its offloaded weights fit in host RAM. Fitting plans rank by
+predicted duration; the fastest is recommended, with one line naming the stage that binds.
+Pure Python (the `plan` path).
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from wanfit.model.calibration import Calibration, FindHow, source_note
+from wanfit.model.predict import Prediction, predict
+from wanfit.vocabulary.errors import WanfitError
+from wanfit.vocabulary.plan_report import Candidate, GpuResult
+from wanfit.vocabulary.workload import DIT_DTYPES, OFFLOADS, TEXT_ENCODERS, Plan, Workload
+
+KNOB_CHOICES: dict[str, tuple] = {
+    "offload": OFFLOADS,
+    "text_encoder": TEXT_ENCODERS,
+    "dit_dtype": DIT_DTYPES,
+    "vae_tiling": (False, True),
+}
+# Plan fields a caller may pin without them being enumerated.
+EXTRA_PINS = ("expandable_segments",)
+
+STAGE_TITLES = {"init": "init", "text_encode": "text encode", "prepare": "prepare", "denoise": "denoise",
+                "expert_switch": "expert switch", "vae_decode": "VAE decode"}
+OFFLOAD_WORDS = {"none": "no offload", "model": "model offload", "group": "group offload",
+                 "sequential": "sequential offload"}
+
+
+def plan_space(pinned: dict | None = None) -> list[Plan]:
+    """Every plan the knobs allow, pinned knobs fixed. Bad pins: one-line error."""
+    pinned = {k: v for k, v in (pinned or {}).items() if v is not None}
+    unknown = sorted(set(pinned) - set(KNOB_CHOICES) - set(EXTRA_PINS))
+    if unknown:
+        raise WanfitError(f"unknown plan knob(s) {', '.join(unknown)}: pin one of {', '.join(KNOB_CHOICES)}")
+    choices = dict(KNOB_CHOICES)
+    for knob, value in pinned.items():
+        if knob in EXTRA_PINS:
+            continue
+        if value not in choices[knob]:
+            allowed = " | ".join(str(c).lower() for c in choices[knob])
+            raise WanfitError(f"{knob} cannot be {value!r}: use {allowed}")
+        choices[knob] = (value,)
+    extra = {k: pinned[k] for k in EXTRA_PINS if k in pinned}
+    names = list(choices)
+    return [Plan(**dict(zip(names, combo, strict=True)), **extra) for combo in itertools.product(*choices.values())]
+
+
+def baseline_plan(pinned: dict | None = None) -> Plan:
+    """The plan users start from (no offload, text encoder on the GPU, bf16, no tiling) with the pins applied."""
+    pinned = {k: v for k, v in (pinned or {}).items() if v is not None}
+    return Plan(**pinned)
+
+
+def describe(plan: Plan) -> str:
+    """A plan in words: 'no offload', 'model offload + fp8 DiT', ..."""
+    words = [OFFLOAD_WORDS[plan.offload]]
+    if plan.text_encoder == "cpu":
+        words.append("text encoder on the CPU")
+    elif plan.text_encoder == "int8":
+        words.append("int8 text encoder")
+    if plan.dit_dtype != "bf16":
+        words.append(f"{plan.dit_dtype} DiT")
+    if plan.vae_tiling:
+        words.append("VAE tiling")
+    return " + ".join(words)
+
+
+def _mechanism(base: Plan, rec: Plan, binding: str) -> str:
+    """Why the recommended plan needs less than the baseline, in a few words per changed knob."""
+    parts = []
+    if rec.offload != base.offload:
+        parts.append({
+            "model": "model offload frees the DiT before decode" if binding == "vae_decode"
+            else "model offload keeps one model on the GPU at a time",
+            "group": "group offload streams the DiT blocks from host RAM",
+            "sequential": "sequential offload streams every layer from host RAM",
+            "none": "no offload",
+        }[rec.offload])
+    if rec.text_encoder != base.text_encoder:
+        parts.append({"cpu": "the text encoder runs on the CPU", "int8": "an int8 text encoder halves its weights",
+                      "gpu": "the text encoder on the GPU"}[rec.text_encoder])
+    if rec.dit_dtype != base.dit_dtype:
+        parts.append({"fp8": "fp8 DiT weights halve them", "bf16": "bf16 DiT weights",
+                      "fp32": "fp32 DiT weights"}[rec.dit_dtype])
+    if rec.vae_tiling != base.vae_tiling:
+        parts.append("VAE tiling bounds decode memory by the tile" if rec.vae_tiling else "untiled VAE decode")
+    return " + ".join(parts) or describe(rec)
+
+
+def _seconds(delta: float) -> str:
+    d = abs(delta)
+    sign = "-" if delta < 0 and d >= 0.05 else "+"
+    if d < 10:
+        return f"{sign}{d:.1f} s"
+    if d < 120:
+        return f"{sign}{d:.0f} s"
+    return f"{sign}{d / 60:.1f} min"
+
+
+def reason_line(gpu: str, usable_gib: float, margin_gib: float, base: Prediction, base_cand: Candidate,
+                rec: Candidate | None, candidates: list[Candidate], host_ram_gib: float | None) -> str:
+    """One line: why this plan (or why nothing fits), naming the binding stage."""
+    budget = usable_gib - margin_gib
+    where = f"{budget:.1f} GiB usable on {gpu} after the {margin_gib:g} GiB margin"
+    base_words = describe(base.plan)
+    if rec is None:
+        smallest = min(candidates, key=lambda c: c.need_gib)
+        line = (f"nothing fits: the smallest need is {smallest.need_gib:.1f} GiB ({describe(smallest.as_plan())}) at "
+                f"{STAGE_TITLES.get(smallest.binding_stage, smallest.binding_stage)} > {where}")
+        short_of_host = sum(1 for c in candidates if not c.host_ram_fits)
+        if short_of_host and host_ram_gib is not None:
+            line += f"; {short_of_host} plan(s) need more than the {host_ram_gib:g} GiB of host RAM"
+        return line
+    rec_plan = rec.as_plan()
+    if rec.plan == base_cand.plan:
+        return (f"{base_words} fits: needs {rec.need_gib:.1f} GiB at {STAGE_TITLES.get(rec.binding_stage)} of {where}; "
+                f"the fastest plan")
+    if base_cand.fits:
+        return (f"fastest plan that fits: {_mechanism(base.plan, rec_plan, rec.binding_stage)}, "
+                f"{_seconds(rec.duration_s - base_cand.duration_s)} vs {base_words}; needs {rec.need_gib:.1f} GiB")
+    why = "" if base_cand.host_ram_fits else f" (and {base_cand.host_ram_gib:.1f} GiB of host RAM)"
+    if base_cand.need_gib + margin_gib <= usable_gib:
+        cause = f"{base_words} needs {base_cand.host_ram_gib:.1f} GiB of host RAM > {host_ram_gib:g} GiB"
+    else:
+        cause = (f"{base_words} needs {base_cand.need_gib:.1f} GiB at "
+                 f"{STAGE_TITLES.get(base_cand.binding_stage, base_cand.binding_stage)} > {where}{why}")
+    return (f"{cause}; {_mechanism(base.plan, rec_plan, base_cand.binding_stage)}: {rec.need_gib:.1f} GiB, "
+            f"{_seconds(rec.duration_s - base_cand.duration_s)}")
+
+
+def advise(workload: Workload, calibration: Calibration, how: FindHow, target: Any, pinned: dict | None = None,
+           safety_margin_gib: float = 1.0, host_ram_gib: float | None = None,
+           host_pageable_gbps: float | None = None, host_d2h_gbps: float | None = None,
+           reused_pipeline: bool = False) -> GpuResult:
+    """Predict every plan for `target` (a GpuProfile), rank and recommend."""
+    usable = float(target.memory_gib)
+    family_note = source_note(workload.model, calibration)
+    options = {"host_d2h_gbps": host_d2h_gbps, "reused_pipeline": reused_pipeline}
+    predictions = [predict(workload, plan, calibration, target, host_pageable_gbps, **options)
+                   for plan in plan_space(pinned)]
+    candidates = []
+    for p in predictions:
+        cand = p.candidate(usable, safety_margin_gib, host_ram_gib)
+        if family_note:
+            cand = cand.model_copy(update={"notes": [family_note, *cand.notes]})
+        candidates.append(cand)
+    base_plan = baseline_plan(pinned)
+    base_pred = next((p for p in predictions if p.plan == base_plan), None)
+    if base_pred is None:
+        base_pred = predict(workload, base_plan, calibration, target, host_pageable_gbps, **options)
+    base_cand = base_pred.candidate(usable, safety_margin_gib, host_ram_gib)
+    # Fitting plans by duration (an exact tie goes to the plan with fewer knobs changed from the
+    # baseline), then the rest by how much they need.
+    def rank(c: Candidate) -> tuple:
+        changes = sum(1 for k, v in c.plan.items() if base_plan.knobs()[k] != v)
+        return (not c.fits, c.duration_s if c.fits else c.need_gib, changes)
+
+    order = sorted(range(len(candidates)), key=lambda i: rank(candidates[i]))
+    ranked = [candidates[i] for i in order]
+    recommended = ranked[0] if ranked and ranked[0].fits else None
+    reason = reason_line(target.key, usable, safety_margin_gib, base_pred, base_cand, recommended, ranked,
+                         host_ram_gib)
+    return GpuResult(gpu=target.key, memory_gib=usable, calibration=calibration.label, recommended=recommended,
+                     reason=reason, candidates=ranked)

@@ -1,0 +1,80 @@
+"""The importable Python API: what `wanfit plan` prints, as pydantic objects, for tools that embed wanfit.
+
+Pure Python (no torch, no sklearn): predictions come from stored calibrations and GPU profiles.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from wanfit.model.calibration import find_calibration, source_note
+from wanfit.model.predict import predict
+from wanfit.planner.advise import advise
+from wanfit.vocabulary.errors import WanfitError
+from wanfit.vocabulary.paths import calibration_dirs
+from wanfit.vocabulary.plan_report import Candidate, PlanReport
+from wanfit.vocabulary.profiles import get_profile
+from wanfit.vocabulary.workload import Plan, Workload
+
+
+def _check_options(safety_margin_gib: float, host_ram_gib: float | None, host_pageable_gbps: float | None = None,
+                   host_d2h_gbps: float | None = None) -> None:
+    if safety_margin_gib < 0:
+        raise WanfitError(f"the safety margin must be >= 0 GiB, not {safety_margin_gib:g}")
+    if host_ram_gib is not None and host_ram_gib <= 0:
+        raise WanfitError(f"host RAM must be a positive number of GiB, not {host_ram_gib:g}")
+    if host_pageable_gbps is not None and host_pageable_gbps <= 0:
+        raise WanfitError(f"the host-to-device rate must be a positive number of GB/s, not {host_pageable_gbps:g} "
+                          f"(lent H100 hosts measured 6.4 to 9.2 GB/s)")
+    if host_d2h_gbps is not None and host_d2h_gbps <= 0:
+        raise WanfitError(f"the device-to-host rate must be a positive number of GB/s, not {host_d2h_gbps:g} "
+                          f"(lent H100 hosts measured 1.15 to 1.37 GB/s into fresh pageable memory)")
+
+
+def plan_report(workload: Workload, gpus: list[str], pinned: dict | None = None, safety_margin_gib: float = 1.0,
+                host_ram_gib: float | None = None, calibration_dir: Path | None = None,
+                host_pageable_gbps: float | None = None, host_d2h_gbps: float | None = None,
+                reused_pipeline: bool = False) -> PlanReport:
+    """Every plan for `workload` on each GPU (profile keys or aliases), ranked, with a recommendation.
+
+    `pinned` fixes plan knobs ({"offload": "model", "vae_tiling": False, ...}); `safety_margin_gib`
+    is kept free on the GPU; `host_ram_gib` limits the weights offloading plans keep in system
+    memory; `calibration_dir` is searched before the shipped calibrations; `host_pageable_gbps` is
+    the host's measured host-to-device rate from pageable memory, at which offloading plans copy;
+    `host_d2h_gbps` its device-to-host rate into fresh pageable memory, at which model offload sends
+    models down (`wanfit verify` of a model-offload plan measures both and records them);
+    `reused_pipeline` predicts one more video from a process that keeps its pipeline built (a
+    server): no init time, no first-call setup."""
+    _check_options(safety_margin_gib, host_ram_gib, host_pageable_gbps, host_d2h_gbps)
+    if not gpus:
+        raise WanfitError("name at least one GPU (e.g. --gpu l40s; `wanfit gpus` lists them)")
+    dirs = calibration_dirs(calibration_dir)
+    results = []
+    seen = set()
+    for name in gpus:
+        profile = get_profile(name)
+        if profile.key in seen:
+            continue
+        seen.add(profile.key)
+        calibration, how = find_calibration(profile.key, workload.model, dirs)
+        results.append(advise(workload, calibration, how, profile, pinned, safety_margin_gib, host_ram_gib,
+                              host_pageable_gbps, host_d2h_gbps, reused_pipeline))
+    return PlanReport(workload=workload, safety_margin_gib=safety_margin_gib, reused_pipeline=reused_pipeline,
+                      results=results)
+
+
+def predict_one(workload: Workload, plan: Plan, gpu: str, calibration_dir: Path | None = None,
+                safety_margin_gib: float = 1.0, host_ram_gib: float | None = None,
+                host_pageable_gbps: float | None = None, host_d2h_gbps: float | None = None,
+                reused_pipeline: bool = False) -> Candidate:
+    """The prediction for one workload + plan on one GPU (verify puts a measurement beside it);
+    `host_pageable_gbps`, `host_d2h_gbps` and `reused_pipeline` as in plan_report."""
+    _check_options(safety_margin_gib, host_ram_gib, host_pageable_gbps, host_d2h_gbps)
+    profile = get_profile(gpu)
+    calibration, _ = find_calibration(profile.key, workload.model, calibration_dirs(calibration_dir))
+    cand = predict(workload, plan, calibration, profile, host_pageable_gbps=host_pageable_gbps,
+                   host_d2h_gbps=host_d2h_gbps, reused_pipeline=reused_pipeline).candidate(
+        profile.memory_gib, safety_margin_gib, host_ram_gib)
+    if (note := source_note(workload.model, calibration)) is not None:
+        cand = cand.model_copy(update={"notes": [note, *cand.notes]})
+    return cand

@@ -1,0 +1,114 @@
+"""What a run measured: the file format written by the runner and read by the fitter and verify.
+
+Pure pydantic (no torch). Memory in GiB (2**30 bytes), times in seconds, percentages 0-100.
+A failed run (OOM included) is a Measurement too: `status` says how it ended and `failed_stage`
+where, and every stage completed before the failure is kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from wanfit.vocabulary.environment import Environment
+from wanfit.vocabulary.workload import Plan, Workload
+
+StageName = Literal["init", "text_encode", "prepare", "step", "vae_decode", "total"]
+Status = Literal["ok", "oom", "error"]
+
+
+class StageRecord(BaseModel):
+    """One stage of a run. `index` numbers denoising steps from 1.
+
+    Stages, back to back: init (build or load, then place per plan), text_encode (prompt and, with
+    CFG, negative prompt), prepare (pipeline call up to the first DiT forward: latents, and for I2V
+    the image / VAE conditioning encode), step 1..n (step 1 includes warm-up and any weight upload
+    done by offload hooks), vae_decode (after the last step: decode and postprocess to numpy),
+    total (the whole run).
+
+    device_used_peak_gib is the NVML device-level used memory (what decides OOM and what nvidia-smi
+    shows), sampled by a poller during the stage; torch_* are the caching allocator's own peaks.
+    sm_activity_pct is the mean SM activity over the stage (NVML GPM when available, else GPU
+    utilisation; `activity_source` in the Measurement says which); compute_load = time_s x
+    sm_activity_pct / 100, as in the user's own reports.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    name: StageName
+    index: int | None = None
+    expert: int | None = None  # 1 = transformer (high noise), 2 = transformer_2 (low noise)
+    start_s: float
+    time_s: float
+    torch_allocated_start_gib: float | None = None  # live tensors when the stage began (weights, latents)
+    torch_peak_allocated_gib: float | None = None
+    torch_peak_reserved_gib: float | None = None
+    device_used_start_gib: float | None = None
+    device_used_peak_gib: float | None = None
+    sm_activity_pct: float | None = None
+    compute_load: float | None = None
+    cpu_pct: float | None = None
+    host_rss_peak_gib: float | None = None
+
+
+class MemorySample(BaseModel):
+    """One poller sample: seconds since the run started, device-level used GiB."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    t_s: float
+    used_gib: float
+    sm_pct: float | None = None
+
+
+class Measurement(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    id: str
+    workload: Workload
+    plan: Plan
+    status: Status
+    failed_stage: str | None = None
+    error: str | None = None
+    source: Literal["random", "checkpoint"] = "random"
+    tag: str = ""  # e.g. "reset-check": a repeat of a point in a reused process, to show resets are clean
+    decoded: bool = True  # False when the run stopped at latents (knob points that do not need a decode)
+    steps_run: int
+    stages: list[StageRecord] = Field(default_factory=list)
+    # Weights resident on the GPU after the plan is applied, per component (GiB, torch-allocated).
+    resident_weights_gib: dict[str, float] = Field(default_factory=dict)
+    # Device-level used memory with only the CUDA context up (before any weight), GiB.
+    context_gib: float | None = None
+    idle_device_used_gib: float | None = None  # before this process touched the GPU
+    # The first point its process ran: it pays the process's one-time costs (CUDA's lazily loaded
+    # kernels and library handles on first use: about 0.5 s in the first text encode and 0.3 s in the
+    # first step), as a user's one-video job does. None: measured before the runner recorded it;
+    # measurements_file.load_measurements infers it from the file's order and sessions.
+    first_in_process: bool | None = None
+    activity_source: str | None = None
+    # Sub-stage figures: vae_decode_call_s / vae_decode_call_peak_above_start_gib time the VAE's own
+    # decode() inside the vae_decode stage (the stage also holds postprocessing to numpy).
+    extra: dict[str, float] = Field(default_factory=dict)
+    timeline: list[MemorySample] = Field(default_factory=list)
+    environment: Environment
+    created_at: str
+
+    def stage(self, name: StageName, index: int | None = None) -> StageRecord | None:
+        for s in self.stages:
+            if s.name == name and (index is None or s.index == index):
+                return s
+        return None
+
+    def steps(self) -> list[StageRecord]:
+        return [s for s in self.stages if s.name == "step"]
+
+    @property
+    def peak_device_used_gib(self) -> float | None:
+        peaks = [s.device_used_peak_gib for s in self.stages if s.device_used_peak_gib is not None]
+        return max(peaks) if peaks else None
+
+
+def point_id(workload: Workload, plan: Plan, steps: int, source: str = "random", tag: str = "",
+             decode: bool = True, memory_cap_gib: float | None = None) -> str:
+    """Stable id of a measured point (resume key): same workload, plan, steps, options -> same id."""
+    key = f"{workload.model_dump_json()}|{plan.model_dump_json()}|{steps}|{source}|{tag}|{decode}|{memory_cap_gib}"
+    return hashlib.sha1(key.encode()).hexdigest()[:12]

@@ -1,0 +1,63 @@
+"""What the planner predicts and advises: the objects `wanfit plan` prints and the Python API returns.
+
+Pure pydantic. `peak_vram_gib` is device-level used memory at the peak, as NVML / nvidia-smi
+report it on an uncapped card; `need_gib` is what decides the fit verdict: the torch-allocated
+peak plus the CUDA context and non-torch memory (a capped allocator frees its cache and retries
+before it raises OOM; predict.py says when a fragmentation margin is added).
+The JSON contract (docs/json-contract.md) is the `model_dump(mode="json")` of PlanReport.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from wanfit.vocabulary.workload import Plan, Workload
+
+
+class StagePrediction(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    name: str  # init | text_encode | denoise | expert_switch | vae_decode
+    time_s: float
+    peak_vram_gib: float
+    need_gib: float | None = None
+
+
+class Candidate(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    plan: dict  # Plan.knobs(): offload, text_encoder, dit_dtype, vae_tiling
+    fits: bool
+    peak_vram_gib: float
+    need_gib: float
+    headroom_gib: float  # usable memory - need_gib - safety margin (negative: does not fit)
+    binding_stage: str  # the stage whose need is largest
+    step_s: float
+    duration_s: float
+    duration_interval_s: tuple[float, float] | None = None
+    peak_vram_interval_gib: tuple[float, float] | None = None
+    host_ram_gib: float = 0.0  # system memory the plan needs for offloaded weights
+    host_ram_fits: bool = True  # False when a host RAM limit was given and the offloaded weights exceed it
+    stages: list[StagePrediction] = Field(default_factory=list)
+    extrapolated: bool = False
+    transferred_from: str | None = None  # calibration (gpu/model) the prediction was carried over from
+    notes: list[str] = Field(default_factory=list)
+
+    def as_plan(self) -> Plan:
+        return Plan(**self.plan)
+
+
+class GpuResult(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    gpu: str
+    memory_gib: float  # usable memory as the driver reports it
+    calibration: str | None = None  # which calibration file the predictions came from
+    recommended: Candidate | None
+    reason: str  # one line: why this plan (or why none fits)
+    candidates: list[Candidate]
+
+
+class PlanReport(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    workload: Workload
+    safety_margin_gib: float
+    reused_pipeline: bool = False  # predicted for a process that keeps its pipeline built: no init
+    results: list[GpuResult]
