@@ -20,12 +20,13 @@ from planner_fixtures import (
     measurements,
 )
 from wanfit.model.calibration import find_calibration
-from wanfit.model.fit import fit_calibration, size_key, steady_s
+from wanfit.model.fit import fit_calibration, size_key
 from wanfit.model.geometry import high_noise_steps
 from wanfit.model.predict import predict
 from wanfit.model.transfer import target_throughputs, time_scale
 from wanfit.vocabulary.environment import Ceilings
 from wanfit.vocabulary.errors import WanfitError
+from wanfit.vocabulary.measurement import fastest_steady_step_s
 from wanfit.vocabulary.measurements_file import gpu_session_pageable_gbps, load_measurements, session_pageable_gbps
 from wanfit.vocabulary.profiles import get_profile
 from wanfit.vocabulary.workload import Plan, Workload
@@ -69,7 +70,7 @@ def test_baseline_sizes_held_out(size):
     for m in (m for m in measurements() if size_key(m) == size and m.plan == Plan()):
         p = predict(m.workload, m.plan, cal)
         assert predicted_peak(p, m) == pytest.approx(measured_peak(m), rel=0.03)
-        assert p.step_s == pytest.approx(steady_s(m), rel=0.05)
+        assert p.step_s == pytest.approx(fastest_steady_step_s(m.steps()), rel=0.05)
         assert p.stage("vae_decode").time_s == pytest.approx(m.stage("vae_decode").time_s, rel=0.10)
 
 
@@ -84,8 +85,8 @@ def test_plan_knobs_compose_from_physics(plan):
     for m in points:
         p = predict(m.workload, m.plan, cal)
         assert predicted_peak(p, m) == pytest.approx(measured_peak(m), rel=0.03)
-        if steady_s(m) is not None:
-            assert p.step_s == pytest.approx(steady_s(m), rel=0.05)
+        if fastest_steady_step_s(m.steps()) is not None:
+            assert p.step_s == pytest.approx(fastest_steady_step_s(m.steps()), rel=0.05)
 
 
 def test_offload_moves_the_weights_out_of_the_peak():
@@ -542,7 +543,7 @@ def test_shipped_14b_and_1_3b_calibrations_predict_sizes_they_did_not_see(model,
     for m in (m for m in ms if size_key(m) == size and m.plan == Plan() and m.status == "ok"):
         p = predict(m.workload, m.plan, cal)
         assert predicted_peak(p, m) == pytest.approx(measured_peak(m), rel=0.05)
-        assert p.step_s == pytest.approx(steady_s(m), rel=0.10)
+        assert p.step_s == pytest.approx(fastest_steady_step_s(m.steps()), rel=0.10)
 
 
 @pytest.mark.parametrize(("source", "target"), [("wan2.2-ti2v-5b", "wan2.1-t2v-14b"), ("wan2.1-t2v-14b", "wan2.2-ti2v-5b"),
@@ -553,10 +554,10 @@ def test_a_step_fit_carries_over_to_a_dit_it_never_saw(source, target):
     cal = fit_calibration(load_measurements(SHIPPED_H100 / f"{source}.measurements.jsonl"), GPU, source, ceilings(), 0.0,
                           held_out=False)
     points = [m for m in load_measurements(SHIPPED_H100 / f"{target}.measurements.jsonl")
-              if m.plan == Plan() and m.status == "ok" and steady_s(m) is not None]
+              if m.plan == Plan() and m.status == "ok" and fastest_steady_step_s(m.steps()) is not None]
     assert len(points) >= 4
     for m in points:
-        assert predict(m.workload, m.plan, cal).step_s == pytest.approx(steady_s(m), rel=0.05)
+        assert predict(m.workload, m.plan, cal).step_s == pytest.approx(fastest_steady_step_s(m.steps()), rel=0.05)
 
 
 SEQ_MODEL = "wan2.2-ti2v-5b"

@@ -1,10 +1,6 @@
-"""`wanfit calibrate`: measure a model on the local GPU over a small grid, then fit.
+"""`wanfit calibrate`: measure a model on the local GPU over its grid (wanfit.model.calibration_grid), then fit.
 
-The grid is chosen to make the fits good, not to be a cross product: the baseline plan at sizes
-and frame counts spread over the token range (with the VAE decode at each, since decode memory
-depends on pixels and frames), and each plan knob at one to three points — its effect is
-composed by the planner from the measured weights and per-stage costs. Knob points that do not
-need a decode stop at latents to save GPU time. Every point is appended to
+Every point is appended to
 calibration/<gpu>/<model>.measurements.jsonl as it finishes; a rerun resumes where it stopped.
 """
 
@@ -21,55 +17,11 @@ from pathlib import Path
 
 from wanfit.measure.host_rate import measure_host_rates
 from wanfit.measure.worker import Job, run_jobs
+from wanfit.model.calibration_grid import CHECKPOINT_POINT, GRIDS, RESET_CHECK_TAG
 from wanfit.vocabulary.catalog import get_model
 from wanfit.vocabulary.errors import WanfitError
 from wanfit.vocabulary.measurements_file import gpu_session_pageable_gbps, load_measurements
 from wanfit.vocabulary.workload import Plan, Workload
-
-BASE = Plan()
-
-# (height, width, frames, steps, decode). Steps: 1 warm-up + steady steps; fewer for long points.
-GRIDS: dict[str, list[tuple[Plan, list[tuple[int, int, int, int, bool]]]]] = {
-    "wan2.2-ti2v-5b": [
-        (BASE, [(480, 832, 41, 3, True), (480, 832, 81, 3, True), (704, 1280, 41, 3, True), (704, 1280, 81, 3, True),
-                (704, 1280, 121, 2, True), (1280, 704, 61, 3, True), (704, 1280, 201, 2, True)]),
-        (Plan(vae_tiling=True), [(480, 832, 81, 1, True), (704, 1280, 41, 1, True), (704, 1280, 121, 1, True)]),
-        (Plan(dit_dtype="fp8"), [(480, 832, 81, 3, False), (704, 1280, 121, 3, False)]),
-        (Plan(dit_dtype="fp32"), [(480, 832, 81, 3, False), (704, 1280, 81, 3, False)]),
-        (Plan(offload="model"), [(704, 1280, 81, 3, True), (480, 832, 81, 3, False)]),
-        (Plan(offload="group"), [(480, 832, 81, 3, False), (704, 1280, 121, 3, False)]),
-        # Sequential offload: the steps at four sizes, the (streamed) VAE decode at two of them.
-        (Plan(offload="sequential"), [(480, 832, 41, 2, False), (704, 1280, 41, 2, False), (480, 832, 81, 3, True),
-                                      (704, 1280, 81, 3, True)]),
-        (Plan(text_encoder="cpu"), [(480, 832, 81, 1, False)]),
-        (Plan(text_encoder="int8"), [(480, 832, 81, 1, False)]),
-        (Plan(expandable_segments=False), [(704, 1280, 121, 3, True)]),
-    ],
-    "wan2.1-t2v-14b": [
-        (BASE, [(480, 832, 21, 2, True), (480, 832, 41, 2, True), (480, 832, 81, 2, True), (720, 1280, 41, 2, True),
-                (720, 1280, 81, 2, True)]),
-        (Plan(dit_dtype="fp8"), [(480, 832, 81, 2, False)]),
-        (Plan(dit_dtype="fp32"), [(480, 832, 81, 2, False)]),
-        (Plan(offload="model"), [(480, 832, 81, 2, True)]),
-        (Plan(offload="group"), [(480, 832, 81, 2, False)]),
-        (Plan(vae_tiling=True), [(480, 832, 81, 1, True)]),
-        (Plan(offload="sequential"), [(480, 832, 81, 2, True)]),
-    ],
-    "wan2.1-t2v-1.3b": [
-        (BASE, [(480, 832, 41, 3, True), (480, 832, 81, 3, True), (720, 1280, 41, 3, True), (720, 1280, 81, 2, True)]),
-        (Plan(dit_dtype="fp8"), [(480, 832, 81, 3, False)]),
-        (Plan(offload="group"), [(480, 832, 81, 3, False)]),
-        (Plan(offload="model"), [(480, 832, 81, 3, False)]),
-        (Plan(offload="sequential"), [(480, 832, 41, 3, True)]),
-    ],
-}
-# A repeat of the first baseline point at the end of its (reused) process: shows that the reset
-# between points gives the same peaks as a fresh process.
-RESET_CHECK_TAG = "reset-check"
-# One baseline point per model loaded with `from_pretrained` from a checkpoint saved from random
-# weights just before (so from the page cache): a real load's init time, which the random builds of
-# the grid (random-number generation on the GPU) do not give. Stops at latents.
-CHECKPOINT_POINT = (480, 832, 41, 2, False)
 
 
 def grid_jobs(model: str, quick: bool = False, checkpoint: Path | None = None) -> list[Job]:
@@ -94,14 +46,15 @@ def grid_jobs(model: str, quick: bool = False, checkpoint: Path | None = None) -
         h, w, f, steps, decode = CHECKPOINT_POINT
         wl = Workload(model=model, height=h, width=w, frames=f, steps=steps, guidance=d.guidance,
                       guidance_2=d.guidance_2)
-        jobs.append(Job(workload=wl, plan=BASE, steps=steps, decode=decode, checkpoint=str(checkpoint)))
+        jobs.append(Job(workload=wl, plan=Plan(), steps=steps, decode=decode, checkpoint=str(checkpoint)))
     return jobs
 
 
 def save_checkpoint_dir(model: str, path: Path) -> None:
     """Save the model's random-weight build as a checkpoint in a separate process (the calibrating
     process keeps the GPU clean for the points)."""
-    code = ("import sys; from wanfit.vocabulary.catalog import get_model; from wanfit.measure.build import save_random_checkpoint; "
+    code = ("import sys; from wanfit.vocabulary.catalog import get_model; "
+            "from wanfit.measure.build import save_random_checkpoint; "
             "save_random_checkpoint(get_model(sys.argv[1]), sys.argv[2], 'cuda')")
     subprocess.run([sys.executable, "-c", code, model, str(path)], check=True, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)

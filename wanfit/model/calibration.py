@@ -275,7 +275,7 @@ def source_note(model_key: str, cal: Calibration) -> str | None:
 def _calibratable(model_key: str, family: str) -> str:
     """The model `wanfit calibrate` measures for a DiT family (models sharing a DiT share it)."""
     try:
-        from wanfit.measure.calibrate import GRIDS
+        from wanfit.model.calibration_grid import GRIDS
     except Exception:  # the measuring side is not installed: name the model itself
         return model_key
     if model_key in GRIDS:

@@ -30,7 +30,6 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from itertools import pairwise
 
 import numpy as np
 from sklearn.linear_model import LinearRegression
@@ -47,7 +46,7 @@ from wanfit.model.features import GROUPS_IN_FLIGHT, analytic_weights_gib, model_
 from wanfit.vocabulary.catalog import ModelSpec, get_model
 from wanfit.vocabulary.environment import Ceilings
 from wanfit.vocabulary.errors import WanfitError
-from wanfit.vocabulary.measurement import Measurement, StageRecord
+from wanfit.vocabulary.measurement import Measurement, StageRecord, fastest_steady_step_s
 from wanfit.vocabulary.units import GIB
 from wanfit.vocabulary.workload import Plan
 
@@ -173,27 +172,6 @@ def size_key(m: Measurement) -> Group:
     return (w.model, w.height, w.width, w.frames, w.batch)
 
 
-def switch_step(m: Measurement) -> StageRecord | None:
-    steps = m.steps()
-    for prev, cur in pairwise(steps):
-        if prev.expert == 1 and cur.expert == 2:
-            return cur
-    return None
-
-
-def steady_steps(m: Measurement) -> list[StageRecord]:
-    """Steps after the first (warm-up and uploads happen in step 1), the expert switch left out."""
-    sw = switch_step(m)
-    return [s for s in m.steps() if (s.index or 0) >= 2 and s is not sw]
-
-
-def steady_s(m: Measurement) -> float | None:
-    """The steady step time: the fastest step after the first. A step is only ever slowed by
-    something else (a clock ramp, a host hiccup), so the minimum is the cleanest estimate."""
-    steps = steady_steps(m)
-    return min(s.time_s for s in steps) if steps else None
-
-
 def transient(s: StageRecord) -> float | None:
     if s.torch_peak_allocated_gib is None or s.torch_allocated_start_gib is None:
         return None
@@ -307,7 +285,7 @@ class _Fitter:
         streams twice the bytes). `own`: this DiT has sequential points of its own (else noted)."""
         rows, used = [], set()
         for m in self.siblings:
-            t = steady_s(m)
+            t = fastest_steady_step_s(m.steps())
             if t is None or m.plan.offload != "sequential" or m.plan.dit_dtype != "bf16":
                 continue
             dit_gib = analytic_weights_gib(get_model(m.workload.model), "transformer", "bf16")
@@ -499,7 +477,7 @@ class _Fitter:
                                                     size_key(m)))
                 prev = max(prev, s.torch_peak_reserved_gib)
             if m.plan.expandable_segments and m.plan.offload == "none":
-                for s in steady_steps(m):
+                for s in m.steady_steps():
                     if s.torch_peak_reserved_gib is not None and s.torch_peak_allocated_gib is not None:
                         frag.append(s.torch_peak_reserved_gib - s.torch_peak_allocated_gib)
         grown.update(self._sequential_slack_rows())
@@ -555,7 +533,7 @@ class _Fitter:
         held = self.held
         persistent, act, decode_p = [], [], []
         for m in self.ms:
-            steps = steady_steps(m)
+            steps = m.steady_steps()
             if m.plan.offload == "none" and m.resident_weights_gib:
                 resident = sum(m.resident_weights_gib.values())
                 for s in steps[:1]:
@@ -585,7 +563,7 @@ class _Fitter:
         extra: dict[str, list[Row]] = defaultdict(list)
         for m in self.ms:
             p = m.plan
-            values = [t for t in (transient(s) for s in steady_steps(m)) if t is not None]
+            values = [t for t in (transient(s) for s in m.steady_steps()) if t is not None]
             if not values or (p.dit_dtype == "bf16" and p.offload in ("none", "model")):
                 continue
             residual = max(values) - activation.predict(self.x(m))
@@ -649,7 +627,7 @@ class _Fitter:
         held, fc = self.held, self.fc
         base_rows = []
         for m in self.ms + self.siblings:
-            t = steady_s(m)
+            t = fastest_steady_step_s(m.steps())
             if t is not None and m.plan.dit_dtype == "bf16" and m.plan.offload in ("none", "model"):
                 base_rows.append(Row(self.x(m), t, size_key(m)))
         if others := sorted({m.workload.model for m in self.siblings}):
@@ -674,7 +652,7 @@ class _Fitter:
 
         warm_fresh, warm_reused = [], []
         for m in self.ms:
-            t, steps = steady_s(m), m.steps()
+            t, steps = fastest_steady_step_s(m.steps()), m.steps()
             if t is None or not steps or m.plan.dit_dtype != "bf16" or m.plan.offload != "none":
                 continue
             (warm_fresh if first_in_process(m) else warm_reused).append(Row({}, steps[0].time_s - t, size_key(m)))
@@ -686,7 +664,7 @@ class _Fitter:
         dtype_rows: dict[str, list[Row]] = defaultdict(list)
         group_rows, seq_rows = [], []
         for m in self.ms:
-            t, p = steady_s(m), m.plan
+            t, p = fastest_steady_step_s(m.steps()), m.plan
             if t is None:
                 continue
             fwd = self.x(m)["forwards_per_step"]
@@ -703,7 +681,7 @@ class _Fitter:
                      held_out=held, unit="s", target=f"step time of a {dtype} DiT above bf16 (held-out % of the "
                                                      "step), s"))
         for m in self.ms:
-            t, p = steady_s(m), m.plan
+            t, p = fastest_steady_step_s(m.steps()), m.plan
             if t is None or p.offload not in ("group", "sequential"):
                 continue
             fwd = self.x(m)["forwards_per_step"]
@@ -875,11 +853,11 @@ class _Fitter:
             if te is not None and te_gpu is not None and m.plan.text_encoder == "gpu":
                 first = te_first.predict({}) if te_first is not None and first_in_process(m) else 0.0
                 rows.append(row("text_encode", te.time_s - te_gpu.predict({}) - first))
-            steps, t = m.steps(), steady_s(m)
+            steps, t = m.steps(), fastest_steady_step_s(m.steps())
             if steps and t is not None:
                 w_model = warm if first_in_process(m) else warm_reused
                 rows.append(row("denoise", steps[0].time_s - t - (w_model.predict({}) if w_model else 0.0)))
-                sw = switch_step(m)
+                sw = m.switch_step()
                 if sw is not None:
                     rows.append(row("expert_switch", sw.time_s - t))
             dec = m.stage("vae_decode")

@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
-from itertools import pairwise
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from wanfit.model.geometry import high_noise_steps
 from wanfit.verify.cap import MemoryCap
-from wanfit.vocabulary.measurement import Measurement, StageRecord
+from wanfit.vocabulary.measurement import Measurement, StageRecord, median_steady_step_s, switch_step
 from wanfit.vocabulary.plan_report import Candidate
 
 Verdict = Literal["pass", "outside_tolerance", "oom_unexpected", "oom_confirmed", "ran_despite_no_fit", "error"]
@@ -108,26 +107,6 @@ class Comparison(BaseModel):
 # ---- measured figures ----------------------------------------------------------------------
 
 
-def switch_step(steps: list[StageRecord]) -> StageRecord | None:
-    """The first step of the second expert (where a two-expert model swaps its DiT), if any."""
-    for prev, cur in pairwise(steps):
-        if prev.expert == 1 and cur.expert == 2:
-            return cur
-    return None
-
-
-def steady_step_s(steps: list[StageRecord]) -> float | None:
-    """Steady-state step time: the median of the steps after the first, the expert-switch step
-    left out. Falls back to the first step (warm-up included) when it is the only one."""
-    if not steps:
-        return None
-    switch = switch_step(steps)
-    rest = [s.time_s for s in steps if s.index != 1 and s is not switch]
-    if rest:
-        return statistics.median(rest)
-    return steps[0].time_s
-
-
 def step_loading_s(step: StageRecord, steady: float | None) -> float:
     """The part of a step above steady state (upload by offload hooks, warm-up): derived, >= 0."""
     if steady is None:
@@ -178,7 +157,7 @@ def measured_stages(m: Measurement) -> dict[str, _Measured]:
     run_stages = [s for s in m.stages if s.name != "total" and not (m.source == "random" and s.name == "init")]
     steps = m.steps()
     requested = m.workload.steps
-    steady = steady_step_s(steps)
+    steady = median_steady_step_s(steps)
     finished = m.status == "ok"
     # A run that failed inside the denoising loop has a partial step list; one that failed later
     # (at VAE decode) ran every step it meant to run, so its step figures extrapolate like a finished run's.
@@ -306,7 +285,7 @@ def compare(
         rows=rows, verdict=verdict, verdict_line=line, within_tolerance=ok,
         notes=bottleneck_notes(m, prediction, measured, target_memory_gib, cap),
         steps_run=m.steps_run, steps_requested=m.workload.steps, extrapolated=extrapolated,
-        steady_step_s=steady_step_s(steps), tolerances=tol,
+        steady_step_s=median_steady_step_s(steps), tolerances=tol,
     )
 
 
@@ -351,7 +330,7 @@ def bottleneck_notes(m: Measurement, c: Candidate, measured: dict[str, _Measured
     """Observations drawn from the measured data, most actionable first."""
     notes: list[str] = []
     steps = m.steps()
-    steady = steady_step_s(steps)
+    steady = median_steady_step_s(steps)
     if m.status != "ok":
         first = (m.error or "").splitlines()[0][:200] if m.error else ""
         notes.append(f"{m.status.upper()} at {m.failed_stage}: {first}".rstrip(": "))

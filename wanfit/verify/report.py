@@ -24,11 +24,10 @@ from wanfit.verify.compare import (
     compare,
     exit_code,
     step_loading_s,
-    switch_step,
 )
 from wanfit.vocabulary.environment import Environment
 from wanfit.vocabulary.errors import WanfitError
-from wanfit.vocabulary.measurement import Measurement, StageRecord
+from wanfit.vocabulary.measurement import Measurement, StageRecord, switch_step
 from wanfit.vocabulary.plan_report import Candidate
 from wanfit.vocabulary.workload import Plan, Workload
 

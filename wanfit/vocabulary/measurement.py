@@ -8,6 +8,8 @@ where, and every stage completed before the failure is kept.
 from __future__ import annotations
 
 import hashlib
+import statistics
+from itertools import pairwise
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -101,6 +103,12 @@ class Measurement(BaseModel):
     def steps(self) -> list[StageRecord]:
         return [s for s in self.stages if s.name == "step"]
 
+    def switch_step(self) -> StageRecord | None:
+        return switch_step(self.steps())
+
+    def steady_steps(self) -> list[StageRecord]:
+        return steady_steps(self.steps())
+
     @property
     def peak_device_used_gib(self) -> float | None:
         peaks = [s.device_used_peak_gib for s in self.stages if s.device_used_peak_gib is not None]
@@ -112,3 +120,37 @@ def point_id(workload: Workload, plan: Plan, steps: int, source: str = "random",
     """Stable id of a measured point (resume key): same workload, plan, steps, options -> same id."""
     key = f"{workload.model_dump_json()}|{plan.model_dump_json()}|{steps}|{source}|{tag}|{decode}|{memory_cap_gib}"
     return hashlib.sha1(key.encode()).hexdigest()[:12]
+
+
+# ---- steady steps: the one definition the fit and verify share ----------------------------------
+
+
+def switch_step(steps: list[StageRecord]) -> StageRecord | None:
+    """The first step of the second expert (where a two-expert model swaps its DiT), if any."""
+    for prev, cur in pairwise(steps):
+        if prev.expert == 1 and cur.expert == 2:
+            return cur
+    return None
+
+
+def steady_steps(steps: list[StageRecord]) -> list[StageRecord]:
+    """The steps of a run at steady state: after the first (warm-up and offload uploads happen in step 1),
+    the expert-switch step left out."""
+    switch = switch_step(steps)
+    return [s for s in steps if (s.index or 0) >= 2 and s is not switch]
+
+
+def fastest_steady_step_s(steps: list[StageRecord]) -> float | None:
+    """What the fit takes as a run's steady step: the fastest steady step. A step is only ever slowed by
+    something else (a clock ramp, a host hiccup), so the minimum is the cleanest estimate of the step's cost."""
+    steady = steady_steps(steps)
+    return min(s.time_s for s in steady) if steady else None
+
+
+def median_steady_step_s(steps: list[StageRecord]) -> float | None:
+    """What verify compares a prediction with: the median steady step, the time a user's run spends per
+    step (slow steps included). Falls back to the first step (warm-up included) when it is the only one."""
+    if not steps:
+        return None
+    steady = steady_steps(steps)
+    return statistics.median(s.time_s for s in steady) if steady else steps[0].time_s
