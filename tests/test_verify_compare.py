@@ -20,9 +20,9 @@ from wanfit.verify.compare import (
     error_pct,
     exit_code,
     measured_stages,
-    steady_step_s,
     within,
 )
+from wanfit.vocabulary.measurement import median_steady_step_s
 from wanfit.vocabulary.workload import Plan
 
 FULL = [3.4] + [2.46] * 49
@@ -254,7 +254,7 @@ def test_time_on_another_gpu_is_scored_against_the_local_prediction():
 
 def test_steady_step_median_excludes_the_first_step():
     m = measurement(step_times=[9.0, 2.0, 3.0, 100.0])
-    assert steady_step_s(m.steps()) == 3.0
+    assert median_steady_step_s(m.steps()) == 3.0
 
 
 # ---- bottleneck notes ----
