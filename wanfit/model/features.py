@@ -24,9 +24,6 @@ from wanfit.vocabulary.workload import Plan, Workload
 VAE_TILE_PIXELS = 256
 VAE_TILE_STRIDE_PIXELS = 192
 
-# Stages the planner predicts, in pipeline order (verify compares the same names).
-STAGES = ("init", "text_encode", "prepare", "denoise", "expert_switch", "vae_decode")
-
 COMPONENTS = ("transformer", "vae", "text_encoder", "image_encoder")
 
 

@@ -30,7 +30,6 @@ from typing import Any
 from wanfit.model.calibration import Calibration, LinearModel
 from wanfit.model.features import (
     GROUPS_IN_FLIGHT,
-    STAGES,
     Moves,
     Weights,
     analytic_weights_gib,
@@ -45,6 +44,7 @@ from wanfit.model.transfer import TERM_BOUND, TimeScale, context_gib, time_scale
 from wanfit.vocabulary.catalog import ModelSpec, get_model
 from wanfit.vocabulary.errors import WanfitError
 from wanfit.vocabulary.plan_report import Candidate, StagePrediction
+from wanfit.vocabulary.stages import STAGES
 from wanfit.vocabulary.units import GIB
 from wanfit.vocabulary.workload import Plan, Workload
 

@@ -17,6 +17,7 @@ from wanfit.model.calibration import Calibration, FindHow, source_note
 from wanfit.model.predict import Prediction, predict
 from wanfit.vocabulary.errors import WanfitError
 from wanfit.vocabulary.plan_report import Candidate, GpuResult
+from wanfit.vocabulary.stages import stage_title
 from wanfit.vocabulary.workload import DIT_DTYPES, OFFLOADS, TEXT_ENCODERS, Plan, Workload
 
 KNOB_CHOICES: dict[str, tuple] = {
@@ -28,8 +29,6 @@ KNOB_CHOICES: dict[str, tuple] = {
 # Plan fields a caller may pin without them being enumerated.
 EXTRA_PINS = ("expandable_segments",)
 
-STAGE_TITLES = {"init": "init", "text_encode": "text encode", "prepare": "prepare", "denoise": "denoise",
-                "expert_switch": "expert switch", "vae_decode": "VAE decode"}
 OFFLOAD_WORDS = {"none": "no offload", "model": "model offload", "group": "group offload",
                  "sequential": "sequential offload"}
 
@@ -114,14 +113,14 @@ def reason_line(gpu: str, usable_gib: float, margin_gib: float, base: Prediction
     if rec is None:
         smallest = min(candidates, key=lambda c: c.need_gib)
         line = (f"nothing fits: the smallest need is {smallest.need_gib:.1f} GiB ({describe(smallest.as_plan())}) at "
-                f"{STAGE_TITLES.get(smallest.binding_stage, smallest.binding_stage)} > {where}")
+                f"{stage_title(smallest.binding_stage)} > {where}")
         short_of_host = sum(1 for c in candidates if not c.host_ram_fits)
         if short_of_host and host_ram_gib is not None:
             line += f"; {short_of_host} plan(s) need more than the {host_ram_gib:g} GiB of host RAM"
         return line
     rec_plan = rec.as_plan()
     if rec.plan == base_cand.plan:
-        return (f"{base_words} fits: needs {rec.need_gib:.1f} GiB at {STAGE_TITLES.get(rec.binding_stage)} of {where}; "
+        return (f"{base_words} fits: needs {rec.need_gib:.1f} GiB at {stage_title(rec.binding_stage)} of {where}; "
                 f"the fastest plan")
     if base_cand.fits:
         return (f"fastest plan that fits: {_mechanism(base.plan, rec_plan, rec.binding_stage)}, "
@@ -131,7 +130,7 @@ def reason_line(gpu: str, usable_gib: float, margin_gib: float, base: Prediction
         cause = f"{base_words} needs {base_cand.host_ram_gib:.1f} GiB of host RAM > {host_ram_gib:g} GiB"
     else:
         cause = (f"{base_words} needs {base_cand.need_gib:.1f} GiB at "
-                 f"{STAGE_TITLES.get(base_cand.binding_stage, base_cand.binding_stage)} > {where}{why}")
+                 f"{stage_title(base_cand.binding_stage)} > {where}{why}")
     return (f"{cause}; {_mechanism(base.plan, rec_plan, base_cand.binding_stage)}: {rec.need_gib:.1f} GiB, "
             f"{_seconds(rec.duration_s - base_cand.duration_s)}")
 

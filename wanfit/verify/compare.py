@@ -33,13 +33,14 @@ from wanfit.model.geometry import high_noise_steps
 from wanfit.verify.cap import MemoryCap
 from wanfit.vocabulary.measurement import Measurement, StageRecord, median_steady_step_s, switch_step
 from wanfit.vocabulary.plan_report import Candidate
+from wanfit.vocabulary.stages import STAGES
 
 Verdict = Literal["pass", "outside_tolerance", "oom_unexpected", "oom_confirmed", "ran_despite_no_fit", "error"]
 MemoryBasis = Literal["device", "need"]
 
 # The rows of a comparison, in pipeline order. `prepare` (pipeline call up to the first DiT
 # forward) is measured but has no predicted counterpart unless the planner adds one.
-STAGE_ORDER = ("init", "text_encode", "prepare", "denoise", "expert_switch", "vae_decode", "total")
+STAGE_ORDER = (*STAGES, "total")
 
 EXIT_OK = 0
 EXIT_OUTSIDE_TOLERANCE = 1

@@ -13,11 +13,7 @@ from typing import Any
 
 from wanfit.views.terminal import Segment, Terminal, combine
 from wanfit.vocabulary.plan_report import Candidate, GpuResult, PlanReport
-
-# Stage names the planner emits, in pipeline order; unknown names are appended as they come.
-STAGE_ORDER = ("init", "text_encode", "prepare", "denoise", "expert_switch", "vae_decode")
-STAGE_TITLES = {"init": "init", "text_encode": "text enc", "prepare": "prepare", "denoise": "denoise",
-                "expert_switch": "expert sw", "vae_decode": "VAE decode"}
+from wanfit.vocabulary.stages import STAGE_SHORT_TITLES, STAGES
 
 
 def fmt_gib(value: float | None) -> str:
@@ -58,8 +54,8 @@ def stage_names(candidates: Iterable[Candidate]) -> list[str]:
         for stage in cand.stages:
             if stage.name not in seen:
                 seen.append(stage.name)
-    known = [s for s in STAGE_ORDER if s in seen]
-    return known + [s for s in seen if s not in STAGE_ORDER]
+    known = [s for s in STAGES if s in seen]
+    return known + [s for s in seen if s not in STAGES]
 
 
 def _is_recommended(cand: Candidate, result: GpuResult) -> bool:
@@ -159,7 +155,7 @@ def candidates_table(result: GpuResult) -> BoxTable:
     memory = [("peak GiB", "right"), ("need GiB", "right"), ("headroom GiB", "right"), ("binding", "left")]
     times = [("step", "right"), ("total", "right"), ("fits", "left")]
     columns = [("", "left"), ("offload", "left"), ("text enc", "left"), ("DiT", "left"), ("VAE tiling", "left"),
-               *memory, *[(STAGE_TITLES.get(name, name), "right") for name in stages], *times]
+               *memory, *[(STAGE_SHORT_TITLES.get(name, name), "right") for name in stages], *times]
     # Narrow: one plan column, no per-stage times, no binding stage (the recommendation line names it).
     narrow_columns = [("", "left"), ("offload/te/DiT[/tiled]", "left"), ("peak", "right"), ("need", "right"),
                       ("headroom", "right"), ("total", "right"), ("fits", "left")]
