@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from pydantic import ValidationError
 
 from planner_fixtures import MODEL, calibration, calibration_dir
 from wanfit.planner.advise import baseline_plan, describe, plan_space
@@ -12,7 +13,7 @@ from wanfit.planner.api import plan_report, predict_one
 from wanfit.vocabulary.errors import WanfitError
 from wanfit.vocabulary.plan_report import Candidate, PlanReport
 from wanfit.vocabulary.profiles import get_profile
-from wanfit.vocabulary.workload import Plan, Workload
+from wanfit.vocabulary.workload import Plan, PlanPins, Workload
 
 CONTRACT = {"plan", "fits", "peak_vram_gib", "headroom_gib", "step_s", "duration_s", "stages", "extrapolated",
             "transferred_from"}
@@ -29,13 +30,32 @@ def wl(**kw) -> Workload:
 
 def test_plan_space_and_pins():
     assert len(plan_space()) == 4 * 3 * 3 * 2
-    pinned = plan_space({"offload": "model", "vae_tiling": False})
+    pinned = plan_space(PlanPins(offload="model", vae_tiling=False))
     assert len(pinned) == 9 and all(p.offload == "model" and not p.vae_tiling for p in pinned)
-    assert baseline_plan({"text_encoder": "cpu"}) == Plan(text_encoder="cpu")
-    with pytest.raises(WanfitError, match=re.escape("use none | model | group | sequential")):
-        plan_space({"offload": "disk"})
+    assert plan_space(PlanPins(expandable_segments=False))[0] == Plan(expandable_segments=False)
+    assert baseline_plan(PlanPins(text_encoder="cpu")) == Plan(text_encoder="cpu")
+    assert baseline_plan() == Plan()
+
+
+def test_bad_pins_are_one_line_errors_where_built():
+    with pytest.raises(WanfitError, match=re.escape("offload cannot be 'disk': use none | model | group | sequential")):
+        PlanPins(offload="disk")
     with pytest.raises(WanfitError, match="unknown plan knob"):
-        plan_space({"precision": "fp8"})
+        PlanPins(**{"precision": "fp8"})
+    with pytest.raises(WanfitError, match=re.escape("vae_tiling cannot be 'yes': use false | true")):
+        PlanPins(vae_tiling="yes")
+    with pytest.raises(WanfitError, match="PlanPins"):
+        plan_report(wl(frames=121), ["l40s"], {"offload": "model"})
+
+
+def test_pins_merge_and_apply():
+    scenario = PlanPins(offload="model", dit_dtype="fp8")
+    merged = scenario.overridden_by(PlanPins(offload="none", vae_tiling=False))
+    assert merged.given() == {"offload": "none", "dit_dtype": "fp8", "vae_tiling": False}
+    assert merged.apply(Plan(text_encoder="int8", vae_tiling=True)) == Plan(
+        offload="none", text_encoder="int8", dit_dtype="fp8", vae_tiling=False)
+    with pytest.raises(ValidationError):
+        scenario.offload = "none"  # frozen
 
 
 def test_report_on_the_calibrated_gpu(cal_dir):
@@ -71,7 +91,7 @@ def test_l40s_recommendation_names_the_binding_stage(cal_dir):
 
 
 def test_pins_restrict_and_host_ram_is_respected(cal_dir):
-    pinned = plan_report(wl(frames=121), ["l40s"], {"offload": "model"}, calibration_dir=cal_dir).results[0]
+    pinned = plan_report(wl(frames=121), ["l40s"], PlanPins(offload="model"), calibration_dir=cal_dir).results[0]
     assert {c.plan["offload"] for c in pinned.candidates} == {"model"}
     # 4 GiB of host RAM holds no offloaded DiT (fp8: 4.8 GiB) and no text encoder on the CPU.
     limited = plan_report(wl(frames=121), ["l40s"], host_ram_gib=4.0, calibration_dir=cal_dir).results[0]
@@ -91,11 +111,10 @@ def test_nothing_fits_says_so(cal_dir):
 
 
 def test_margin_moves_the_verdict(cal_dir):
-    small = plan_report(wl(frames=121), ["l40s"], {"offload": "none", "text_encoder": "int8", "dit_dtype": "bf16",
-                                                     "vae_tiling": False}, safety_margin_gib=0.0,
+    one_plan = PlanPins(offload="none", text_encoder="int8", dit_dtype="bf16", vae_tiling=False)
+    small = plan_report(wl(frames=121), ["l40s"], one_plan, safety_margin_gib=0.0,
                         calibration_dir=cal_dir).results[0].candidates[0]
-    big = plan_report(wl(frames=121), ["l40s"], {"offload": "none", "text_encoder": "int8", "dit_dtype": "bf16",
-                                                   "vae_tiling": False}, safety_margin_gib=5.0,
+    big = plan_report(wl(frames=121), ["l40s"], one_plan, safety_margin_gib=5.0,
                       calibration_dir=cal_dir).results[0].candidates[0]
     assert small.headroom_gib - big.headroom_gib == pytest.approx(5.0, abs=1e-3)
     with pytest.raises(WanfitError):

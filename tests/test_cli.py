@@ -20,6 +20,7 @@ from wanfit import cli
 from wanfit.vocabulary.catalog import MODELS
 from wanfit.vocabulary.errors import WanfitError
 from wanfit.vocabulary.paths import shipped_calibration_dir
+from wanfit.vocabulary.workload import PlanPins
 
 WANFIT = Path(sys.executable).parent / "wanfit"
 HEAVY = ("torch", "diffusers", "transformers", "sklearn", "scipy", "matplotlib", "pynvml")
@@ -88,7 +89,7 @@ def test_workload_defaults_are_the_models_own():
     workload, pins = cli.build_workload(None, None, None, None, None, None, None, None)
     assert (workload.model, workload.width, workload.height, workload.frames, workload.steps) == (
         "wan2.2-ti2v-5b", 1280, 704, 121, 50)
-    assert pins == {}
+    assert pins == PlanPins()
     a14b, _ = cli.build_workload("wan2.2-t2v-a14b", None, None, None, None, None, None, None)
     assert (a14b.frames, a14b.steps) == (81, 40)
 
@@ -104,12 +105,14 @@ def test_size_and_flags_override_defaults():
 def test_scenario_sets_workload_and_pins_offload_but_flags_win():
     workload, pins = cli.build_workload(None, None, None, None, None, None, None, "long-duration")
     assert (workload.frames, workload.steps, workload.width, workload.height) == (361, 50, 1280, 704)
-    assert pins == {"offload": "model"}
+    assert pins == PlanPins(offload="model")
     workload, pins = cli.build_workload(None, None, None, None, 121, 10, None, "long-duration")
     assert (workload.frames, workload.steps) == (121, 10)
-    assert cli.pinned_knobs(pins, "none", None, "fp8", None) == {"offload": "none", "dit_dtype": "fp8"}
-    assert cli.pinned_knobs({}, None, None, None, False) == {"vae_tiling": False}
-    assert cli.pinned_knobs({}, None, None, None, None) == {}
+    assert cli.plan_pins(pins, "none", None, "fp8", None) == PlanPins(offload="none", dit_dtype="fp8")
+    assert cli.plan_pins(PlanPins(), None, None, None, False).given() == {"vae_tiling": False}
+    assert cli.plan_pins(PlanPins(), None, None, None, None) == PlanPins()
+    a14b, _ = cli.build_workload("wan2.1-t2v-14b", None, None, None, None, None, None, "max-quality")
+    assert (a14b.model, a14b.width, a14b.steps) == ("wan2.1-t2v-14b", 1280, 50)  # --model over the scenario's
 
 
 # ---------------------------------------------------------------------------------------------

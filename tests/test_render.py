@@ -111,7 +111,7 @@ def test_narrow_terminal_gets_the_narrow_table_then_shrinks_it():
 
 @pytest.fixture(scope="module")
 def two_gpu_report():
-    return plan_report(Workload.for_model("wan2.2-ti2v-5b", frames=81), ["l40s", "h100"], {})
+    return plan_report(Workload.for_model("wan2.2-ti2v-5b", frames=81), ["l40s", "h100"])
 
 
 @pytest.mark.parametrize("width", [200, 120, 80, 60])

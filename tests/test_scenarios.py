@@ -7,7 +7,7 @@ import pytest
 from wanfit.planner.scenarios import SCENARIOS, get_scenario
 from wanfit.vocabulary.catalog import get_model
 from wanfit.vocabulary.errors import WanfitError
-from wanfit.vocabulary.workload import Plan, Workload
+from wanfit.vocabulary.workload import PlanPins, Workload
 
 
 def test_the_four_scenarios_exist():
@@ -26,8 +26,8 @@ def test_scenario_workloads_and_pins(name, steps, frames, offload):
     assert isinstance(wl, Workload)
     assert (wl.model, wl.height, wl.width, wl.steps, wl.frames) == ("wan2.2-ti2v-5b", 704, 1280, steps, frames)
     assert wl.guidance == get_model("wan2.2-ti2v-5b").defaults.guidance
-    assert s.pinned_plan() == {"offload": offload}
-    assert Plan(**s.pinned_plan()).offload == offload  # pins are valid Plan knobs
+    assert s.pins() == PlanPins(offload=offload)
+    assert s.pins().apply().offload == offload
 
 
 def test_workload_overrides_only_name_what_the_scenario_fixes():

@@ -1,9 +1,9 @@
 """The `wanfit` command line: wiring only.
 
-Each command turns its flags into the objects the Python API takes (Workload, pinned plan knobs,
-GPU keys), calls the API and prints the result as a table (plan's drawn by wanfit.views.render, the
-others by rich) or as JSON. Known problems
-(WanfitError) become one line on stderr and exit code 2; set WANFIT_DEBUG=1 for the traceback.
+Each command turns its flags into the objects the Python API takes (Workload, PlanPins, GPU keys),
+calls the API and prints the result through wanfit.views: a table (plan's drawn by wanfit.views.render,
+the others by rich) or JSON. Known problems (WanfitError) become one line on stderr and exit code 2;
+set WANFIT_DEBUG=1 for the traceback.
 
 Heavy modules are imported inside the commands that need them: `wanfit plan` must start fast and
 run without torch, so nothing here (or in what `plan` imports) pulls torch, diffusers, sklearn,
@@ -27,11 +27,11 @@ os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
 import typer
 
+from wanfit.views.output import console, error_line, print_json, write_verify_outputs
 from wanfit.vocabulary.errors import WanfitError
 
 if TYPE_CHECKING:
-    from wanfit.vocabulary.plan_report import PlanReport
-    from wanfit.vocabulary.workload import Plan, Workload
+    from wanfit.vocabulary.workload import Plan, PlanPins, Workload
 
 app = typer.Typer(
     name="wanfit",
@@ -43,12 +43,14 @@ app = typer.Typer(
 )
 
 Format = Literal["table", "json"]
-PLAN_KNOBS = ("offload", "text_encoder", "dit_dtype", "vae_tiling")
+DEFAULT_MODEL = "wan2.2-ti2v-5b"  # as Workload's own default (wanfit.vocabulary.workload)
+MIB_PER_GIB = 1024  # nvidia-smi reports memory in MiB
+NVIDIA_SMI_TIMEOUT_S = 10
 
 # Shared options (huggingface_hub CLI style): one alias per option, reused by every command that takes it.
 # Every workload/plan option defaults to None = "not given": the model's default applies and the knob is free.
-ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Model key (`wanfit models`). (default: wan2.2-ti2v-5b)",
-                                              show_default=False)]
+ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help=f"Model key (`wanfit models`). (default: "
+                                              f"{DEFAULT_MODEL})", show_default=False)]
 GpusOpt = Annotated[list[str] | None, typer.Option(
     "--gpu", "-g", help="GPU profile key or alias (`wanfit gpus`); repeat to compare GPUs. (default: the local GPU)",
     show_default=False)]
@@ -96,26 +98,46 @@ CalibrationDirOpt = Annotated[Path | None, typer.Option(
     "shipped ones.", show_default=False, file_okay=False)]
 FormatOpt = Annotated[Format, typer.Option("--format", help="Output: a rich table or JSON.")]
 
+# `wanfit calibrate`'s own options.
+CalibrateGpuOpt = Annotated[str, typer.Option("--gpu", "-g", help="Profile key of the local GPU (`wanfit gpus`); "
+                                              "the calibration is filed under it.")]
+CalibrateModelsOpt = Annotated[list[str] | None, typer.Option(
+    "--model", "-m", help=f"Model to calibrate; repeatable. (default: {DEFAULT_MODEL})", show_default=False)]
+CalibrationOutOpt = Annotated[Path, typer.Option("--out", help="Calibration directory (<out>/<gpu>/<model>.json).",
+                                                 file_okay=False)]
+QuickOpt = Annotated[bool, typer.Option("--quick", help="A smaller grid (smoke test, not for shipping).")]
+ResumeOpt = Annotated[bool, typer.Option("--resume/--no-resume", help="Keep points already measured.")]
+FitOnlyOpt = Annotated[bool, typer.Option("--fit-only", help="Refit the measurements already in --out; needs no GPU.")]
 
-def _debug() -> bool:
-    return os.environ.get("WANFIT_DEBUG", "") not in ("", "0")
-
-
-def _one_line(error: BaseException) -> str:
-    """The message a user sees for a known error: one line, no traceback."""
-    from pydantic import ValidationError
-
-    if isinstance(error, ValidationError):
-        problems = error.errors()
-        for problem in problems:  # a WanfitError raised inside a validator: its own message is the line
-            inner = (problem.get("ctx") or {}).get("error")
-            if isinstance(inner, WanfitError):
-                return str(inner)
-        first = problems[0] if problems else {"loc": (), "msg": str(error)}
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        return f"invalid {error.title}{' ' + where if where else ''}: {first['msg']}{more}"
-    return " ".join(str(error).split())
+# `wanfit verify`'s own options.
+VerifyGpuOpt = Annotated[str | None, typer.Option(
+    "--gpu", "-g", help="Target GPU to verify for; a smaller target than the local GPU caps this process to its "
+    "memory. (default: the local GPU)", show_default=False)]
+WorkloadStepsOpt = Annotated[int | None, typer.Option(
+    "--workload-steps", help="Denoising steps of the job being verified. (default: the model's/scenario's)",
+    show_default=False)]
+RunStepsOpt = Annotated[int | None, typer.Option(
+    "--steps", help="Steps to actually run; fewer than the job's are extrapolated per step and marked so. "
+    "(default: all)", show_default=False)]
+RecommendedOpt = Annotated[bool, typer.Option("--recommended", help="Verify the plan `wanfit plan` recommends for "
+                                              "--gpu (flags given pin knobs as in plan).")]
+PlanFileOpt = Annotated[Path | None, typer.Option(
+    "--plan-file", help="A saved `wanfit plan --format json`: verify its workload and its recommended plan for "
+    "--gpu.", exists=True, dir_okay=False, show_default=False)]
+ToleranceMemoryOpt = Annotated[float, typer.Option("--tolerance-memory",
+                                                   help="Allowed relative error of peak memory.")]
+ToleranceTimeOpt = Annotated[float, typer.Option("--tolerance-time", help="Allowed relative error of time.")]
+VerifyOutOpt = Annotated[Path, typer.Option("--out", help="Directory for the JSON, Markdown and PNG reports.",
+                                            file_okay=False)]
+CheckpointOpt = Annotated[Path | None, typer.Option(
+    "--checkpoint", help="Local diffusers checkpoint directory (default: the catalog architecture with random "
+    "weights).", exists=True, file_okay=False, show_default=False)]
+VerifyHostPageableOpt = Annotated[float | None, typer.Option(
+    "--host-pageable-gbps", help="This host's host-to-device rate from pageable memory in GB/s, for an offloading "
+    "plan's predicted time. (default: measured here before the run)", show_default=False)]
+VerifyHostD2hOpt = Annotated[float | None, typer.Option(
+    "--host-d2h-gbps", help="This host's device-to-host rate into fresh pageable memory in GB/s, for a model "
+    "offload plan's moves down. (default: measured here before the run)", show_default=False)]
 
 
 def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -128,9 +150,9 @@ def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return command(*args, **kwargs)
         except (WanfitError, ValidationError) as error:
-            if _debug():
+            if os.environ.get("WANFIT_DEBUG", "") not in ("", "0"):
                 raise
-            typer.echo(f"error: {_one_line(error)}", err=True)
+            typer.echo(f"error: {error_line(error)}", err=True)
             raise typer.Exit(2) from None
 
     return wrapper
@@ -150,30 +172,31 @@ def parse_size(size: str) -> tuple[int, int]:
 
 
 def build_workload(model: str | None, height: int | None, width: int | None, size: str | None, frames: int | None,
-                   steps: int | None, guidance: float | None, scenario: str | None) -> tuple["Workload", dict]:
+                   steps: int | None, guidance: float | None,
+                   scenario: str | None) -> tuple["Workload", "PlanPins"]:
     """The workload the flags describe and the plan knobs a scenario pins (explicit flags win)."""
-    from wanfit.vocabulary.workload import Workload
+    from wanfit.vocabulary.workload import PlanPins, Workload
 
     if size is not None:
         if height is not None or width is not None:
             raise WanfitError("give either --size WIDTHxHEIGHT or --height/--width, not both")
         height, width = parse_size(size)
     overrides = {"height": height, "width": width, "frames": frames, "steps": steps, "guidance": guidance}
-    if scenario is not None:
-        from wanfit.planner.scenarios import get_scenario
+    if scenario is None:
+        return Workload.for_model(model or DEFAULT_MODEL, **overrides), PlanPins()
+    from wanfit.planner.scenarios import get_scenario
 
-        preset = get_scenario(scenario)
-        if model is not None and model != preset.model:
-            overrides["model"] = model
-        return preset.workload(**overrides), preset.pinned_plan()
-    return Workload.for_model(model or "wan2.2-ti2v-5b", **overrides), {}
+    preset = get_scenario(scenario)
+    return preset.workload(model=model, **overrides), preset.pins()  # the flags given win
 
 
-def pinned_knobs(scenario_pins: dict, offload: str | None, text_encoder: str | None, dit_dtype: str | None,
-                 vae_tiling: bool | None) -> dict:
-    """Plan knobs the user fixed: a scenario's pins, overridden by explicit flags. Unset = free."""
-    given = {"offload": offload, "text_encoder": text_encoder, "dit_dtype": dit_dtype, "vae_tiling": vae_tiling}
-    return {**scenario_pins, **{k: v for k, v in given.items() if v is not None}}
+def plan_pins(base: "PlanPins", offload: str | None, text_encoder: str | None, dit_dtype: str | None,
+              vae_tiling: bool | None) -> "PlanPins":
+    """Plan knobs the user fixed: `base` (a scenario's pins) overridden by the knob flags given. Unset = free."""
+    from wanfit.vocabulary.workload import PlanPins
+
+    flags = PlanPins(offload=offload, text_encoder=text_encoder, dit_dtype=dit_dtype, vae_tiling=vae_tiling)
+    return base.overridden_by(flags)
 
 
 def detect_local_gpu() -> str | None:
@@ -184,7 +207,7 @@ def detect_local_gpu() -> str | None:
         return None
     try:
         out = subprocess.run([exe, "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
-                             capture_output=True, text=True, timeout=10, check=True).stdout
+                             capture_output=True, text=True, timeout=NVIDIA_SMI_TIMEOUT_S, check=True).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     from wanfit.vocabulary.profiles import match_local_gpu
@@ -192,7 +215,7 @@ def detect_local_gpu() -> str | None:
     for line in out.splitlines():
         name, _, mib = line.rpartition(",")
         try:
-            total_gib = float(mib) / 1024
+            total_gib = float(mib) / MIB_PER_GIB
         except ValueError:
             continue
         profile = match_local_gpu(name.strip(), total_gib)
@@ -211,47 +234,30 @@ def resolve_gpus(gpus: list[str] | None) -> list[str]:
     return [local]
 
 
-def make_plan_report(workload: "Workload", gpus: list[str], pinned: dict, margin: float | None, host_ram: float | None,
-                     calibration_dir: Path | None, host_pageable: float | None = None,
-                     host_d2h: float | None = None, reused_pipeline: bool = False) -> "PlanReport":
-    from wanfit.planner.api import plan_report
-
-    return plan_report(workload, gpus, pinned, reused_pipeline=reused_pipeline,
-                       **planner_options(margin, host_ram, calibration_dir, host_pageable, host_d2h))
-
-
 def planner_options(margin: float | None, host_ram: float | None, calibration_dir: Path | None,
                     host_pageable: float | None = None, host_d2h: float | None = None) -> dict[str, Any]:
     """The planner's keyword options the user gave (the API's defaults apply to the rest)."""
-    options: dict[str, Any] = {"calibration_dir": calibration_dir}
-    if margin is not None:
-        options["safety_margin_gib"] = margin
-    if host_ram is not None:
-        options["host_ram_gib"] = host_ram
-    if host_pageable is not None:
-        options["host_pageable_gbps"] = host_pageable
-    if host_d2h is not None:
-        options["host_d2h_gbps"] = host_d2h
-    return options
+    given = {"safety_margin_gib": margin, "host_ram_gib": host_ram, "host_pageable_gbps": host_pageable,
+             "host_d2h_gbps": host_d2h}
+    return {"calibration_dir": calibration_dir, **{k: v for k, v in given.items() if v is not None}}
 
 
-# ----------------------------------------------------------------------------------------------
-# Output
-# ----------------------------------------------------------------------------------------------
+def plan_from_file(path: Path, gpu: str | None) -> tuple["Workload", "Plan", str]:
+    """Workload, recommended plan and target GPU key from a saved `wanfit plan --format json`."""
+    from wanfit.verify.run import load_plan_file
 
-def console():
-    """A rich console on stdout; wide enough for the candidate tables when piped to a file."""
-    from rich.console import Console
+    if gpu is not None:
+        from wanfit.vocabulary.profiles import get_profile
 
-    width = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200
-    return Console(width=width)
+        key = get_profile(gpu).key
+        return (*load_plan_file(path, key), key)
+    workload, chosen = load_plan_file(path)  # checks the file holds exactly one GPU's result
+    return workload, chosen, json.loads(path.read_text())["results"][0]["gpu"]
 
 
-def print_json(data: Any) -> None:
-    """JSON with a two-space indent; pydantic objects through their own serializer (the same text as
-    json.dumps of model_dump, several times faster: 72 candidates took 13 ms in json.dumps)."""
-    text = data.model_dump_json(indent=2) if hasattr(data, "model_dump_json") else json.dumps(data, indent=2)
-    sys.stdout.write(text + "\n")
+def missing_extras(command: str, extra: str, missing: ModuleNotFoundError) -> WanfitError:
+    return WanfitError(f"`wanfit {command}` needs the {extra} extras ({missing.name} is missing): "
+                       f"pip install 'wanfit[{extra}]'")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -283,10 +289,12 @@ def plan(
     format: FormatOpt = "table",
 ) -> None:
     """Predict peak VRAM and time of every plan on each GPU and recommend the fastest that fits."""
+    from wanfit.planner.api import plan_report
+
     workload, scenario_pins = build_workload(model, height, width, size, frames, steps, guidance, scenario)
-    pinned = pinned_knobs(scenario_pins, offload, text_encoder, dit_dtype, vae_tiling)
-    report = make_plan_report(workload, resolve_gpus(gpu), pinned, margin, host_ram, calibration_dir, host_pageable,
-                              host_d2h, reused_pipeline)
+    pins = plan_pins(scenario_pins, offload, text_encoder, dit_dtype, vae_tiling)
+    report = plan_report(workload, resolve_gpus(gpu), pins, reused_pipeline=reused_pipeline,
+                         **planner_options(margin, host_ram, calibration_dir, host_pageable, host_d2h))
     if format == "json":
         print_json(report)
         return
@@ -299,24 +307,19 @@ def plan(
 @app.command()
 @user_errors
 def calibrate(
-    gpu: Annotated[str, typer.Option("--gpu", "-g", help="Profile key of the local GPU (`wanfit gpus`); the "
-                                     "calibration is filed under it.")],
-    model: Annotated[list[str] | None, typer.Option("--model", "-m", help="Model to calibrate; repeatable. "
-                                                    "(default: wan2.2-ti2v-5b)", show_default=False)] = None,
-    out: Annotated[Path, typer.Option("--out", help="Calibration directory (<out>/<gpu>/<model>.json).",
-                                      file_okay=False)] = Path("calibration"),
-    quick: Annotated[bool, typer.Option("--quick", help="A smaller grid (smoke test, not for shipping).")] = False,
-    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Keep points already measured.")] = True,
-    fit_only: Annotated[bool, typer.Option("--fit-only", help="Refit the measurements already in --out; "
-                                           "needs no GPU.")] = False,
+    gpu: CalibrateGpuOpt,
+    model: CalibrateModelsOpt = None,
+    out: CalibrationOutOpt = Path("calibration"),
+    quick: QuickOpt = False,
+    resume: ResumeOpt = True,
+    fit_only: FitOnlyOpt = False,
 ) -> None:
     """Measure models on the local GPU over a small grid, fit, and write calibration files (needs CUDA)."""
-    models = list(model) if model else ["wan2.2-ti2v-5b"]
+    models = list(model) if model else [DEFAULT_MODEL]
     try:
         from wanfit.measure import calibrate as calibration
     except ModuleNotFoundError as missing:
-        raise WanfitError(f"`wanfit calibrate` needs the GPU extras ({missing.name} is missing): "
-                          "pip install 'wanfit[gpu]'") from None
+        raise missing_extras("calibrate", "gpu", missing) from None
     try:
         if fit_only:
             from wanfit.vocabulary.profiles import get_profile
@@ -326,9 +329,7 @@ def calibrate(
         else:
             written = calibration.run_calibration(gpu, models, out, resume=resume, quick=quick)
     except ModuleNotFoundError as missing:
-        extra = "fit" if fit_only else "gpu"
-        raise WanfitError(f"`wanfit calibrate` needs the {extra} extras ({missing.name} is missing): "
-                          f"pip install 'wanfit[{extra}]'") from None
+        raise missing_extras("calibrate", "fit" if fit_only else "gpu", missing) from None
     for path in written:
         typer.echo(f"wrote {path}")
 
@@ -337,82 +338,64 @@ def calibrate(
 @user_errors
 def verify(
     model: ModelOpt = None,
-    gpu: Annotated[str | None, typer.Option("--gpu", "-g", help="Target GPU to verify for; a smaller target than "
-                                            "the local GPU caps this process to its memory. (default: the local GPU)",
-                                            show_default=False)] = None,
+    gpu: VerifyGpuOpt = None,
     height: HeightOpt = None,
     width: WidthOpt = None,
     size: SizeOpt = None,
     frames: FramesOpt = None,
-    workload_steps: Annotated[int | None, typer.Option(
-        "--workload-steps", help="Denoising steps of the job being verified. (default: the model's/scenario's)",
-        show_default=False)] = None,
-    steps: Annotated[int | None, typer.Option(
-        "--steps", help="Steps to actually run; fewer than the job's are extrapolated per step and marked so. "
-        "(default: all)", show_default=False)] = None,
+    workload_steps: WorkloadStepsOpt = None,
+    steps: RunStepsOpt = None,
     guidance: GuidanceOpt = None,
     offload: OffloadOpt = None,
     text_encoder: TextEncoderOpt = None,
     dit_dtype: DitDtypeOpt = None,
     vae_tiling: VaeTilingOpt = None,
     scenario: ScenarioOpt = None,
-    recommended: Annotated[bool, typer.Option("--recommended", help="Verify the plan `wanfit plan` recommends for "
-                                              "--gpu (flags given pin knobs as in plan).")] = False,
-    plan_file: Annotated[Path | None, typer.Option("--plan-file", help="A saved `wanfit plan --format json`: verify "
-                                                   "its workload and its recommended plan for --gpu.",
-                                                   exists=True, dir_okay=False, show_default=False)] = None,
-    tolerance_memory: Annotated[float, typer.Option("--tolerance-memory", help="Allowed relative error of peak "
-                                                    "memory.")] = 0.05,
-    tolerance_time: Annotated[float, typer.Option("--tolerance-time", help="Allowed relative error of "
-                                                  "time.")] = 0.10,
-    out: Annotated[Path, typer.Option("--out", help="Directory for the JSON, Markdown and PNG reports.",
-                                      file_okay=False)] = Path("verify-reports"),
-    checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Local diffusers checkpoint directory "
-                                                    "(default: the catalog architecture with random weights).",
-                                                    exists=True, file_okay=False, show_default=False)] = None,
+    recommended: RecommendedOpt = False,
+    plan_file: PlanFileOpt = None,
+    tolerance_memory: ToleranceMemoryOpt = 0.05,
+    tolerance_time: ToleranceTimeOpt = 0.10,
+    out: VerifyOutOpt = Path("verify-reports"),
+    checkpoint: CheckpointOpt = None,
     margin: MarginOpt = None,
     host_ram: HostRamOpt = None,
-    host_pageable: Annotated[float | None, typer.Option(
-        "--host-pageable-gbps", help="This host's host-to-device rate from pageable memory in GB/s, for an "
-        "offloading plan's predicted time. (default: measured here before the run)", show_default=False)] = None,
-    host_d2h: Annotated[float | None, typer.Option(
-        "--host-d2h-gbps", help="This host's device-to-host rate into fresh pageable memory in GB/s, for a model "
-        "offload plan's moves down. (default: measured here before the run)", show_default=False)] = None,
+    host_pageable: VerifyHostPageableOpt = None,
+    host_d2h: VerifyHostD2hOpt = None,
     calibration_dir: CalibrationDirOpt = None,
     format: FormatOpt = "table",
 ) -> None:
     """Run one workload + plan on the local GPU, compare with the prediction, and report (needs CUDA).
     Exit code 1: a measured figure is outside tolerance; 3: a plan predicted to fit ran out of memory;
     4: the run failed; 2: bad input."""
+    from wanfit.vocabulary.workload import PlanPins
+
     if recommended and plan_file is not None:
         raise WanfitError("give either --recommended or --plan-file, not both")
+    options = planner_options(margin, host_ram, calibration_dir)
     if plan_file is not None:
-        given = [height, width, size, frames, workload_steps, guidance, scenario, model]
-        if any(v is not None for v in given):
+        if any(v is not None for v in (height, width, size, frames, workload_steps, guidance, scenario, model)):
             raise WanfitError("--plan-file fixes the workload: drop the workload flags (or drop --plan-file)")
         workload, chosen, target = plan_from_file(plan_file, gpu)
-        chosen = chosen.model_copy(update=pinned_knobs({}, offload, text_encoder, dit_dtype, vae_tiling))
+        chosen = plan_pins(PlanPins(), offload, text_encoder, dit_dtype, vae_tiling).apply(chosen)
     else:
         workload, scenario_pins = build_workload(model, height, width, size, frames, workload_steps, guidance,
                                                  scenario)
-        pinned = pinned_knobs(scenario_pins, offload, text_encoder, dit_dtype, vae_tiling)
+        pins = plan_pins(scenario_pins, offload, text_encoder, dit_dtype, vae_tiling)
         target = resolve_gpus([gpu] if gpu else None)[0]
         if recommended:
-            chosen = recommended_plan(make_plan_report(workload, [target], pinned, margin, host_ram,
-                                                       calibration_dir))
-        else:
-            from wanfit.vocabulary.workload import Plan
+            from wanfit.planner.api import plan_report
 
-            chosen = Plan(**pinned)
+            chosen = plan_report(workload, [target], pins, **options).results[0].recommended_plan()
+        else:
+            chosen = pins.apply()
     try:
         from wanfit.verify import report as verify_report
         from wanfit.verify.compare import exit_code
         from wanfit.verify.run import run_verify
     except ModuleNotFoundError as missing:
-        raise WanfitError(f"`wanfit verify` needs the GPU extras ({missing.name} is missing): "
-                          "pip install 'wanfit[gpu]'") from None
+        raise missing_extras("verify", "gpu", missing) from None
     result = run_verify(workload, chosen, target, steps, tolerance_memory, tolerance_time, checkpoint,
-                        host_pageable, host_d2h, **planner_options(margin, host_ram, calibration_dir))
+                        host_pageable, host_d2h, **options)
     written = write_verify_outputs(result, out, verify_report)
     if format == "json":
         print_json(result)
@@ -421,38 +404,6 @@ def verify(
         for path in written:
             typer.echo(f"wrote {path}", err=True)
     raise typer.Exit(exit_code(result))
-
-
-def plan_from_file(path: Path, gpu: str | None) -> tuple["Workload", "Plan", str]:
-    """Workload, recommended plan and target GPU key from a saved `wanfit plan --format json`."""
-    from wanfit.verify.run import load_plan_file
-
-    if gpu is not None:
-        from wanfit.vocabulary.profiles import get_profile
-
-        key = get_profile(gpu).key
-        return (*load_plan_file(path, key), key)
-    workload, chosen = load_plan_file(path)  # checks the file holds exactly one GPU's result
-    return workload, chosen, json.loads(path.read_text())["results"][0]["gpu"]
-
-
-def recommended_plan(report: "PlanReport") -> "Plan":
-    result = report.results[0]
-    if result.recommended is None:
-        raise WanfitError(f"no plan is predicted to fit {result.gpu}: {result.reason}")
-    return result.recommended.as_plan()
-
-
-def write_verify_outputs(result: Any, out: Path, verify_report: Any) -> list[Path]:
-    """The verify report as JSON, Markdown and a PNG memory plot under `out`."""
-    out.mkdir(parents=True, exist_ok=True)
-    # Not Path.with_suffix: the stem holds dots (wan2.2-...), which it would cut at.
-    stem = verify_report.report_stem(result)
-    json_path, md_path, png_path = (out / f"{stem}{ext}" for ext in (".json", ".md", ".png"))
-    verify_report.write_json(result, json_path)
-    md_path.write_text(verify_report.render_markdown(result))
-    verify_report.plot_memory(result, png_path)
-    return [json_path, md_path, png_path]
 
 
 @app.command()

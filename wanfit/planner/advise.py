@@ -11,51 +11,30 @@ Pure Python (the `plan` path).
 from __future__ import annotations
 
 import itertools
-from typing import Any
 
-from wanfit.model.calibration import Calibration, FindHow, source_note
+from wanfit.model.calibration import Calibration, source_note
 from wanfit.model.predict import Prediction, predict
-from wanfit.vocabulary.errors import WanfitError
-from wanfit.vocabulary.plan_report import Candidate, GpuResult
+from wanfit.vocabulary.plan_report import SAFETY_MARGIN_GIB, Candidate, GpuResult
+from wanfit.vocabulary.profiles import GpuProfile
 from wanfit.vocabulary.stages import stage_title
-from wanfit.vocabulary.workload import DIT_DTYPES, OFFLOADS, TEXT_ENCODERS, Plan, Workload
-
-KNOB_CHOICES: dict[str, tuple] = {
-    "offload": OFFLOADS,
-    "text_encoder": TEXT_ENCODERS,
-    "dit_dtype": DIT_DTYPES,
-    "vae_tiling": (False, True),
-}
-# Plan fields a caller may pin without them being enumerated.
-EXTRA_PINS = ("expandable_segments",)
+from wanfit.vocabulary.workload import EXTRA_PINS, KNOB_CHOICES, Plan, PlanPins, Workload
 
 OFFLOAD_WORDS = {"none": "no offload", "model": "model offload", "group": "group offload",
                  "sequential": "sequential offload"}
 
 
-def plan_space(pinned: dict | None = None) -> list[Plan]:
-    """Every plan the knobs allow, pinned knobs fixed. Bad pins: one-line error."""
-    pinned = {k: v for k, v in (pinned or {}).items() if v is not None}
-    unknown = sorted(set(pinned) - set(KNOB_CHOICES) - set(EXTRA_PINS))
-    if unknown:
-        raise WanfitError(f"unknown plan knob(s) {', '.join(unknown)}: pin one of {', '.join(KNOB_CHOICES)}")
-    choices = dict(KNOB_CHOICES)
-    for knob, value in pinned.items():
-        if knob in EXTRA_PINS:
-            continue
-        if value not in choices[knob]:
-            allowed = " | ".join(str(c).lower() for c in choices[knob])
-            raise WanfitError(f"{knob} cannot be {value!r}: use {allowed}")
-        choices[knob] = (value,)
-    extra = {k: pinned[k] for k in EXTRA_PINS if k in pinned}
+def plan_space(pins: PlanPins | None = None) -> list[Plan]:
+    """Every plan the knobs allow, the pinned ones fixed (pins are checked where they are built)."""
+    given = (pins or PlanPins()).given()
+    choices = {knob: (given[knob],) if knob in given else values for knob, values in KNOB_CHOICES.items()}
+    extra = {k: given[k] for k in EXTRA_PINS if k in given}
     names = list(choices)
     return [Plan(**dict(zip(names, combo, strict=True)), **extra) for combo in itertools.product(*choices.values())]
 
 
-def baseline_plan(pinned: dict | None = None) -> Plan:
+def baseline_plan(pins: PlanPins | None = None) -> Plan:
     """The plan users start from (no offload, text encoder on the GPU, bf16, no tiling) with the pins applied."""
-    pinned = {k: v for k, v in (pinned or {}).items() if v is not None}
-    return Plan(**pinned)
+    return (pins or PlanPins()).apply()
 
 
 def describe(plan: Plan) -> str:
@@ -135,37 +114,42 @@ def reason_line(gpu: str, usable_gib: float, margin_gib: float, base: Prediction
             f"{_seconds(rec.duration_s - base_cand.duration_s)}")
 
 
-def advise(workload: Workload, calibration: Calibration, how: FindHow, target: Any, pinned: dict | None = None,
-           safety_margin_gib: float = 1.0, host_ram_gib: float | None = None,
+def advise(workload: Workload, calibration: Calibration, target: GpuProfile, pins: PlanPins | None = None,
+           safety_margin_gib: float = SAFETY_MARGIN_GIB, host_ram_gib: float | None = None,
            host_pageable_gbps: float | None = None, host_d2h_gbps: float | None = None,
            reused_pipeline: bool = False) -> GpuResult:
-    """Predict every plan for `target` (a GpuProfile), rank and recommend."""
+    """Predict every plan for `target`, rank and recommend."""
     usable = float(target.memory_gib)
     family_note = source_note(workload.model, calibration)
     options = {"host_d2h_gbps": host_d2h_gbps, "reused_pipeline": reused_pipeline}
     predictions = [predict(workload, plan, calibration, target, host_pageable_gbps, **options)
-                   for plan in plan_space(pinned)]
+                   for plan in plan_space(pins)]
     candidates = []
     for p in predictions:
         cand = p.candidate(usable, safety_margin_gib, host_ram_gib)
         if family_note:
             cand = cand.model_copy(update={"notes": [family_note, *cand.notes]})
         candidates.append(cand)
-    base_plan = baseline_plan(pinned)
+    base_plan = baseline_plan(pins)
     base_pred = next((p for p in predictions if p.plan == base_plan), None)
     if base_pred is None:
         base_pred = predict(workload, base_plan, calibration, target, host_pageable_gbps, **options)
     base_cand = base_pred.candidate(usable, safety_margin_gib, host_ram_gib)
-    # Fitting plans by duration (an exact tie goes to the plan with fewer knobs changed from the
-    # baseline), then the rest by how much they need.
-    def rank(c: Candidate) -> tuple:
-        changes = sum(1 for k, v in c.plan.items() if base_plan.knobs()[k] != v)
-        return (not c.fits, c.duration_s if c.fits else c.need_gib, changes)
-
-    order = sorted(range(len(candidates)), key=lambda i: rank(candidates[i]))
-    ranked = [candidates[i] for i in order]
+    ranked = rank(candidates, base_plan)
     recommended = ranked[0] if ranked and ranked[0].fits else None
     reason = reason_line(target.key, usable, safety_margin_gib, base_pred, base_cand, recommended, ranked,
                          host_ram_gib)
     return GpuResult(gpu=target.key, memory_gib=usable, calibration=calibration.label, recommended=recommended,
                      reason=reason, candidates=ranked)
+
+
+def rank(candidates: list[Candidate], base_plan: Plan) -> list[Candidate]:
+    """Fitting plans by duration (an exact tie goes to the plan with fewer knobs changed from the
+    baseline), then the rest by how much they need."""
+    base_knobs = base_plan.knobs()
+
+    def key(c: Candidate) -> tuple:
+        changes = sum(1 for k, v in c.plan.items() if base_knobs[k] != v)
+        return (not c.fits, c.duration_s if c.fits else c.need_gib, changes)
+
+    return sorted(candidates, key=key)

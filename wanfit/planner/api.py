@@ -12,9 +12,9 @@ from wanfit.model.predict import predict
 from wanfit.planner.advise import advise
 from wanfit.vocabulary.errors import WanfitError
 from wanfit.vocabulary.paths import calibration_dirs
-from wanfit.vocabulary.plan_report import Candidate, PlanReport
+from wanfit.vocabulary.plan_report import SAFETY_MARGIN_GIB, Candidate, PlanReport
 from wanfit.vocabulary.profiles import get_profile
-from wanfit.vocabulary.workload import Plan, Workload
+from wanfit.vocabulary.workload import Plan, PlanPins, Workload
 
 
 def _check_options(safety_margin_gib: float, host_ram_gib: float | None, host_pageable_gbps: float | None = None,
@@ -31,21 +31,24 @@ def _check_options(safety_margin_gib: float, host_ram_gib: float | None, host_pa
                           f"(lent H100 hosts measured 1.15 to 1.37 GB/s into fresh pageable memory)")
 
 
-def plan_report(workload: Workload, gpus: list[str], pinned: dict | None = None, safety_margin_gib: float = 1.0,
-                host_ram_gib: float | None = None, calibration_dir: Path | None = None,
-                host_pageable_gbps: float | None = None, host_d2h_gbps: float | None = None,
-                reused_pipeline: bool = False) -> PlanReport:
+def plan_report(workload: Workload, gpus: list[str], pins: PlanPins | None = None,
+                safety_margin_gib: float = SAFETY_MARGIN_GIB, host_ram_gib: float | None = None,
+                calibration_dir: Path | None = None, host_pageable_gbps: float | None = None,
+                host_d2h_gbps: float | None = None, reused_pipeline: bool = False) -> PlanReport:
     """Every plan for `workload` on each GPU (profile keys or aliases), ranked, with a recommendation.
 
-    `pinned` fixes plan knobs ({"offload": "model", "vae_tiling": False, ...}); `safety_margin_gib`
-    is kept free on the GPU; `host_ram_gib` limits the weights offloading plans keep in system
-    memory; `calibration_dir` is searched before the shipped calibrations; `host_pageable_gbps` is
-    the host's measured host-to-device rate from pageable memory, at which offloading plans copy;
-    `host_d2h_gbps` its device-to-host rate into fresh pageable memory, at which model offload sends
-    models down (`wanfit verify` of a model-offload plan measures both and records them);
-    `reused_pipeline` predicts one more video from a process that keeps its pipeline built (a
-    server): no init time, no first-call setup."""
+    `pins` fixes plan knobs (`PlanPins(offload="model", vae_tiling=False)`; the knobs it leaves None
+    are searched); `safety_margin_gib` is kept free on the GPU; `host_ram_gib` limits the weights
+    offloading plans keep in system memory; `calibration_dir` is searched before the shipped
+    calibrations; `host_pageable_gbps` is the host's measured host-to-device rate from pageable
+    memory, at which offloading plans copy; `host_d2h_gbps` its device-to-host rate into fresh
+    pageable memory, at which model offload sends models down (`wanfit verify` of a model-offload
+    plan measures both and records them); `reused_pipeline` predicts one more video from a process
+    that keeps its pipeline built (a server): no init time, no first-call setup."""
     _check_options(safety_margin_gib, host_ram_gib, host_pageable_gbps, host_d2h_gbps)
+    if pins is not None and not isinstance(pins, PlanPins):
+        raise WanfitError(f"pins must be a PlanPins (wanfit.vocabulary.workload.PlanPins(offload='model', ...)), "
+                          f"not {type(pins).__name__}")
     if not gpus:
         raise WanfitError("name at least one GPU (e.g. --gpu l40s; `wanfit gpus` lists them)")
     dirs = calibration_dirs(calibration_dir)
@@ -56,15 +59,15 @@ def plan_report(workload: Workload, gpus: list[str], pinned: dict | None = None,
         if profile.key in seen:
             continue
         seen.add(profile.key)
-        calibration, how = find_calibration(profile.key, workload.model, dirs)
-        results.append(advise(workload, calibration, how, profile, pinned, safety_margin_gib, host_ram_gib,
+        calibration, _ = find_calibration(profile.key, workload.model, dirs)
+        results.append(advise(workload, calibration, profile, pins, safety_margin_gib, host_ram_gib,
                               host_pageable_gbps, host_d2h_gbps, reused_pipeline))
     return PlanReport(workload=workload, safety_margin_gib=safety_margin_gib, reused_pipeline=reused_pipeline,
                       results=results)
 
 
 def predict_one(workload: Workload, plan: Plan, gpu: str, calibration_dir: Path | None = None,
-                safety_margin_gib: float = 1.0, host_ram_gib: float | None = None,
+                safety_margin_gib: float = SAFETY_MARGIN_GIB, host_ram_gib: float | None = None,
                 host_pageable_gbps: float | None = None, host_d2h_gbps: float | None = None,
                 reused_pipeline: bool = False) -> Candidate:
     """The prediction for one workload + plan on one GPU (verify puts a measurement beside it);

@@ -16,7 +16,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict
 
 from wanfit.vocabulary.errors import unknown_name_error
-from wanfit.vocabulary.workload import Offload, Workload
+from wanfit.vocabulary.workload import Offload, PlanPins, Workload
 
 
 class Scenario(BaseModel):
@@ -40,9 +40,9 @@ class Scenario(BaseModel):
             out["frames"] = self.frames
         return out
 
-    def pinned_plan(self) -> dict:
-        """Plan knobs the scenario pins (a subset of Plan.knobs())."""
-        return {"offload": self.offload}
+    def pins(self) -> PlanPins:
+        """Plan knobs the scenario pins; the others stay free."""
+        return PlanPins(offload=self.offload)
 
     def workload(self, **overrides) -> Workload:
         """The scenario's workload; non-None `overrides` (explicit user flags) win."""

@@ -11,7 +11,12 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from wanfit.vocabulary.errors import WanfitError
 from wanfit.vocabulary.workload import Plan, Workload
+
+# GiB kept free on every GPU before a plan counts as fitting, unless the user gives another
+# (`--margin`; the JSON contract's `safety_margin_gib`).
+SAFETY_MARGIN_GIB = 1.0
 
 
 class StagePrediction(BaseModel):
@@ -53,6 +58,12 @@ class GpuResult(BaseModel):
     recommended: Candidate | None
     reason: str  # one line: why this plan (or why none fits)
     candidates: list[Candidate]
+
+    def recommended_plan(self) -> Plan:
+        """The recommended plan, or a one-line error saying why nothing fits."""
+        if self.recommended is None:
+            raise WanfitError(f"no plan is predicted to fit {self.gpu}: {self.reason}")
+        return self.recommended.as_plan()
 
 
 class PlanReport(BaseModel):

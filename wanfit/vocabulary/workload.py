@@ -113,3 +113,56 @@ class Plan(BaseModel):
         """The four user-facing knobs (the JSON contract's `plan` object)."""
         return {"offload": self.offload, "text_encoder": self.text_encoder, "dit_dtype": self.dit_dtype,
                 "vae_tiling": self.vae_tiling}
+
+
+# The values each enumerated knob may take: the plan space the planner searches.
+KNOB_CHOICES: dict[str, tuple] = {
+    "offload": OFFLOADS,
+    "text_encoder": TEXT_ENCODERS,
+    "dit_dtype": DIT_DTYPES,
+    "vae_tiling": (False, True),
+}
+# Plan fields a caller may pin that the planner does not enumerate (they keep Plan's default unless pinned).
+EXTRA_PINS = ("expandable_segments",)
+
+
+class PlanPins(BaseModel):
+    """The plan knobs a user fixed (`wanfit plan --offload model ...`, a scenario); None = free, searched.
+
+    Bad input (an unknown knob, a value the knob cannot take) raises a one-line WanfitError where the
+    pins are built, naming the knobs or values allowed.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    offload: Offload | None = None
+    text_encoder: TextEncoderPlacement | None = None
+    dit_dtype: DitDtype | None = None
+    vae_tiling: bool | None = None
+    expandable_segments: bool | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_knobs_and_values(cls, values: object) -> object:
+        if not isinstance(values, dict):
+            return values
+        unknown = sorted(set(values) - set(KNOB_CHOICES) - set(EXTRA_PINS))
+        if unknown:
+            raise WanfitError(f"unknown plan knob(s) {', '.join(unknown)}: pin one of {', '.join(KNOB_CHOICES)}")
+        for knob, value in values.items():
+            allowed = KNOB_CHOICES.get(knob, (False, True))
+            if value is not None and (value not in allowed or type(value) is not type(allowed[0])):
+                words = " | ".join(str(c).lower() for c in allowed)
+                raise WanfitError(f"{knob} cannot be {value!r}: use {words}")
+        return values
+
+    def given(self) -> dict:
+        """The pinned knobs alone: {"offload": "model", ...}."""
+        return self.model_dump(exclude_none=True)
+
+    def overridden_by(self, other: PlanPins) -> PlanPins:
+        """These pins with `other`'s pinned knobs on top (explicit flags over a scenario's pins)."""
+        return self.model_copy(update=other.given())
+
+    def apply(self, plan: Plan | None = None) -> Plan:
+        """`plan` (default: the baseline Plan()) with the pinned knobs set."""
+        return Plan(**{**(plan or Plan()).model_dump(), **self.given()})
