@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wanfit.verify.cap import SAME_SIZE_TOLERANCE, make_cap, memory_cap, memory_fraction, needs_cap
+from wanfit.measure.cap import SAME_SIZE_TOLERANCE, make_cap, memory_cap, memory_fraction, needs_cap
 from wanfit.vocabulary.errors import WanfitError
 
 H100_TORCH_TOTAL = 79.19  # GiB, an H100 80GB as torch reports total_memory (approx.)

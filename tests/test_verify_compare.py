@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from verify_fixtures import A14B, candidate, measurement
-from wanfit.verify.cap import make_cap
+from wanfit.measure.cap import make_cap
 from wanfit.verify.compare import (
     EXIT_OK,
     EXIT_OOM_UNEXPECTED,

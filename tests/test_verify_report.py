@@ -14,7 +14,7 @@ import pytest
 from rich.console import Console
 
 from verify_fixtures import A14B, WORKLOAD, candidate, measurement
-from wanfit.verify.cap import make_cap
+from wanfit.measure.cap import make_cap
 from wanfit.verify.compare import EXIT_OOM_UNEXPECTED
 from wanfit.verify.report import (
     VerifyReport,
@@ -319,7 +319,7 @@ def test_run_verify_checks_the_step_count_first():
 
 
 def test_verify_modules_import_no_heavy_libraries():
-    code = ("import sys, wanfit.planner.scenarios, wanfit.verify, wanfit.verify.cap, wanfit.verify.compare, "
+    code = ("import sys, wanfit.planner.scenarios, wanfit.verify, wanfit.measure.cap, wanfit.verify.compare, "
             "wanfit.verify.report, wanfit.verify.summary, wanfit.verify.run\n"
             "bad = [m for m in ('torch', 'matplotlib', 'diffusers', 'pynvml', 'sklearn') if m in sys.modules]\n"
             "assert not bad, bad")

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from wanfit.measure.build import Components, build_components, gpu_bytes
+from wanfit.measure.cap import memory_fraction
 from wanfit.measure.environment import collect_environment
 from wanfit.measure.monitor import Nvml, Poller, StageClock
 from wanfit.measure.placement import apply_plan
@@ -122,8 +123,6 @@ def run_point(
         context = used - idle if used is not None and idle is not None else None
         _PROCESS_BASELINE.update(idle=idle, context=context)
     if cuda and memory_cap_gib is not None:
-        from wanfit.verify.cap import memory_fraction
-
         # The cap limits only the torch allocator; the context and the pre-existing use sit outside it.
         total = torch.cuda.get_device_properties(0).total_memory / GIB
         torch.cuda.set_per_process_memory_fraction(memory_fraction(memory_cap_gib, total, (context or 0) + (idle or 0)))

@@ -29,8 +29,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from wanfit.measure.cap import MemoryCap
 from wanfit.model.geometry import high_noise_steps
-from wanfit.verify.cap import MemoryCap
 from wanfit.vocabulary.measurement import Measurement, StageRecord, median_steady_step_s, switch_step
 from wanfit.vocabulary.plan_report import Candidate
 from wanfit.vocabulary.stages import STAGES

@@ -16,7 +16,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from wanfit import __version__
-from wanfit.verify.cap import MemoryCap
+from wanfit.measure.cap import MemoryCap
 from wanfit.verify.compare import (
     StageComparison,
     Tolerances,

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from wanfit.measure.cap import make_cap, needs_cap
 from wanfit.measure.host_rate import measure_host_rates
-from wanfit.verify.cap import make_cap, needs_cap
 from wanfit.verify.compare import Tolerances, outside_torch_gib
 from wanfit.verify.report import VerifyReport, build_report
 from wanfit.vocabulary.errors import WanfitError

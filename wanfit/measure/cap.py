@@ -10,7 +10,8 @@ the allocator's budget is the target's usable memory minus that outside-torch me
     fraction     = torch budget / local total
 
 The outside-torch figure is measured locally (same torch / CUDA build) and assumed to match the
-target's; the report says so. Pure arithmetic, GiB throughout.
+target's; the report says so. Pure arithmetic, GiB throughout. It sits on the measuring side because
+the runner applies the fraction in the capped process; verify builds its report's cap record from it.
 """
 
 from __future__ import annotations
