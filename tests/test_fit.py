@@ -10,7 +10,8 @@ import pytest
 
 from planner_fixtures import GPU, MODEL, SHIPPED_H100, calibration, ceilings, measurements
 from wanfit.model.calibration import Calibration, load_calibration, save_calibration
-from wanfit.model.fit import Row, fit_calibration, fit_constant, fit_linear
+from wanfit.model.fit import fit_calibration
+from wanfit.model.fitting import Row, fit_constant, fit_linear
 from wanfit.model.predict import predict
 from wanfit.vocabulary.environment import Environment
 from wanfit.vocabulary.errors import WanfitError

@@ -2,7 +2,7 @@
 
 - The predicted peak (device level) and need never decrease when frames or resolution grow.
 - They never increase when a plan moves memory off the GPU, along the orders that hold for how
-  the plans place weights (features.resident_gib):
+  the plans place weights (weights.resident_gib):
     offload: none >= model >= sequential and none >= group >= sequential. Model and group offload
       are not ordered: group keeps the VAE resident and reserves a transfer-stream pool, model
       offload keeps one whole model at a time, so either can be larger (measured: group 15.5 GiB

@@ -1,0 +1,204 @@
+"""The VAE decode: its memory (per-frame feature maps and the decoded video, or the tiles kept for blending)
+and its time (convolution-bound work in output pixels x frames, or decoder calls per tile), with
+sequential offload's stream of the VAE's weights per latent frame.
+
+A DiT without tiled points of its own borrows the tiled decode of another DiT with the same VAE on the same
+GPU (the decode depends on the VAE and the video, not on the DiT: Wan2.1's 1.3B and 14B share one).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from wanfit.model.calibration import LinearModel
+from wanfit.model.context import FitContext, PredictContext, size_key, transient
+from wanfit.model.fitting import Row, fit_constant, fit_linear
+from wanfit.model.transfer import vae_non_gemm_share
+from wanfit.model.weights import WeightsTable, analytic_weights_gib, model_offload_moves
+from wanfit.vocabulary.catalog import get_model
+from wanfit.vocabulary.measurement import Measurement
+from wanfit.vocabulary.units import transfer_s
+
+# ---- the fitted quantities, as named in calibration files -----------------------------------------
+PERSISTENT = "decode_persistent"
+SEQUENTIAL_EXTRA = "decode_extra:sequential"
+
+
+def transient_key(tiled: bool) -> str:
+    return "decode_transient:tiled" if tiled else "decode_transient:untiled"
+
+
+def time_key(tiled: bool) -> str:
+    return "decode_s:tiled" if tiled else "decode_s:untiled"
+
+
+def _resident_vae(m: Measurement) -> bool:
+    """The VAE stays on the GPU through the decode (no offload, or group offload, which keeps it)."""
+    return m.plan.offload in ("none", "group")
+
+
+def tiled_decodes(fc: FitContext) -> tuple[list[Measurement], bool]:
+    """Points with a tiled VAE decode (resident VAE), and whether they are borrowed: this DiT's own, else
+    those of the other DiTs on this GPU with the same VAE. Not their reservation slack: that follows what
+    the process's earlier stages left cached (a 14B's steps left 2.4 GiB above its tiled decode's
+    allocations, a 1.3B's 0.6 GiB), so a DiT without tiled points keeps its own denoise slack there."""
+    def tiled(ms: list[Measurement]) -> list[Measurement]:
+        return [m for m in ms if m.plan.vae_tiling and _resident_vae(m) and m.stage("vae_decode") is not None]
+
+    own = tiled(fc.ms)
+    if own:
+        return own, False
+    same_vae = [m for m in fc.siblings if get_model(m.workload.model).vae_family == fc.spec.vae_family]
+    return tiled(same_vae), True
+
+
+# ---- fit -----------------------------------------------------------------------------------------
+
+
+def fit_memory(fc: FitContext) -> None:
+    persistent = []
+    for m in fc.ms:
+        dec = m.stage("vae_decode")
+        if m.plan.offload == "none" and m.resident_weights_gib and dec is not None \
+                and dec.torch_allocated_start_gib is not None:
+            persistent.append(Row({}, dec.torch_allocated_start_gib - sum(m.resident_weights_gib.values()),
+                                  size_key(m)))
+    fc.put(PERSISTENT, fit_constant(persistent, target="allocated at decode start above the resident weights, GiB",
+                                    unit="GiB", held_out=fc.held))
+    rows: dict[bool, list[Row]] = defaultdict(list)
+    tiled, borrowed = tiled_decodes(fc)
+    for m in fc.ms + (tiled if borrowed else []):
+        dec = m.stage("vae_decode")
+        if dec is not None and _resident_vae(m) and (t := transient(dec)) is not None:
+            rows[m.plan.vae_tiling].append(Row(fc.x(m), t, size_key(m)))
+    fc.put(transient_key(False), fit_linear(rows[False], ["frame_mpix", "video_fp32_gib"], held_out=fc.held,
+           target="VAE decode transient (allocated peak - start), GiB", unit="GiB"))
+    # No intercept: the tiled grid has two small sizes and one large one; a line through two
+    # close points extrapolates wildly, a proportional model does not.
+    fc.put(transient_key(True), fit_linear(rows[True], ["tiles_fp32_gib"], intercept=False, held_out=fc.held,
+           target="tiled VAE decode transient (allocated peak - start), GiB", unit="GiB"))
+
+
+def _resident_time_fit(fc: FitContext, ms: list[Measurement], held_out: bool) -> LinearModel | None:
+    """The untiled VAE decode with the VAE resident, in output pixels x frames."""
+    rows = [Row(fc.x(m), dec.time_s, size_key(m)) for m in ms
+            if (dec := m.stage("vae_decode")) is not None and _resident_vae(m) and not m.plan.vae_tiling]
+    return fit_linear(rows, ["pixel_gframes"], relative=True, held_out=held_out,
+                      target="VAE decode and postprocess (output pixels x frames), s", unit="s")
+
+
+def fit_time(fc: FitContext, weights: WeightsTable) -> None:
+    tiled, borrowed = tiled_decodes(fc)
+    tiled_rows = [Row(fc.x(m), m.stage("vae_decode").time_s, size_key(m)) for m in tiled]
+    if borrowed and tiled_rows:
+        others = ", ".join(sorted({m.workload.model for m in tiled}))
+        fc.notes.append(f"VAE tiling not measured here: the tiled decode's time and transient fitted on {others}'s "
+                        f"tiled points on the same GPU (the same VAE, {fc.spec.vae_family})")
+    fc.put(time_key(False), _resident_time_fit(fc, fc.ms, fc.held))
+    fc.put(time_key(True), fit_linear(tiled_rows, ["tile_calls_k"], intercept=False, relative=True, held_out=fc.held,
+           target="tiled VAE decode and postprocess (decoder calls: tiles x latent frames), s", unit="s"))
+    fc.put(SEQUENTIAL_EXTRA, fit_linear(_sequential_rows(fc, weights), ["vae_stream_s", "decode_s"], intercept=False,
+           held_out=fc.held, unit="s",
+           target="VAE decode under sequential offload above the resident decode (the VAE's weights streamed "
+                  "per latent frame at the session's pageable h2d rate, and a part of the decode's own work), s"))
+
+
+def _sequential_rows(fc: FitContext, weights: WeightsTable) -> list[Row]:
+    """The Wan VAE decodes latent frame by latent frame, and sequential offload copies every leaf's
+    weights from pageable memory at each call (waiting for the GPU first, as in the steps). From
+    every model's decoded sequential points on this GPU, each against its own VAE's bytes and
+    resident decode (fitted here on that model's resident decodes)."""
+    def rows_of(ms: list[Measurement], resident: LinearModel, vae_gib: float) -> list[Row]:
+        rows = []
+        for m in ms:
+            dec = m.stage("vae_decode")
+            if dec is None or m.plan.offload != "sequential" or m.plan.vae_tiling:
+                continue
+            x = fc.x(m)
+            decode_s = resident.predict(x)
+            rows.append(Row({"vae_stream_s": transfer_s(vae_gib * x["latent_frames"], fc.pageable_gbps(m)),
+                             "decode_s": decode_s}, dec.time_s - decode_s, size_key(m), ref=dec.time_s))
+        return rows
+
+    own = fc.models.get(time_key(False))
+    rows = rows_of(fc.ms, own, next(iter(weights["vae"].values())).gib) if own is not None else []
+    measured_here = bool(rows)
+    for model in sorted({m.workload.model for m in fc.siblings}):
+        theirs = [m for m in fc.siblings if m.workload.model == model]
+        resident = _resident_time_fit(fc, theirs, held_out=False)
+        if resident is not None:
+            rows += rows_of(theirs, resident, analytic_weights_gib(get_model(model), "vae", "fp32"))
+    if rows and not measured_here:
+        fc.notes.append("sequential offload's decode not measured here: fitted on other models' decoded "
+                        "sequential points on the same GPU (per VAE bytes and resident decode time)")
+    return rows
+
+
+# ---- predict -------------------------------------------------------------------------------------
+
+
+def persistent_gib(pc: PredictContext, default: float) -> float:
+    return pc.value(PERSISTENT, default)
+
+
+def transient_gib(pc: PredictContext) -> float:
+    tiled = pc.plan.vae_tiling
+    m = pc.model(transient_key(tiled))
+    if m is None and tiled:
+        pc.note("VAE tiling memory not calibrated: the untiled decode's memory used")
+        m = pc.model(transient_key(False))
+    if m is None:
+        pc.note("VAE decode memory not calibrated")
+        return 0.0
+    pc.check_range(m)
+    return max(0.0, m.predict(pc.x))
+
+
+def time_s(pc: PredictContext, host_seconds) -> float:
+    """The decode on the target, with the plan's weight traffic: model offload's whole-model moves
+    (`host_seconds` of wanfit.model.stages.host) or sequential offload's stream per latent frame."""
+    seconds = compute_s(pc)
+    if pc.plan.offload == "model":
+        seconds += host_seconds(pc, model_offload_moves("vae_decode", pc.plan, pc.weights))
+    elif pc.plan.offload == "sequential":
+        # The Wan VAE decodes latent frame by latent frame: every call streams the VAE's leaves.
+        stream = transfer_s(pc.weights.vae * pc.x["latent_frames"], pc.cal.feature_ceilings.h2d_pageable_gbps)
+        m = pc.model(SEQUENTIAL_EXTRA)
+        if m is None:
+            pc.note("sequential offload decode not calibrated: the VAE streamed per latent frame at the "
+                    "pageable h2d rate")
+            seconds += stream * pc.scale.host_pageable
+        else:
+            terms = m.terms({"vae_stream_s": stream, "decode_s": seconds})
+            seconds += terms["vae_stream_s"] * pc.scale.host_pageable + terms["decode_s"]
+    return seconds
+
+
+def compute_s(pc: PredictContext) -> float:
+    """The decode's own work on the target (the VAE resident)."""
+    tiled = pc.plan.vae_tiling
+    m = pc.model(time_key(tiled))
+    if m is None and tiled:
+        pc.note("VAE tiling not calibrated: decode time of the untiled decode used")
+        m = pc.model(time_key(False))
+    if m is None:
+        pc.note("VAE decode time not calibrated")
+        return 0.0
+    pc.check_range(m)
+    return sum(m.terms(pc.x).values()) * _kernel_scale(pc) + m.intercept * pc.scale.overhead
+
+
+def _kernel_scale(pc: PredictContext) -> float:
+    """How much longer the decode's kernels take on the target. The convolutions' implicit GEMMs
+    (TF32 tensor cores) scale with matmul throughput; the rest of the decode's kernels (norms, SiLU,
+    upsampling, the causal caches' copies) with the elementwise rate, in the split measured on the
+    calibrated GPU: about half the kernel time on an H100, and those kernels ran 1.18-1.20x faster on
+    an H200 where the GEMMs ran 1.01-1.11x (bench/results/vae-kernels-*.json)."""
+    if pc.scale.matmul == 1.0 and pc.scale.elementwise == 1.0:
+        return 1.0
+    share = vae_non_gemm_share(pc.cal, pc.spec.vae_family)
+    if share is None:
+        pc.note(f"VAE decode scaled by matmul throughput: no measured kernel split of the "
+                f"{pc.spec.vae_family} decode on {pc.cal.gpu}")
+        return pc.scale.matmul
+    return (1.0 - share) * pc.scale.matmul + share * pc.scale.elementwise
