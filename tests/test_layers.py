@@ -1,4 +1,5 @@
-"""The package's layers import only downward, and only the GPU side imports the GPU stack.
+"""The package's shape: its layers import only downward, only the GPU side imports the GPU stack, and no
+module or function grows past what a reader takes in at once.
 
 vocabulary (0) < model (1) < planner (2) < measure (3) < verify (4) < views (5) < cli (6). A module may import
 its own layer and those below it; an import of a higher layer, at module level or inside a function, fails
@@ -85,5 +86,39 @@ def test_a_wrong_way_import_is_caught(tmp_path, module, code, offence):
     saved, PACKAGE = PACKAGE, tmp_path / "wanfit"
     try:
         assert any(offence in b for b in wrong_way_imports([fake]))
+    finally:
+        PACKAGE = saved
+
+
+MODULE_MAX_LINES = 400
+FUNCTION_MAX_LINES = 80
+
+
+def oversized(files: list[Path]) -> list[str]:
+    """Modules over MODULE_MAX_LINES lines and functions over FUNCTION_MAX_LINES: split along their seams."""
+    out = []
+    for path in files:
+        source = path.read_text()
+        if (n := len(source.splitlines())) > MODULE_MAX_LINES:
+            out.append(f"{module_name(path)}: {n} lines")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) \
+                    and (n := node.end_lineno - node.lineno + 1) > FUNCTION_MAX_LINES:
+                out.append(f"{module_name(path)}.{node.name}: {n} lines")
+    return out
+
+
+def test_modules_and_functions_stay_readable():
+    assert oversized(package_files()) == []
+
+
+def test_an_oversized_function_is_caught(tmp_path):
+    fake = tmp_path / "wanfit" / "model" / "long.py"
+    fake.parent.mkdir(parents=True)
+    fake.write_text("def f():\n" + "    x = 1\n" * FUNCTION_MAX_LINES)
+    global PACKAGE
+    saved, PACKAGE = PACKAGE, tmp_path / "wanfit"
+    try:
+        assert oversized([fake]) == ["wanfit.model.long.f: 81 lines"]
     finally:
         PACKAGE = saved
