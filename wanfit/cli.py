@@ -46,6 +46,7 @@ Format = Literal["table", "json"]
 DEFAULT_MODEL = "wan2.2-ti2v-5b"  # as Workload's own default (wanfit.vocabulary.workload)
 MIB_PER_GIB = 1024  # nvidia-smi reports memory in MiB
 NVIDIA_SMI_TIMEOUT_S = 10
+TOLERANCE_MEMORY, TOLERANCE_TIME = 0.05, 0.10  # verify's default allowed relative errors, as wanfit.verify.run's
 
 # Shared options (huggingface_hub CLI style): one alias per option, reused by every command that takes it.
 # Every workload/plan option defaults to None = "not given": the model's default applies and the knob is free.
@@ -353,8 +354,8 @@ def verify(
     scenario: ScenarioOpt = None,
     recommended: RecommendedOpt = False,
     plan_file: PlanFileOpt = None,
-    tolerance_memory: ToleranceMemoryOpt = 0.05,
-    tolerance_time: ToleranceTimeOpt = 0.10,
+    tolerance_memory: ToleranceMemoryOpt = TOLERANCE_MEMORY,
+    tolerance_time: ToleranceTimeOpt = TOLERANCE_TIME,
     out: VerifyOutOpt = Path("verify-reports"),
     checkpoint: CheckpointOpt = None,
     margin: MarginOpt = None,

@@ -73,12 +73,19 @@ def _mechanism(base: Plan, rec: Plan, binding: str) -> str:
     return " + ".join(parts) or describe(rec)
 
 
+# A time difference in the reason line: tenths of a second below WHOLE_SECONDS_FROM_S, whole seconds
+# below MINUTES_FROM_S, minutes (one decimal) above; a difference that rounds to 0.0 s is shown as +0.0 s.
+WHOLE_SECONDS_FROM_S = 10
+MINUTES_FROM_S = 120
+SHOWN_AS_ZERO_BELOW_S = 0.05
+
+
 def _seconds(delta: float) -> str:
     d = abs(delta)
-    sign = "-" if delta < 0 and d >= 0.05 else "+"
-    if d < 10:
+    sign = "-" if delta < 0 and d >= SHOWN_AS_ZERO_BELOW_S else "+"
+    if d < WHOLE_SECONDS_FROM_S:
         return f"{sign}{d:.1f} s"
-    if d < 120:
+    if d < MINUTES_FROM_S:
         return f"{sign}{d:.0f} s"
     return f"{sign}{d / 60:.1f} min"
 

@@ -9,6 +9,8 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
+GROUPED_DIGITS_FROM = 10_000  # integers from here on are printed with thousands separators (parameter counts)
+
 
 def rows_table(rows: Sequence[Mapping[str, Any]], title: str) -> Table:
     """A plain table from a list of flat dicts (column order = first row's keys); numeric columns right-aligned."""
@@ -35,7 +37,7 @@ def _cell(value: Any) -> str:
         return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
-    if isinstance(value, int) and abs(value) >= 10_000:
+    if isinstance(value, int) and abs(value) >= GROUPED_DIGITS_FROM:
         return f"{value:,}"  # parameter counts
     if isinstance(value, float):
         return f"{value:g}"

@@ -20,13 +20,19 @@ def fmt_gib(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
+# Times: hundredths of a second below TENTHS_FROM_S, tenths below MINUTES_FROM_S, then minutes and
+# seconds, then hours and minutes.
+TENTHS_FROM_S = 10
+MINUTES_FROM_S = 120
+
+
 def fmt_seconds(value: float | None) -> str:
     """Seconds for short times, minutes and seconds for long ones (a 361-frame job runs for an hour)."""
     if value is None:
         return "-"
-    if value < 10:
+    if value < TENTHS_FROM_S:
         return f"{value:.2f} s"
-    if value < 120:
+    if value < MINUTES_FROM_S:
         return f"{value:.1f} s"
     minutes, seconds = divmod(round(value), 60)
     if minutes < 60:

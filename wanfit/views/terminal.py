@@ -17,6 +17,7 @@ from typing import TextIO
 
 STYLES = {"bold": "1", "dim": "2", "italic": "3", "red": "31", "green": "32"}
 PIPED_WIDTH = 200  # wide enough for the candidate table when the output goes to a file
+FALLBACK_LINES = 24  # shutil.get_terminal_size's fallback height; only the width is read
 Segment = tuple[str, str | None]
 
 
@@ -53,7 +54,7 @@ class Terminal:
         if columns.isdigit() and int(columns) > 0:
             width = int(columns)
         else:
-            width = shutil.get_terminal_size((PIPED_WIDTH, 24)).columns if tty else PIPED_WIDTH
+            width = shutil.get_terminal_size((PIPED_WIDTH, FALLBACK_LINES)).columns if tty else PIPED_WIDTH
         plain = "NO_COLOR" in env or env.get("TERM") == "dumb"
         return cls(width=width, color=bool(env.get("FORCE_COLOR")) or (tty and not plain))
 
