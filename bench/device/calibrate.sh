@@ -6,7 +6,7 @@
 set -u
 gpu=$1; budget=$2; shift 2
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 # run_calibration is what `wanfit calibrate` calls; fit=False: fitting needs no GPU and is done
 # afterwards with `wanfit calibrate --fit-only` on the committed measurements. The progress bar
@@ -14,7 +14,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 models=$(printf "'%s'," "$@")
 mkdir -p "$OUT"
 timeout "$budget" python3 -c "
-import wanfit.calibrate as c
+import wanfit.measure.calibrate as c
 c.run_calibration('$gpu', [$models], fit=False)" > "$OUT/calibrate.log" 2>&1
 echo "calibrate exit $?"
 python3 - "$gpu" "$@" <<'PY'

@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
 # Runs on the lent GPU machine: saves a random-weight build of MODEL as a diffusers checkpoint on the
-# local disk (wanfit.calibrate.save_checkpoint_dir, as calibrate does), then `wanfit verify --checkpoint` on it
+# local disk (wanfit.measure.calibrate.save_checkpoint_dir, as calibrate does), then `wanfit verify --checkpoint` on it
 # twice: with the page cache dropped (a cold load from disk) and again (a warm load from the page
 # cache). The reports go to verify-reports/ and come back as $OUT/verify-reports.tgz.
 #   bash bench/device/checkpoint_verify.sh MODEL VERIFY_FLAGS...
 set -u
 model=$1; shift
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 mkdir -p "$OUT" verify-reports
 ckpt=/tmp/checkpoint-$model
 start=$(date +%s)
 # The same save as `wanfit calibrate`'s checkpoint-load point.
-python3 -c "import sys; from wanfit.calibrate import save_checkpoint_dir; save_checkpoint_dir(*sys.argv[1:])" \
+python3 -c "import sys; from wanfit.measure.calibrate import save_checkpoint_dir; save_checkpoint_dir(*sys.argv[1:])" \
   "$model" "$ckpt" || exit 1
 echo "saved $(du -sh "$ckpt" | cut -f1) in $(( $(date +%s) - start )) s"
 for label in cold warm; do

@@ -17,8 +17,9 @@ import sys
 
 import torch
 
-sys.path.insert(0, "src")
+sys.path.insert(0, ".")  # the checkout's wanfit (run from the repository root)
 from wanfit.measure.ceilings import _median_time, host_d2h_fresh_gbps, host_pageable_gbps
+from wanfit.vocabulary.units import GB
 
 SIZE = 2**30  # 1 GiB: above glibc's largest mmap threshold, so every fresh copy maps new pages
 
@@ -27,7 +28,7 @@ def d2h_touched_gbps() -> float:
     """Device-to-host into host memory already touched (the same copy without the page faults)."""
     gpu = torch.randint(0, 255, (SIZE,), dtype=torch.uint8, device="cuda")
     touched = torch.zeros(SIZE, dtype=torch.uint8)
-    return SIZE / _median_time(lambda: touched.copy_(gpu), 5) / 1e9
+    return SIZE / _median_time(lambda: touched.copy_(gpu), 5) / GB
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ from collections import defaultdict
 
 import torch
 
-sys.path.insert(0, "src")
+sys.path.insert(0, ".")  # the checkout's wanfit (run from the repository root)
 sys.path.insert(0, "bench/device")
 from step_kernels import dit_inputs
 

@@ -23,7 +23,7 @@ import time
 
 import torch
 
-sys.path.insert(0, "src")
+sys.path.insert(0, ".")  # the checkout's wanfit (run from the repository root)
 from wanfit.measure.build import _build, _keep_fp32
 from wanfit.measure.ceilings import elementwise_gbps
 from wanfit.vocabulary.catalog import get_model

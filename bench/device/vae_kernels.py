@@ -23,7 +23,7 @@ import sys
 
 import torch
 
-sys.path.insert(0, "src")
+sys.path.insert(0, ".")  # the checkout's wanfit (run from the repository root)
 from wanfit.measure.vae_split import SESSION_CASES, is_gemm, profile_decode
 
 # (model whose VAE, width, height, frames): verify runs made on an H100 and an H200.

@@ -6,7 +6,7 @@
 set -u
 runs=$1; per_run=${2:-200}
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 mkdir -p "$OUT" verify-reports
 # A calibration made by an earlier call on this (still warm) machine, if the tree lacks it.
 [ -d /tmp/wanfit-cal ] && cp -rn /tmp/wanfit-cal/. calibration/
