@@ -4,7 +4,7 @@ Reference: bench/reference/h100-2026-11-22.json (grounding probes of the same ar
 random weights on an H100 80GB, diffusers 0.42.1, default allocator, no text encoder resident).
 Measured: wanfit's own calibration points in calibration/h100/*.measurements.jsonl. The runner
 keeps the text encoder resident (te=gpu), so its weights are subtracted from torch peaks to compare
-like with like. Step time = median of the steady steps (step >= 2).
+like with like. Step time = the median steady step (wanfit.vocabulary.measurement.median_steady_step_s).
 
     python bench/reference_check.py [--write docs/reference-check.md]
 """
@@ -16,6 +16,7 @@ import json
 import statistics
 from pathlib import Path
 
+from wanfit.vocabulary.measurement import median_steady_step_s
 from wanfit.vocabulary.measurements_file import load_measurements
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,11 +31,6 @@ def _find(ms, model, h, w, f, expandable=True, decoded=True):
                 and p.expandable_segments == expandable and m.decoded == decoded and not m.tag):
             return m
     return None
-
-
-def _steady_step(m) -> float:
-    steps = [s.time_s for s in m.steps() if s.index and s.index >= 2]
-    return statistics.median(steps)
 
 
 def _denoise_peak_without_te(m) -> float:
@@ -52,7 +48,7 @@ def rows(cal_dir: Path) -> list[tuple[str, str, float, float | None]]:
         m = _find(ms5, "wan2.2-ti2v-5b", h, w, f)
         m_default = _find(ms5, "wan2.2-ti2v-5b", h, w, f, expandable=False) or m
         ref_step = statistics.median(size["step_s"][1:])
-        out.append((label, "step s", ref_step, _steady_step(m) if m else None))
+        out.append((label, "step s", ref_step, median_steady_step_s(m.steps()) if m else None))
         out.append((label, "denoise peak allocated GiB", size["denoise"]["peak_alloc"],
                     _denoise_peak_without_te(m) if m else None))
         out.append((label, "VAE decode s", size["vae_decode_s"], m.extra.get("vae_decode_call_s") if m else None))
@@ -66,7 +62,7 @@ def rows(cal_dir: Path) -> list[tuple[str, str, float, float | None]]:
         h, w, f = run["h"], run["w"], run["frames"]
         m = _find(ms14, "wan2.1-t2v-14b", h, w, f)
         label = f"14B {w}x{h}x{f}"
-        out.append((label, "step s", run["step_s"][1], _steady_step(m) if m else None))
+        out.append((label, "step s", run["step_s"][1], median_steady_step_s(m.steps()) if m else None))
         peak = None
         if m:
             peak = max(s.torch_peak_allocated_gib for s in m.stages if s.name in ("step", "vae_decode"))
