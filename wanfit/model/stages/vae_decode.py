@@ -9,12 +9,13 @@ GPU (the decode depends on the VAE and the video, not on the DiT: Wan2.1's 1.3B 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 
 from wanfit.model.calibration import LinearModel
 from wanfit.model.context import FitContext, PredictContext, size_key, transient
 from wanfit.model.fitting import Row, fit_constant, fit_linear
 from wanfit.model.transfer import vae_non_gemm_share
-from wanfit.model.weights import WeightsTable, analytic_weights_gib, model_offload_moves
+from wanfit.model.weights import Moves, WeightsTable, analytic_weights_gib, model_offload_moves
 from wanfit.vocabulary.catalog import get_model
 from wanfit.vocabulary.measurement import Measurement
 from wanfit.vocabulary.units import transfer_s
@@ -141,20 +142,27 @@ def persistent_gib(pc: PredictContext, default: float) -> float:
     return pc.value(PERSISTENT, default)
 
 
-def transient_gib(pc: PredictContext) -> float:
+def _decode_model(pc: PredictContext, key, what: str) -> LinearModel | None:
+    """The plan's decode model for `what` (memory / time): the tiled one under VAE tiling, falling back to
+    the untiled one (noted); None, noted, when neither was calibrated."""
     tiled = pc.plan.vae_tiling
-    m = pc.model(transient_key(tiled))
+    m = pc.model(key(tiled))
     if m is None and tiled:
-        pc.note("VAE tiling memory not calibrated: the untiled decode's memory used")
-        m = pc.model(transient_key(False))
+        pc.note(f"VAE tiling {what} not calibrated: the untiled decode's {what} used")
+        m = pc.model(key(False))
     if m is None:
-        pc.note("VAE decode memory not calibrated")
-        return 0.0
+        pc.note(f"VAE decode {what} not calibrated")
+        return None
     pc.check_range(m)
-    return max(0.0, m.predict(pc.x))
+    return m
 
 
-def time_s(pc: PredictContext, host_seconds) -> float:
+def transient_gib(pc: PredictContext) -> float:
+    m = _decode_model(pc, transient_key, "memory")
+    return max(0.0, m.predict(pc.x)) if m is not None else 0.0
+
+
+def time_s(pc: PredictContext, host_seconds: Callable[[PredictContext, Moves], float]) -> float:
     """The decode on the target, with the plan's weight traffic: model offload's whole-model moves
     (`host_seconds` of wanfit.model.stages.host) or sequential offload's stream per latent frame."""
     seconds = compute_s(pc)
@@ -176,15 +184,9 @@ def time_s(pc: PredictContext, host_seconds) -> float:
 
 def compute_s(pc: PredictContext) -> float:
     """The decode's own work on the target (the VAE resident)."""
-    tiled = pc.plan.vae_tiling
-    m = pc.model(time_key(tiled))
-    if m is None and tiled:
-        pc.note("VAE tiling not calibrated: decode time of the untiled decode used")
-        m = pc.model(time_key(False))
+    m = _decode_model(pc, time_key, "time")
     if m is None:
-        pc.note("VAE decode time not calibrated")
         return 0.0
-    pc.check_range(m)
     return sum(m.terms(pc.x).values()) * _kernel_scale(pc) + m.intercept * pc.scale.overhead
 
 
