@@ -1,8 +1,8 @@
 """What the command line writes besides the plan table: JSON on stdout, rich consoles for the other
 commands' tables, a known error as one line, and the verify report's files.
 
-Light at import (json, os, sys): the CLI imports this on every command, `wanfit plan` included, so rich
-and pydantic are imported only inside the functions that need them.
+Light at import (json, os, sys): the CLI imports this on every command, `wanfit plan` included, so rich,
+pydantic and the plan table's terminal module are imported only inside the functions that need them.
 """
 
 from __future__ import annotations
@@ -13,13 +13,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from wanfit.views.terminal import PIPED_WIDTH
 from wanfit.vocabulary.errors import WanfitError
 
 
 def console():
     """A rich console on stdout; wide enough for the candidate tables when piped to a file."""
     from rich.console import Console
+
+    from wanfit.views.terminal import PIPED_WIDTH
 
     width = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else PIPED_WIDTH
     return Console(width=width)
