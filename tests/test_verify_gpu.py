@@ -21,11 +21,11 @@ WORKLOAD = Workload.for_model("wan2.1-t2v-1.3b", height=256, width=256, frames=9
 
 
 def _local_profile():
-    from wanfit.verify.run import local_gpu_nvml
+    from wanfit.measure.local_gpu import local_gpu
     from wanfit.vocabulary.profiles import match_local_gpu
 
-    local = local_gpu_nvml()
-    assert local is not None, "NVML should see the GPU that torch sees"
+    local = local_gpu()
+    assert local is not None, "nvidia-smi should see the GPU that torch sees"
     profile = match_local_gpu(*local)
     assert profile is not None, f"no GPU profile matches the local {local[0]} ({local[1]:.1f} GiB)"
     return profile

@@ -331,7 +331,7 @@ def test_verify_modules_import_no_heavy_libraries():
 
 @pytest.fixture
 def fake_gpu(monkeypatch):
-    """An 'H100' as NVML would describe it, a planner that returns fixture candidates per GPU, and a
+    """An 'H100' as nvidia-smi would describe it, a planner that returns fixture candidates per GPU, and a
     worker that returns a fixture measurement: checks what run_verify asks for and builds, not a run."""
     import types
 
@@ -339,8 +339,8 @@ def fake_gpu(monkeypatch):
     import wanfit.verify.run as run_mod
 
     calls: dict = {"predict": [], "run": [], "host_rates": [], "measured_host": 0}
-    monkeypatch.setattr(run_mod, "_require_cuda", lambda: None)
-    monkeypatch.setattr(run_mod, "local_gpu_nvml", lambda: ("NVIDIA H100 80GB HBM3", 79.647))
+    monkeypatch.setattr(run_mod, "require_cuda", lambda command: None)
+    monkeypatch.setattr(run_mod, "local_gpu", lambda: ("NVIDIA H100 80GB HBM3", 79.647))
 
     def measure_host_rates():
         from wanfit.measure.host_rate import HostRates

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from wanfit.measure.host_rate import measure_host_rates
+from wanfit.measure.local_gpu import local_gpu, require_cuda
 from wanfit.measure.worker import Job, run_jobs
 from wanfit.model.calibration_grid import CHECKPOINT_POINT, GRIDS, RESET_CHECK_TAG
 from wanfit.vocabulary.catalog import get_model
@@ -60,26 +61,19 @@ def save_checkpoint_dir(model: str, path: Path) -> None:
                    stderr=subprocess.DEVNULL)
 
 
-def _require_cuda() -> tuple[str, float]:
-    try:
-        import torch
-    except ImportError:
-        raise WanfitError("`wanfit calibrate` needs the GPU extras: pip install 'wanfit[gpu]'") from None
-    if not torch.cuda.is_available():
-        raise WanfitError("no CUDA GPU visible: `wanfit calibrate` measures on the local GPU, run it on a machine "
-                          "with the GPU you name (`wanfit plan` needs no GPU)")
-    props = torch.cuda.get_device_properties(0)
-    return props.name, props.total_memory / 2**30
-
-
-def _check_gpu(gpu: str, local_name: str, local_gib: float, console) -> str:
-    """The profile key to file the calibration under; warns when the local GPU is another one."""
+def _check_gpu(gpu: str, local: tuple[str, float] | None, console) -> str:
+    """The profile key to file the calibration under; warns when the local GPU (local_gpu()'s (name, GiB))
+    is another one or could not be identified."""
     from wanfit.vocabulary.profiles import get_profile, match_local_gpu
 
     wanted = get_profile(gpu)
-    local = match_local_gpu(local_name, local_gib)
-    if local is None or local.key != wanted.key:
-        console.print(f"[yellow]warning:[/] local GPU is {local_name} ({local_gib:.1f} GiB), not {wanted.name}; "
+    if local is None:
+        console.print(f"[yellow]warning:[/] nvidia-smi did not identify the local GPU; calibrating as {wanted.name}, "
+                      f"the GPU the run records is in the calibration's environment")
+        return wanted.key
+    profile = match_local_gpu(*local)
+    if profile is None or profile.key != wanted.key:
+        console.print(f"[yellow]warning:[/] local GPU is {local[0]} ({local[1]:.1f} GiB), not {wanted.name}; "
                       f"the mismatch is recorded in the calibration's environment")
     return wanted.key
 
@@ -113,8 +107,8 @@ def run_calibration(gpu: str, models: list[str], out_dir: Path = Path("calibrati
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     console = Console(stderr=True)
-    local_name, local_gib = _require_cuda()
-    key = _check_gpu(gpu, local_name, local_gib, console)
+    require_cuda("calibrate")
+    key = _check_gpu(gpu, local_gpu(), console)
     gpu_dir = Path(out_dir) / key
     ceilings_path = gpu_dir / "ceilings.json"
     session_ceilings = measure_session_ceilings(ceilings_path)

@@ -2,53 +2,27 @@
 target's memory when the target is smaller than the local GPU), compare, report.
 
 The parent process never creates a CUDA context: a context here would sit in NVML's device-used
-figure during the measured run and inflate every peak. It asks torch only whether CUDA is there
-(`torch.cuda.is_available()` does not create a context) and reads the local GPU's name and total
-memory through NVML.
+figure during the measured run and inflate every peak. It asks torch only whether CUDA is there and
+reads the local GPU's name and total memory through nvidia-smi (wanfit.measure.local_gpu).
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from wanfit.measure.cap import make_cap, needs_cap
 from wanfit.measure.host_rate import measure_host_rates
+from wanfit.measure.local_gpu import local_gpu, no_cuda_error, require_cuda
 from wanfit.verify.compare import Tolerances, outside_torch_gib
 from wanfit.verify.report import VerifyReport, build_report
 from wanfit.vocabulary.errors import WanfitError
-from wanfit.vocabulary.units import GIB
+from wanfit.vocabulary.plan_report import Candidate
 from wanfit.vocabulary.workload import Plan, Workload
 
-NO_CUDA = ("`wanfit verify` runs the workload for real and needs a CUDA GPU, and none is visible here; "
-           "use `wanfit plan` for a prediction, or run verify on a machine with an NVIDIA GPU")
-
-
-def _require_cuda() -> None:
-    try:
-        import torch
-    except ModuleNotFoundError:
-        raise WanfitError("`wanfit verify` needs torch: pip install 'wanfit[gpu]'") from None
-    if not torch.cuda.is_available():
-        raise WanfitError(NO_CUDA)
-
-
-def local_gpu_nvml() -> tuple[str, float] | None:
-    """(name, total GiB) of the first visible GPU through NVML, without a CUDA context; None without NVML."""
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0].strip()
-        handle = pynvml.nvmlDeviceGetHandleByIndex(int(visible) if visible.isdigit() else 0)
-        name = pynvml.nvmlDeviceGetName(handle)
-        total = pynvml.nvmlDeviceGetMemoryInfo(handle).total / GIB
-        return (name.decode() if isinstance(name, bytes) else name), total
-    except Exception:  # no driver, no NVML library or no GPU: the caller falls back to the run's own record
-        return None
+DEFAULT_TOLERANCES = Tolerances()
 
 
 def _profile_key_and_memory(gpu: str) -> tuple[str, float]:
@@ -74,13 +48,51 @@ def _check_steps(workload: Workload, steps: int | None) -> int | None:
     return steps
 
 
+def _host_rate_options(plan: Plan, h2d_gbps: float | None, d2h_gbps: float | None) -> tuple[dict, str | None, str]:
+    """The planner options that time an offloading plan at this host's rates (none for a resident plan),
+    and where each rate came from: the host-to-device one "given", "measured" or "not measured" (None
+    when neither given nor needed), the device-to-host one "given" or "measured". A rate not given is
+    measured here; only model offload moves weights down, so only it needs the device-to-host rate."""
+    h2d_source = "given" if h2d_gbps is not None else None
+    d2h_source = "given"
+    if plan.offload == "none":
+        return {}, h2d_source, d2h_source
+    moves_down = plan.offload == "model"
+    if h2d_gbps is None or (moves_down and d2h_gbps is None):
+        rates = measure_host_rates()
+        if h2d_gbps is None:
+            h2d_gbps = rates.h2d_pageable_gbps
+            h2d_source = "measured" if h2d_gbps is not None else "not measured"
+        if moves_down and d2h_gbps is None:
+            d2h_gbps, d2h_source = rates.d2h_fresh_gbps, "measured"
+    options = {}
+    if h2d_gbps is not None:
+        options["host_pageable_gbps"] = h2d_gbps
+    if moves_down and d2h_gbps is not None:
+        options["host_d2h_gbps"] = d2h_gbps
+    return options, h2d_source, d2h_source
+
+
+def _local_prediction(workload: Workload, plan: Plan, local_key: str | None, options: dict) -> Candidate | None:
+    """The plan predicted for the local GPU, against which a run measured off the target scores time;
+    None where no calibration covers the local GPU (time is then shown, not scored)."""
+    from wanfit.planner.api import predict_one
+
+    if local_key is None:
+        return None
+    try:
+        return predict_one(workload, plan, local_key, **options)
+    except WanfitError:
+        return None
+
+
 def run_verify(
     workload: Workload,
     plan: Plan,
     target_gpu: str,
     steps: int | None = None,
-    tolerance_memory: float = 0.05,
-    tolerance_time: float = 0.10,
+    tolerance_memory: float = DEFAULT_TOLERANCES.memory,
+    tolerance_time: float = DEFAULT_TOLERANCES.time,
     checkpoint: Path | None = None,
     host_pageable_gbps: float | None = None,
     host_d2h_gbps: float | None = None,
@@ -98,50 +110,31 @@ def run_verify(
     when not given (a given host-to-device rate does not skip measuring it)."""
     tolerances = Tolerances(memory=tolerance_memory, time=tolerance_time)
     steps = _check_steps(workload, steps)
-    _require_cuda()
+    require_cuda("verify")
     from wanfit.measure.worker import run_in_subprocess
     from wanfit.planner.api import predict_one
 
     target_key, target_memory = _profile_key_and_memory(target_gpu)
-    local = local_gpu_nvml()
+    local = local_gpu()
     local_key = _local_profile_key(*local) if local is not None else None
     same_gpu = local_key == target_key
-    capped = False
-    if local is not None and not same_gpu:
-        capped = needs_cap(target_memory, local[1])  # refuses a target larger than this GPU
+    # refuses a target larger than this GPU, before anything runs
+    capped = local is not None and not same_gpu and needs_cap(target_memory, local[1])
 
     # Predict before the run: a missing calibration is reported before any GPU time is spent.
     prediction = predict_one(workload, plan, target_key, **predict_options)
-    host_rate_source = "given" if host_pageable_gbps is not None else None
-    d2h_source = "given"
-    if plan.offload != "none":
-        moves_down = plan.offload == "model"  # only model offload sends weights back to host memory
-        if host_pageable_gbps is None or (moves_down and host_d2h_gbps is None):
-            rates = measure_host_rates()
-            if host_pageable_gbps is None:
-                host_pageable_gbps = rates.h2d_pageable_gbps
-                host_rate_source = "measured" if host_pageable_gbps is not None else "not measured"
-            if moves_down and host_d2h_gbps is None:
-                host_d2h_gbps, d2h_source = rates.d2h_fresh_gbps, "measured"
-        if host_pageable_gbps is not None:
-            predict_options = {**predict_options, "host_pageable_gbps": host_pageable_gbps}
-        if moves_down and host_d2h_gbps is not None:
-            predict_options = {**predict_options, "host_d2h_gbps": host_d2h_gbps}
-        if host_pageable_gbps is not None or "host_d2h_gbps" in predict_options:
-            prediction = predict_one(workload, plan, target_key, **predict_options)
-    local_prediction = None
-    if not same_gpu and local_key is not None:
-        try:
-            local_prediction = predict_one(workload, plan, local_key, **predict_options)
-        except WanfitError:
-            local_prediction = None  # no calibration for the local GPU: time is shown, not scored
+    rate_options, host_rate_source, d2h_source = _host_rate_options(plan, host_pageable_gbps, host_d2h_gbps)
+    if rate_options:
+        predict_options = {**predict_options, **rate_options}
+        prediction = predict_one(workload, plan, target_key, **predict_options)
+    local_prediction = None if same_gpu else _local_prediction(workload, plan, local_key, predict_options)
 
     m = run_in_subprocess(workload, plan, steps=steps, memory_cap_gib=target_memory if capped else None,
                           checkpoint=checkpoint)
     env = m.environment
     if env.gpu_name == "cpu":
-        raise WanfitError(NO_CUDA)
-    if local is None and env.gpu_total_gib > 0:  # no NVML here: decide from the run's own record
+        raise no_cuda_error("verify")
+    if local is None and env.gpu_total_gib > 0:  # no nvidia-smi here: decide from the run's own record
         local_key = _local_profile_key(env.gpu_name, env.gpu_total_gib)
         same_gpu = local_key == target_key
     cap = None
