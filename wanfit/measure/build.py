@@ -22,6 +22,8 @@ from wanfit.vocabulary.catalog import ModelSpec
 from wanfit.vocabulary.workload import Plan
 
 DIT_DTYPES = {"bf16": torch.bfloat16, "fp8": torch.bfloat16, "fp32": torch.float32}
+# The Wan schedulers' training timesteps (a two-expert model's boundary_ratio is a share of them).
+NUM_TRAIN_TIMESTEPS = 1000
 
 
 @dataclass
@@ -162,7 +164,7 @@ def build_random(spec: ModelSpec, plan: Plan, device: str) -> Components:
     vae = built(lambda: AutoencoderKLWan(**spec.vae), torch.float32, "vae")
     text_encoder = built(lambda: UMT5EncoderModel(UMT5Config(**spec.text_encoder)), torch.bfloat16, "text_encoder")
     scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
-                                        num_train_timesteps=1000, flow_shift=spec.defaults.flow_shift)
+                                        num_train_timesteps=NUM_TRAIN_TIMESTEPS, flow_shift=spec.defaults.flow_shift)
     kwargs = dict(tokenizer=None, text_encoder=None, vae=vae, scheduler=scheduler, transformer=experts[0],
                   transformer_2=experts[1] if spec.experts == 2 else None, boundary_ratio=spec.boundary_ratio,
                   expand_timesteps=spec.expand_timesteps)
