@@ -14,8 +14,6 @@ annotations on each run, and evaluating them from strings took 10 ms of plan's s
 import functools
 import json
 import os
-import shutil
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -44,8 +42,6 @@ app = typer.Typer(
 
 Format = Literal["table", "json"]
 DEFAULT_MODEL = "wan2.2-ti2v-5b"  # as Workload's own default (wanfit.vocabulary.workload)
-MIB_PER_GIB = 1024  # nvidia-smi reports memory in MiB
-NVIDIA_SMI_TIMEOUT_S = 10
 TOLERANCE_MEMORY, TOLERANCE_TIME = 0.05, 0.10  # verify's default allowed relative errors, as wanfit.verify.run's
 
 # Shared options (huggingface_hub CLI style): one alias per option, reused by every command that takes it.
@@ -200,39 +196,20 @@ def plan_pins(base: "PlanPins", offload: str | None, text_encoder: str | None, d
     return base.overridden_by(flags)
 
 
-def detect_local_gpu() -> str | None:
-    """The profile key of the local GPU, found through nvidia-smi (never torch: `plan` must not import it).
-    None when there is no nvidia-smi, no GPU, or no profile matches."""
-    exe = shutil.which("nvidia-smi")
-    if exe is None:
-        return None
-    try:
-        out = subprocess.run([exe, "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
-                             capture_output=True, text=True, timeout=NVIDIA_SMI_TIMEOUT_S, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    from wanfit.vocabulary.profiles import match_local_gpu
-
-    for line in out.splitlines():
-        name, _, mib = line.rpartition(",")
-        try:
-            total_gib = float(mib) / MIB_PER_GIB
-        except ValueError:
-            continue
-        profile = match_local_gpu(name.strip(), total_gib)
-        if profile is not None:
-            return profile.key
-    return None
-
-
 def resolve_gpus(gpus: list[str] | None) -> list[str]:
+    """The GPUs named, else the local one's profile key (through nvidia-smi, never torch: `plan` must not
+    import it)."""
     if gpus:
         return list(gpus)
-    local = detect_local_gpu()
-    if local is None:
+    from wanfit.measure.local_gpu import local_gpu
+    from wanfit.vocabulary.profiles import match_local_gpu
+
+    found = local_gpu()
+    profile = match_local_gpu(*found) if found is not None else None
+    if profile is None:
         raise WanfitError("no local GPU detected (or none that wanfit has a profile for): name one with --gpu, "
                           "e.g. --gpu l40s (`wanfit gpus` lists them)")
-    return [local]
+    return [profile.key]
 
 
 def planner_options(margin: float | None, host_ram: float | None, calibration_dir: Path | None,
