@@ -19,9 +19,9 @@ from wanfit.verify.compare import (
     compare,
     error_pct,
     exit_code,
-    measured_stages,
     within,
 )
+from wanfit.verify.measured import measured_stages
 from wanfit.vocabulary.measurement import median_steady_step_s
 from wanfit.vocabulary.workload import Plan
 

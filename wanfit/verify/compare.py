@@ -1,7 +1,7 @@
 """Put a Measurement beside a Candidate prediction: per stage, predicted vs measured time and peak
 device memory, the signed error, tolerance flags, the verdict and bottleneck notes.
 
-Pure (pydantic + statistics). Conventions:
+Pure (pydantic); the measured side is wanfit.verify.measured, the notes wanfit.verify.bottlenecks. Conventions:
 - signed error % = (predicted - measured) / measured x 100: positive means the prediction was
   higher than the measurement (for memory, the safe side).
 - A figure is within tolerance when |predicted - measured| <= max(tolerance x measured, floor):
@@ -23,15 +23,14 @@ Pure (pydantic + statistics). Conventions:
 
 from __future__ import annotations
 
-import statistics
-from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from wanfit.measure.cap import MemoryCap
-from wanfit.model.geometry import high_noise_steps
-from wanfit.vocabulary.measurement import Measurement, StageRecord, median_steady_step_s, switch_step
+from wanfit.verify.bottlenecks import bottleneck_notes
+from wanfit.verify.measured import MeasuredStage, measured_stages, outside_torch_gib
+from wanfit.vocabulary.measurement import Measurement, median_steady_step_s
 from wanfit.vocabulary.plan_report import Candidate
 from wanfit.vocabulary.stages import STAGES
 
@@ -47,17 +46,8 @@ EXIT_OUTSIDE_TOLERANCE = 1
 EXIT_OOM_UNEXPECTED = 3  # 2 is click's usage-error code
 EXIT_RUN_ERROR = 4
 
-# Bottleneck thresholds (why these: a "well below" SM activity is one a reader would notice at a
-# glance; a stage over half the run is where time should be saved first; 5 % headroom is the
-# issue's line; a first step 25 % and 0.2 s above steady state is more than timer noise).
-LOW_SM_RATIO = 0.7
-LOW_SM_POINTS = 15.0
-DOMINANT_SHARE = 0.5
-HEADROOM_SHARE = 0.05
-SLOW_FIRST_RATIO = 1.25
-SLOW_FIRST_ABS_S = 0.2
-IDLE_GPU_SM_PCT = 30.0
-IDLE_GPU_SHARE = 0.10
+# A difference exactly at the tolerance passes despite float rounding (0.1 + 0.2 - 0.3 is 5.6e-17).
+FLOAT_SLACK = 1e-12
 
 
 class Tolerances(BaseModel):
@@ -105,103 +95,6 @@ class Comparison(BaseModel):
     tolerances: Tolerances
 
 
-# ---- measured figures ----------------------------------------------------------------------
-
-
-def step_loading_s(step: StageRecord, steady: float | None) -> float:
-    """The part of a step above steady state (upload by offload hooks, warm-up): derived, >= 0."""
-    if steady is None:
-        return 0.0
-    return max(0.0, step.time_s - steady)
-
-
-def _max(values) -> float | None:
-    vals = [v for v in values if v is not None]
-    return max(vals) if vals else None
-
-
-def outside_torch_gib(m: Measurement) -> float:
-    """Device memory the torch allocator does not see: CUDA context plus the driver's baseline."""
-    return (m.context_gib or 0.0) + (m.idle_device_used_gib or 0.0)
-
-
-@dataclass(frozen=True)
-class _Measured:
-    """One stage's measured figures, before comparison (internal, never written to a file)."""
-
-    time_s: float | None = None
-    device_peak_gib: float | None = None
-    allocated_peak_gib: float | None = None
-    extrapolated: bool = False
-    derived: bool = False
-    note: str | None = None
-    time_scored: bool = True
-    without_init: bool = False  # a total whose time leaves the (unscored) init out, on both sides
-
-
-def measured_stages(m: Measurement) -> dict[str, _Measured]:
-    """Measured figures per comparison stage (see the module docstring for the rules)."""
-    out: dict[str, _Measured] = {}
-    for name in ("init", "text_encode", "prepare", "vae_decode"):
-        rec = m.stage(name)
-        if rec is not None:
-            out[name] = _Measured(time_s=rec.time_s, device_peak_gib=rec.device_used_peak_gib,
-                                  allocated_peak_gib=rec.torch_peak_allocated_gib)
-    if m.source == "random" and "init" in out:
-        # Random weights are drawn by random-number generation on the GPU (components the plan
-        # converts or keeps on the host are built in host memory and filled from it, as a load places
-        # them; an int8 text encoder is built on the GPU); a checkpoint load (what a user runs, and
-        # what the prediction models where the calibration measured one) reads and places each.
-        out["init"] = _Measured(time_s=out["init"].time_s, time_scored=False,
-                                note="random weights generated, not a checkpoint load: init time and memory "
-                                     "not scored")
-    run_stages = [s for s in m.stages if s.name != "total" and not (m.source == "random" and s.name == "init")]
-    steps = m.steps()
-    requested = m.workload.steps
-    steady = median_steady_step_s(steps)
-    finished = m.status == "ok"
-    # A run that failed inside the denoising loop has a partial step list; one that failed later
-    # (at VAE decode) ran every step it meant to run, so its step figures extrapolate like a finished run's.
-    partial = not finished and (m.failed_stage or "").startswith("step")
-    missing = max(0, requested - len(steps)) if steps and not partial else 0
-    switch = switch_step(steps)
-    switch_excess = step_loading_s(switch, steady) if switch is not None else 0.0
-    if switch is not None:
-        out["expert_switch"] = _Measured(time_s=switch_excess, device_peak_gib=switch.device_used_peak_gib,
-                                         allocated_peak_gib=switch.torch_peak_allocated_gib, derived=True,
-                                         note=f"step {switch.index} minus the steady-state step time")
-    if steps:
-        denoise_time = sum(s.time_s for s in steps) - switch_excess + missing * (steady or 0.0)
-        note = None
-        if missing:
-            note = f"{len(steps)} of {requested} steps run; {missing} x {steady:.3f} s steady-state step added"
-            spec = m.workload.spec
-            if spec.experts == 2 and switch is None and 0 < high_noise_steps(spec, requested) < requested:
-                note += "; the full run's expert switch was not among the steps run (not measured)"
-        if partial:
-            note = f"run stopped at {m.failed_stage}: {len(steps)} steps completed"
-        out["denoise"] = _Measured(
-            time_s=None if partial else denoise_time,
-            device_peak_gib=_max(s.device_used_peak_gib for s in steps),
-            allocated_peak_gib=_max(s.torch_peak_allocated_gib for s in steps),
-            extrapolated=bool(missing), note=note)
-    total = m.stage("total")
-    if total is not None:
-        # A failed run's total covers only the stages before the failure: not a figure to score.
-        # A random-weight run's total leaves its init out (compared without the predicted init).
-        random_init = m.stage("init") if m.source == "random" else None
-        time_s = total.time_s + missing * (steady or 0.0) - (random_init.time_s if random_init else 0.0)
-        note = None if finished else f"partial run ({m.status} at {m.failed_stage}): total not compared"
-        if finished and random_init is not None:
-            note = "without init (random weights: not a checkpoint load)"
-        out["total"] = _Measured(
-            time_s=time_s if finished else None,
-            device_peak_gib=_max(s.device_used_peak_gib for s in run_stages) if finished else None,
-            allocated_peak_gib=_max(s.torch_peak_allocated_gib for s in run_stages) if finished else None,
-            extrapolated=bool(missing), without_init=random_init is not None, note=note)
-    return out
-
-
 # ---- comparison ----------------------------------------------------------------------------
 
 
@@ -215,7 +108,7 @@ def error_pct(predicted: float | None, measured: float | None) -> float | None:
 def within(predicted: float | None, measured: float | None, rel: float, floor: float) -> bool | None:
     if predicted is None or measured is None:
         return None
-    return abs(predicted - measured) <= max(rel * abs(measured), floor) + 1e-12
+    return abs(predicted - measured) <= max(rel * abs(measured), floor) + FLOAT_SLACK
 
 
 def _predicted(c: Candidate | None, stage: str) -> tuple[float | None, float | None, float | None]:
@@ -258,7 +151,7 @@ def compare(
         s_time = _predicted(time_source, stage)[0]
         if got is None and p_time is None and p_peak is None:
             continue
-        got = got or _Measured()
+        got = got or MeasuredStage()
         if got.without_init:
             init_s = _predicted(time_source, "init")[0] or 0.0
             s_time = s_time - init_s if s_time is not None else None
@@ -321,70 +214,3 @@ def exit_code(report) -> int:
     if any(r.time_within is False or r.memory_within is False for r in report.rows):
         return EXIT_OUTSIDE_TOLERANCE
     return EXIT_OK
-
-
-# ---- bottleneck notes ----------------------------------------------------------------------
-
-
-def bottleneck_notes(m: Measurement, c: Candidate, measured: dict[str, _Measured],
-                     target_memory_gib: float | None, cap: MemoryCap | None) -> list[str]:
-    """Observations drawn from the measured data, most actionable first."""
-    notes: list[str] = []
-    steps = m.steps()
-    steady = median_steady_step_s(steps)
-    if m.status != "ok":
-        first = (m.error or "").splitlines()[0][:200] if m.error else ""
-        notes.append(f"{m.status.upper()} at {m.failed_stage}: {first}".rstrip(": "))
-
-    # First step much slower than steady state: weight upload (offload hooks) or warm-up.
-    if len(steps) >= 2 and steady:
-        first = steps[0]
-        extra = first.time_s - steady
-        if first.time_s > SLOW_FIRST_RATIO * steady and extra > SLOW_FIRST_ABS_S:
-            why = ("weights uploaded by the offload hooks plus warm-up" if m.plan.offload != "none"
-                   else "warm-up (kernel selection, allocator growth)")
-            notes.append(f"Step 1 took {first.time_s:.2f} s vs {steady:.2f} s steady state: +{extra:.2f} s of {why}")
-
-    # A step whose SM activity is well below the other steps'.
-    acts = [(s, s.sm_activity_pct) for s in steps if s.sm_activity_pct is not None]
-    if len(acts) >= 2:
-        for s, a in acts:
-            others = [b for t, b in acts if t is not s]
-            ref = statistics.median(others)
-            if a < LOW_SM_RATIO * ref and ref - a >= LOW_SM_POINTS:
-                notes.append(f"Step {s.index}: SM activity {a:.0f} % vs {ref:.0f} % on the other steps: the GPU "
-                             f"waited ({s.time_s:.2f} s; host work or weight transfer)")
-
-    # A stage that dominates total time.
-    total = measured.get("total")
-    if total is not None and total.time_s:
-        shares = {k: v.time_s / total.time_s for k, v in measured.items()
-                  if k not in ("total", "expert_switch") and v.time_s is not None}
-        if shares:
-            top, share = max(shares.items(), key=lambda kv: kv[1])
-            if share > DOMINANT_SHARE:
-                ex = " (extrapolated)" if measured[top].extrapolated else ""
-                notes.append(f"{top} dominates: {share * 100:.0f} % of total time{ex}")
-        # A long stage on which the GPU mostly sat idle.
-        for name in ("init", "text_encode", "prepare", "vae_decode"):
-            rec = m.stage(name)
-            if (rec is not None and rec.sm_activity_pct is not None and rec.sm_activity_pct < IDLE_GPU_SM_PCT
-                    and rec.time_s > IDLE_GPU_SHARE * total.time_s):
-                cpu = f", CPU {rec.cpu_pct:.0f} %" if rec.cpu_pct is not None else ""
-                notes.append(f"{name}: GPU mostly idle (SM {rec.sm_activity_pct:.0f} %{cpu}) for {rec.time_s:.1f} s, "
-                             f"{rec.time_s / total.time_s * 100:.0f} % of the run: host-side work")
-
-    # Headroom under 5 % of the target's memory, measured and predicted.
-    if target_memory_gib:
-        peak = m.peak_device_used_gib
-        if peak is not None and m.status == "ok":
-            room = target_memory_gib - peak
-            if room < HEADROOM_SHARE * target_memory_gib:
-                capped = " (capped run: the allocator holds itself under the cap by releasing its cache)" \
-                    if cap is not None else ""
-                notes.append(f"Measured peak {peak:.1f} GiB leaves {room:.1f} GiB of {target_memory_gib:.2f} GiB "
-                             f"({room / target_memory_gib * 100:.1f} %, under 5 %){capped}")
-        if c.fits and c.headroom_gib < HEADROOM_SHARE * target_memory_gib:
-            notes.append(f"Predicted headroom {c.headroom_gib:.1f} GiB is under 5 % of {target_memory_gib:.2f} GiB: "
-                         f"binding stage {c.binding_stage}")
-    return notes

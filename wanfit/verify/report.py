@@ -23,8 +23,8 @@ from wanfit.verify.compare import (
     Verdict,
     compare,
     exit_code,
-    step_loading_s,
 )
+from wanfit.verify.measured import step_loading_s
 from wanfit.vocabulary.environment import Environment
 from wanfit.vocabulary.errors import WanfitError
 from wanfit.vocabulary.measurement import Measurement, StageRecord, switch_step

@@ -16,7 +16,8 @@ from pydantic import ValidationError
 from wanfit.measure.cap import make_cap, needs_cap
 from wanfit.measure.host_rate import measure_host_rates
 from wanfit.measure.local_gpu import local_gpu, no_cuda_error, require_cuda
-from wanfit.verify.compare import Tolerances, outside_torch_gib
+from wanfit.verify.compare import Tolerances
+from wanfit.verify.measured import outside_torch_gib
 from wanfit.verify.report import VerifyReport, build_report
 from wanfit.vocabulary.errors import WanfitError
 from wanfit.vocabulary.plan_report import Candidate
