@@ -8,10 +8,10 @@ time scales and the notes collected. Pure Python (no numpy, no sklearn).
 
 from __future__ import annotations
 
-import statistics
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from wanfit.model.calibration import Calibration, LinearModel
 from wanfit.model.features import size_features
@@ -21,10 +21,12 @@ from wanfit.model.weights import Weights, component_weight, plan_weights
 from wanfit.vocabulary.catalog import ModelSpec, get_model
 from wanfit.vocabulary.environment import Ceilings
 from wanfit.vocabulary.errors import WanfitError
-from wanfit.vocabulary.measurement import Measurement, StageRecord
 from wanfit.vocabulary.profiles import get_profile
 from wanfit.vocabulary.units import transfer_s
 from wanfit.vocabulary.workload import Plan, Workload
+
+if TYPE_CHECKING:  # the fit reads measurements; `plan` never loads their format
+    from wanfit.vocabulary.measurement import Measurement, StageRecord
 
 # Stand-in ceilings when neither measured ceilings nor a profile of the calibrated GPU exist:
 # the time coefficients are then plain seconds per unit of work and do not transfer.
@@ -52,11 +54,6 @@ def first_in_process(m: Measurement) -> bool:
     """The first point its process ran: it paid the one-time setup (lazily loaded kernels, library
     handles) that a user's one-video job pays; later points of the process ran warm."""
     return bool(m.first_in_process)
-
-
-def median_or(values: Iterable[float | None], default: float) -> float:
-    vals = [v for v in values if v is not None]
-    return float(statistics.median(vals)) if vals else default
 
 
 def feature_ceilings(gpu: str, ceilings: Ceilings | None) -> tuple[Ceilings, str]:

@@ -12,8 +12,7 @@ is never reported.
 
 from __future__ import annotations
 
-import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from wanfit.model.calibration import HeldOutError, LinearModel
@@ -37,6 +36,14 @@ class Row:
 
 
 # ---- generic fitting -------------------------------------------------------------------------
+
+
+def median_or(values: Iterable[float | None], default: float) -> float:
+    """The median of the values given (None left out), or `default` when there is none."""
+    import statistics  # the fit side only, like numpy below: `plan` imports this module and never needs it
+
+    vals = [v for v in values if v is not None]
+    return float(statistics.median(vals)) if vals else default
 
 
 def _solve(rows: list[Row], features: list[str], intercept: bool, lower: list[float],
@@ -94,9 +101,9 @@ def _held_out(rows: list[Row], fit: Callable[[list[Row]], Callable[[dict], float
             if ref > TINY:
                 pct_err.append(100.0 * e / ref)
     return HeldOutError(method=f"{method}, {len(groups)} folds", folds=len(groups),
-                        mean_abs_pct=statistics.fmean(pct_err) if pct_err else 0.0,
+                        mean_abs_pct=sum(pct_err) / len(pct_err) if pct_err else 0.0,
                         worst_abs_pct=max(pct_err) if pct_err else 0.0,
-                        mean_abs=statistics.fmean(abs_err), worst_abs=max(abs_err), unit=unit)
+                        mean_abs=sum(abs_err) / len(abs_err), worst_abs=max(abs_err), unit=unit)
 
 
 def fit_linear(rows: list[Row], features: list[str], *, target: str, unit: str, intercept: bool = True,
@@ -125,9 +132,9 @@ def fit_constant(rows: list[Row], *, target: str, unit: str, held_out: bool = Tr
         return None
 
     def fit(train: list[Row]) -> Callable[[dict], float]:
-        value = statistics.median(r.y for r in train)
+        value = median_or((r.y for r in train), 0.0)
         return lambda x: value
 
     ho = _held_out(rows, fit, unit, "leave-one-group-out (group = workload size), median") if held_out else None
     return LinearModel(target=target, unit=unit, features=[], coefficients=[],
-                       intercept=float(statistics.median(r.y for r in rows)), n_points=len(rows), held_out=ho)
+                       intercept=median_or((r.y for r in rows), 0.0), n_points=len(rows), held_out=ho)

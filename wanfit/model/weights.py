@@ -8,12 +8,12 @@ from `measured_weights`, which the fit calls. GiB (2**30 bytes) throughout.
 
 from __future__ import annotations
 
-import statistics
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from wanfit.model.calibration import ComponentWeights
+from wanfit.model.fitting import median_or
 from wanfit.model.geometry import BYTES
 from wanfit.vocabulary.catalog import ModelSpec, get_model
 from wanfit.vocabulary.units import GIB
@@ -253,7 +253,7 @@ def measured_weights(fc: FitContext) -> WeightsTable:
     for comp, var in variants:
         values = obs.get((comp, var))
         if values:
-            table[comp][var] = ComponentWeights(gib=float(statistics.median(values)), source="measured",
+            table[comp][var] = ComponentWeights(gib=median_or(values, 0.0), source="measured",
                                                 n_points=len(values))
         else:
             table[comp][var] = ComponentWeights(gib=analytic_weights_gib(fc.spec, comp, var), source="analytic")

@@ -109,6 +109,9 @@ class Measurement(BaseModel):
     def steady_steps(self) -> list[StageRecord]:
         return steady_steps(self.steps())
 
+    def fastest_steady_step_s(self) -> float | None:
+        return fastest_steady_step_s(self.steps())
+
     @property
     def peak_device_used_gib(self) -> float | None:
         peaks = [s.device_used_peak_gib for s in self.stages if s.device_used_peak_gib is not None]

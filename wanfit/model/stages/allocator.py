@@ -16,6 +16,7 @@ predict  the device-level peak of each stage: outside-torch memory + the reserva
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import TYPE_CHECKING
 
 from wanfit.model.calibration import Calibration
 from wanfit.model.context import (
@@ -23,16 +24,17 @@ from wanfit.model.context import (
     PredictContext,
     StageDemand,
     StageEstimate,
-    median_or,
     size_key,
     transient,
 )
-from wanfit.model.fitting import Row, fit_linear
+from wanfit.model.fitting import Row, fit_linear, median_or
 from wanfit.model.stages import denoise
 from wanfit.model.transfer import context_gib
 from wanfit.model.weights import GROUPS_IN_FLIGHT, WeightsTable
-from wanfit.vocabulary.measurement import Measurement, StageRecord
 from wanfit.vocabulary.stages import STAGES
+
+if TYPE_CHECKING:
+    from wanfit.vocabulary.measurement import Measurement, StageRecord
 
 GROUP_POOL = "group_stream_pool"
 GROWTH_EPS_GIB = 0.02  # a stage "grew" the reservation when its reserved peak rose by more than this
@@ -89,7 +91,7 @@ def fit_reservation(fc: FitContext, weights: WeightsTable) -> float:
     return max(0.0, median_or(frag, 0.0))
 
 
-GroupStep = tuple[Measurement, StageRecord, float, float]  # point, step, its transient, reserved before denoise
+GroupStep = tuple["Measurement", "StageRecord", float, float]  # point, step, its transient, reserved before denoise
 
 
 def _growth_rows(fc: FitContext) -> tuple[dict[str, list[Row]], list[GroupStep]]:

@@ -12,6 +12,7 @@ time    the steady step (matmul, attention, elementwise, per-block terms, each a
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import TYPE_CHECKING
 
 from wanfit.model.context import FitContext, PredictContext, first_in_process, size_key, transient
 from wanfit.model.fitting import FIXED_PRIOR_STRENGTH, PRIOR_STRENGTH, Row, fit_constant, fit_linear
@@ -19,8 +20,10 @@ from wanfit.model.transfer import TERM_BOUND
 from wanfit.model.weights import GROUPS_IN_FLIGHT, WeightsTable, analytic_weights_gib
 from wanfit.vocabulary.catalog import get_model
 from wanfit.vocabulary.errors import WanfitError
-from wanfit.vocabulary.measurement import Measurement, fastest_steady_step_s
 from wanfit.vocabulary.units import GB, GIB, transfer_s
+
+if TYPE_CHECKING:
+    from wanfit.vocabulary.measurement import Measurement
 
 # ---- the fitted quantities, as named in calibration files -----------------------------------------
 PERSISTENT = "denoise_persistent"
@@ -45,7 +48,7 @@ STEP_FEATURES = ["matmul_s", "attention_s", "elementwise_s", "layer_forwards", "
 
 
 def steady_s(m: Measurement) -> float | None:
-    return fastest_steady_step_s(m.steps())
+    return m.fastest_steady_step_s()
 
 
 def block_gib(fc: FitContext, weights: WeightsTable, dtype: str) -> float:

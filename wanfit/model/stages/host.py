@@ -10,13 +10,17 @@ moves    model CPU offload's stage time above the same stage without offload, ag
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from wanfit.model.context import FitContext, PredictContext, first_in_process, size_key
 from wanfit.model.fitting import Row, fit_constant, fit_linear
 from wanfit.model.stages import denoise, text_encode, vae_decode
 from wanfit.model.weights import Moves, WeightsTable, built_gib, host_ram_gib, model_offload_moves, plan_weights
-from wanfit.vocabulary.measurement import Measurement
 from wanfit.vocabulary.units import transfer_s
 from wanfit.vocabulary.workload import Plan
+
+if TYPE_CHECKING:
+    from wanfit.vocabulary.measurement import Measurement
 
 # ---- the fitted quantities, as named in calibration files -----------------------------------------
 INIT = "init_s"

@@ -12,13 +12,16 @@ model uses the same UMT5-XXL), and noted.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from wanfit.model.context import FitContext, PredictContext, first_in_process, size_key, transient
 from wanfit.model.fitting import Row, fit_constant, fit_linear
 from wanfit.model.weights import GROUPS_IN_FLIGHT, Moves, WeightsTable, model_offload_moves
-from wanfit.vocabulary.measurement import Measurement
 from wanfit.vocabulary.units import GIB, transfer_s
 from wanfit.vocabulary.workload import Plan
+
+if TYPE_CHECKING:
+    from wanfit.vocabulary.measurement import Measurement
 
 # ---- the fitted quantities, as named in calibration files -----------------------------------------
 FIRST = "text_encode_first_s"

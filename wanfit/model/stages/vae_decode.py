@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from wanfit.model.calibration import LinearModel
 from wanfit.model.context import FitContext, PredictContext, size_key, transient
@@ -17,8 +18,10 @@ from wanfit.model.fitting import Row, fit_constant, fit_linear
 from wanfit.model.transfer import vae_non_gemm_share
 from wanfit.model.weights import Moves, WeightsTable, analytic_weights_gib, model_offload_moves
 from wanfit.vocabulary.catalog import get_model
-from wanfit.vocabulary.measurement import Measurement
 from wanfit.vocabulary.units import transfer_s
+
+if TYPE_CHECKING:
+    from wanfit.vocabulary.measurement import Measurement
 
 # ---- the fitted quantities, as named in calibration files -----------------------------------------
 PERSISTENT = "decode_persistent"
