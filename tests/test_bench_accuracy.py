@@ -1,7 +1,4 @@
-"""The pure helpers of bench/accuracy.py's modules (no refit, no subprocess; a second or so).
-
-    pytest bench/test_accuracy_helpers.py      # pyproject's testpaths collect tests/ only
-"""
+"""The pure helpers of bench/accuracy.py's modules (no refit, no subprocess; a second or so)."""
 
 from __future__ import annotations
 
@@ -9,7 +6,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-BENCH = Path(__file__).resolve().parent
+BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
 
 from accuracy_held_out import Errors, fell_back  # noqa: E402
