@@ -32,7 +32,7 @@ def _local_profile():
 
 
 def _check_common(r, tmp_path):
-    from wanfit.verify.report import plot_memory, render_markdown, report_stem, write_json
+    from wanfit.views.verify_report import plot_memory, render_markdown, report_stem, write_json
 
     m = r.measurement
     assert m.status == "ok", m.error

@@ -16,18 +16,10 @@ from rich.console import Console
 from verify_fixtures import A14B, WORKLOAD, candidate, measurement
 from wanfit.measure.cap import make_cap
 from wanfit.verify.compare import EXIT_OOM_UNEXPECTED
-from wanfit.verify.report import (
-    VerifyReport,
-    build_report,
-    load_report,
-    plot_memory,
-    render_markdown,
-    render_rich,
-    report_stem,
-    write_json,
-)
+from wanfit.verify.report import VerifyReport, build_report, load_report, report_stem, write_json
 from wanfit.verify.run import load_plan_file, run_verify
 from wanfit.verify.summary import accuracy_markdown
+from wanfit.views.verify_report import plot_memory, render_markdown, render_rich
 from wanfit.vocabulary.errors import WanfitError
 from wanfit.vocabulary.workload import Plan
 
@@ -320,7 +312,7 @@ def test_run_verify_checks_the_step_count_first():
 
 def test_verify_modules_import_no_heavy_libraries():
     code = ("import sys, wanfit.planner.scenarios, wanfit.verify, wanfit.measure.cap, wanfit.verify.compare, "
-            "wanfit.verify.report, wanfit.verify.summary, wanfit.verify.run\n"
+            "wanfit.verify.report, wanfit.verify.summary, wanfit.verify.run, wanfit.views.verify_report\n"
             "bad = [m for m in ('torch', 'matplotlib', 'diffusers', 'pynvml', 'sklearn') if m in sys.modules]\n"
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -467,7 +459,7 @@ def test_run_verify_refuses_a_larger_target_before_running(fake_gpu):
 def test_reports_of_different_runs_get_their_own_files(tmp_path):
     """Model keys hold dots (wan2.2-...): the written names must keep them, not cut at the first."""
     from wanfit.cli import write_verify_outputs
-    from wanfit.verify import report as verify_report
+    from wanfit.views import verify_report
 
     written = [p for r in (full_report(), reduced_capped_report())
                for p in write_verify_outputs(r, tmp_path, verify_report)]

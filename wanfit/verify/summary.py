@@ -21,6 +21,7 @@ from wanfit.verify.report import (
     STAGE_LABELS,
     VerifyReport,
     build_report,
+    fmt,
     load_report,
 )
 
@@ -80,10 +81,6 @@ def figures(run: int, r: VerifyReport) -> list[Figure]:
     return out
 
 
-def _f(v: float | None, fmt: str = ".2f") -> str:
-    return "—" if v is None else format(v, fmt)
-
-
 def _run_label(r: VerifyReport) -> str:
     return f"{r.workload.label()}; {r.plan.label()}"
 
@@ -115,7 +112,7 @@ def accuracy_markdown(reports_dir: Path, repredict: bool = False, host_rates: Ma
         if f.predicted is None:
             continue  # measured only (e.g. `prepare`): in the run's own report, not an accuracy figure
         err = "—" if f.error_pct is None else f"{f.error_pct:+.1f} %"
-        lines.append(f"| {f.run} | {f.kind} ({f.unit}) | {_f(f.predicted)} | {_f(f.measured)} | {err} | "
+        lines.append(f"| {f.run} | {f.kind} ({f.unit}) | {fmt(f.predicted)} | {fmt(f.measured)} | {err} | "
                      f"{'yes' if f.scored else 'no'} | {', '.join(f.flags)} |")
     lines += ["", "### Error per figure kind (scored figures only, as predicted before each run)", ""]
     lines += _error_table(all_figs)
