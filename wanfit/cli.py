@@ -11,11 +11,9 @@ scipy or matplotlib. No `from __future__ import annotations` here: typer reads e
 annotations on each run, and evaluating them from strings took 10 ms of plan's start.
 """
 
-import functools
 import json
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -25,7 +23,7 @@ os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
 import typer
 
-from wanfit.views.output import console, error_line, print_json, write_verify_outputs
+from wanfit.views.output import console, missing_extras, print_json, user_errors, write_verify_outputs
 from wanfit.vocabulary.errors import WanfitError
 
 if TYPE_CHECKING:
@@ -137,27 +135,7 @@ VerifyHostD2hOpt = Annotated[float | None, typer.Option(
     "offload plan's moves down. (default: measured here before the run)", show_default=False)]
 
 
-def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Known errors -> one line on stderr and exit code 2 (a traceback only with WANFIT_DEBUG=1)."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from pydantic import ValidationError
-
-        try:
-            return command(*args, **kwargs)
-        except (WanfitError, ValidationError) as error:
-            if os.environ.get("WANFIT_DEBUG", "") not in ("", "0"):
-                raise
-            typer.echo(f"error: {error_line(error)}", err=True)
-            raise typer.Exit(2) from None
-
-    return wrapper
-
-
-# ----------------------------------------------------------------------------------------------
 # Flags -> API objects
-# ----------------------------------------------------------------------------------------------
 
 def parse_size(size: str) -> tuple[int, int]:
     """'1280x704' (WIDTHxHEIGHT) -> (height, width)."""
@@ -233,14 +211,7 @@ def plan_from_file(path: Path, gpu: str | None) -> tuple["Workload", "Plan", str
     return workload, chosen, json.loads(path.read_text())["results"][0]["gpu"]
 
 
-def missing_extras(command: str, extra: str, missing: ModuleNotFoundError) -> WanfitError:
-    return WanfitError(f"`wanfit {command}` needs the {extra} extras ({missing.name} is missing): "
-                       f"pip install 'wanfit[{extra}]'")
-
-
-# ----------------------------------------------------------------------------------------------
 # Commands
-# ----------------------------------------------------------------------------------------------
 
 @app.command()
 @user_errors

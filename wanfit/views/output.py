@@ -1,17 +1,22 @@
 """What the command line writes besides the plan table: JSON on stdout, rich consoles for the other
-commands' tables, a known error as one line, and the verify report's files.
+commands' tables, a known error as one line on stderr (exit code 2), and the verify report's files.
 
-Light at import (json, os, sys): the CLI imports this on every command, `wanfit plan` included, so rich,
-pydantic and the plan table's terminal module are imported only inside the functions that need them.
+Light at import (json, os, sys, typer, which the CLI has imported already): the CLI imports this on every
+command, `wanfit plan` included, so rich, pydantic and the plan table's terminal module are imported only
+inside the functions that need them.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import typer
 
 from wanfit.vocabulary.errors import WanfitError
 
@@ -49,6 +54,30 @@ def error_line(error: BaseException) -> str:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         return f"invalid {error.title}{' ' + where if where else ''}: {first['msg']}{more}"
     return " ".join(str(error).split())
+
+
+def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Known errors -> one line on stderr and exit code 2 (a traceback only with WANFIT_DEBUG=1)."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from pydantic import ValidationError
+
+        try:
+            return command(*args, **kwargs)
+        except (WanfitError, ValidationError) as error:
+            if os.environ.get("WANFIT_DEBUG", "") not in ("", "0"):
+                raise
+            typer.echo(f"error: {error_line(error)}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def missing_extras(command: str, extra: str, missing: ModuleNotFoundError) -> WanfitError:
+    """The one-line error of a command whose optional dependencies (`extra`) are not installed."""
+    return WanfitError(f"`wanfit {command}` needs the {extra} extras ({missing.name} is missing): "
+                       f"pip install 'wanfit[{extra}]'")
 
 
 def write_verify_outputs(result: Any, out: Path, verify_report: Any) -> list[Path]:
