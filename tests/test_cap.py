@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wanfit.measure.cap import SAME_SIZE_TOLERANCE, make_cap, memory_cap, memory_fraction, needs_cap
+from wanfit.measure.cap import SAME_SIZE_TOLERANCE, make_cap, memory_fraction, needs_cap
 from wanfit.vocabulary.errors import WanfitError
 
 H100_TORCH_TOTAL = 79.19  # GiB, an H100 80GB as torch reports total_memory (approx.)
@@ -20,8 +20,7 @@ def test_fraction_subtracts_the_memory_outside_the_allocator():
 
 
 def test_cap_record_is_consistent():
-    cap = memory_cap("l40s", 44.99, H100_TORCH_TOTAL, 1.1)
-    assert cap is not None
+    cap = make_cap("l40s", 44.99, H100_TORCH_TOTAL, 1.1)
     assert cap.target_gpu == "l40s"
     assert cap.torch_budget_gib == pytest.approx(43.89)
     assert cap.fraction == pytest.approx(43.89 / H100_TORCH_TOTAL)
@@ -30,7 +29,6 @@ def test_cap_record_is_consistent():
 
 def test_same_size_target_needs_no_cap():
     assert not needs_cap(79.6, H100_TORCH_TOTAL)  # NVML and torch totals differ by well under 1 %
-    assert memory_cap("h100", 79.6, H100_TORCH_TOTAL, 1.1) is None
     assert memory_fraction(79.6, H100_TORCH_TOTAL, 1.1) == 1.0
 
 

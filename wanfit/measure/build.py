@@ -61,6 +61,9 @@ _INIT_FILLS = ("uniform_", "normal_", "trunc_normal_", "kaiming_uniform_", "kaim
                "xavier_normal_", "zeros_", "ones_", "constant_")
 # Random values go in at this many elements at a time (bounds the fill device's transient memory).
 FILL_CHUNK = 2**26
+# Random weights lie in +-this (about the scale of a trained layer's): values do not change memory or time,
+# only overflow would, and small ones keep every activation finite.
+RANDOM_WEIGHT_BOUND = 0.02
 
 
 def _transformers_init_skipped():
@@ -100,7 +103,8 @@ def _fill_random(module: torch.nn.Module, fill_device: str) -> None:
             flat = param.data.view(-1)
             for start in range(0, flat.numel(), FILL_CHUNK):
                 part = flat[start:start + FILL_CHUNK]
-                part.copy_(torch.empty(part.shape, dtype=part.dtype, device=fill_device).uniform_(-0.02, 0.02))
+                drawn = torch.empty(part.shape, dtype=part.dtype, device=fill_device)
+                part.copy_(drawn.uniform_(-RANDOM_WEIGHT_BOUND, RANDOM_WEIGHT_BOUND))
 
 
 def _build_in_host_memory(factory, dtype: torch.dtype, fill_device: str) -> torch.nn.Module:

@@ -75,11 +75,3 @@ def make_cap(target_gpu: str, target_memory_gib: float, local_total_gib: float, 
     return MemoryCap(target_gpu=target_gpu, target_memory_gib=target_memory_gib, local_total_gib=local_total_gib,
                      outside_torch_gib=outside_torch_gib, torch_budget_gib=fraction * local_total_gib,
                      fraction=fraction)
-
-
-def memory_cap(target_gpu: str, target_memory_gib: float, local_total_gib: float,
-               outside_torch_gib: float) -> MemoryCap | None:
-    """The cap to apply when emulating `target_gpu`, or None when the local GPU is the same size."""
-    if not needs_cap(target_memory_gib, local_total_gib):
-        return None
-    return make_cap(target_gpu, target_memory_gib, local_total_gib, outside_torch_gib)

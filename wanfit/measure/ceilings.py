@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from wanfit.vocabulary.environment import Ceilings
+from wanfit.vocabulary.units import GB, GIB, TFLOP
 
 
 def _median_time(fn, repeats: int, warmup: int = 2) -> float:
@@ -35,40 +36,41 @@ def _median_time(fn, repeats: int, warmup: int = 2) -> float:
 def _matmul_tflops(n: int = 8192) -> float:
     a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
     b = torch.randn_like(a)
-    return 2 * n**3 / _median_time(lambda: a @ b, 20) / 1e12
+    return 2 * n**3 / _median_time(lambda: a @ b, 20) / TFLOP
 
 
 def _attention_tflops(tokens: int, heads: int, head_dim: int) -> float:
     q = torch.randn(1, heads, tokens, head_dim, device="cuda", dtype=torch.bfloat16)
     k, v = torch.randn_like(q), torch.randn_like(q)
-    return 4 * tokens**2 * head_dim * heads / _median_time(lambda: F.scaled_dot_product_attention(q, k, v), 5) / 1e12
+    return 4 * tokens**2 * head_dim * heads / _median_time(lambda: F.scaled_dot_product_attention(q, k, v), 5) / TFLOP
 
 
-def host_pageable_gbps(size: int = 2**30) -> float:
+def host_pageable_gbps(size: int = GIB) -> float:
     """Host-to-device GB/s from pageable (ordinary) memory: the rate accelerate's offload hooks copy
     weights at, and what sets a sequential-offload step on this host."""
     x = torch.empty(size, dtype=torch.uint8, device="cuda")
     pageable = torch.randint(0, 255, (size,), dtype=torch.uint8)
-    return size / _median_time(lambda: x.copy_(pageable), 5) / 1e9
+    return size / _median_time(lambda: x.copy_(pageable), 5) / GB
 
 
-def host_d2h_fresh_gbps(size: int = 2**30) -> float:
+def host_d2h_fresh_gbps(size: int = GIB) -> float:
     """Device-to-host GB/s into freshly allocated pageable memory: what `module.to("cpu")` does when
     model offload sends a model down (every large tensor lands in newly mapped pages, so the host's
     page faulting bounds it, not the link: 1.15-1.37 GB/s on lent H100 hosts)."""
     x = torch.randint(0, 255, (size,), dtype=torch.uint8, device="cuda")
-    return size / _median_time(lambda: x.to("cpu"), 5) / 1e9
+    return size / _median_time(lambda: x.to("cpu"), 5) / GB
 
 
-def _copy_gbps(size: int = 2**30) -> tuple[float, float, float]:
+def _copy_gbps(size: int = GIB) -> tuple[float, float, float]:
     x = torch.randint(0, 255, (size,), dtype=torch.uint8, device="cuda")
     y = torch.empty_like(x)
-    d2d = 2 * size / _median_time(lambda: y.copy_(x), 10) / 1e9
+    d2d = 2 * size / _median_time(lambda: y.copy_(x), 10) / GB
     pinned = torch.randint(0, 255, (size,), dtype=torch.uint8).pin_memory()
-    h2d_pinned = size / _median_time(lambda: x.copy_(pinned, non_blocking=True), 5) / 1e9
+    h2d_pinned = size / _median_time(lambda: x.copy_(pinned, non_blocking=True), 5) / GB
     return d2d, h2d_pinned, host_pageable_gbps(size)
 
 
+BF16_BYTES = 2
 # The chain's shape: the TI2V-5B's hidden state at 960x544x121 (15,810 tokens x 3,072; FFN 14,336).
 CHAIN_SHAPE = (15810, 3072, 14336)
 
@@ -96,7 +98,7 @@ def elementwise_chain(tokens: int, dim: int, ffn_dim: int):
 def elementwise_gbps(tokens: int, dim: int, ffn_dim: int) -> float:
     """GB of one bf16 hidden state per second of the chain: a rate to compare between GPUs (the
     chain moves many times those bytes)."""
-    return tokens * dim * 2 / _median_time(elementwise_chain(tokens, dim, ffn_dim), 10, warmup=3) / 1e9
+    return tokens * dim * BF16_BYTES / _median_time(elementwise_chain(tokens, dim, ffn_dim), 10, warmup=3) / GB
 
 
 def measure_ceilings(attention_tokens: int = 27280, heads: int = 24, head_dim: int = 128) -> Ceilings:

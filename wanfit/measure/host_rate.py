@@ -19,6 +19,8 @@ import sys
 from dataclasses import dataclass
 
 HOST_RATE_PROCESSES = 3
+# One draw copies 1 GiB a few times each way in seconds; a wedged process must not stall verify.
+DRAW_TIMEOUT_S = 120
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,7 @@ def rates_draw() -> dict[str, float] | None:
     """One fresh process's measurement (wanfit.measure.ceilings --host-pageable), None when it fails."""
     try:
         done = subprocess.run([sys.executable, "-m", "wanfit.measure.ceilings", "--host-pageable"],
-                              capture_output=True, text=True, timeout=120, check=True)
+                              capture_output=True, text=True, timeout=DRAW_TIMEOUT_S, check=True)
         row = json.loads(done.stdout.strip().splitlines()[-1])
         return {k: float(v) for k, v in row.items() if k in ("h2d_pageable_gbps", "d2h_fresh_gbps")} or None
     except (subprocess.SubprocessError, OSError, ValueError, KeyError, IndexError, AttributeError, TypeError):

@@ -19,6 +19,11 @@ from wanfit.vocabulary.units import GIB
 
 POLL_INTERVAL_S = 0.01
 MAX_TIMELINE_POINTS = 1500
+# The driver's utilisation is a ~1/6 s window: reading it every 20th sample (0.2 s) misses nothing.
+UTIL_EVERY_SAMPLES = 20
+# A poller stuck in an NVML call must not hang the point: the thread is a daemon, left after this wait.
+POLLER_JOIN_TIMEOUT_S = 2
+MILLIWATTS_PER_WATT = 1000.0  # NVML reports power in milliwatts
 
 
 class Nvml:
@@ -63,7 +68,7 @@ class Nvml:
         if self.handle is None:
             return None
         try:
-            return self._nvml.nvmlDeviceGetEnforcedPowerLimit(self.handle) / 1000.0
+            return self._nvml.nvmlDeviceGetEnforcedPowerLimit(self.handle) / MILLIWATTS_PER_WATT
         except Exception:  # not supported on every board / virtualised GPU
             return None
 
@@ -96,7 +101,6 @@ class Poller:
 
     def __post_init__(self) -> None:
         self._proc = psutil.Process()
-        self._util_every = 20  # utilisation is a ~1/6 s window in the driver: no need to read it often
 
     def sample(self) -> _Sample:
         s = _Sample(time.perf_counter(), self.nvml.used_gib(), None, self._proc.memory_info().rss / GIB)
@@ -107,7 +111,7 @@ class Poller:
         n = 0
         while not self._stop.is_set():
             s = self.sample()
-            if n % self._util_every == 0:
+            if n % UTIL_EVERY_SAMPLES == 0:
                 s.util_pct = self.nvml.utilisation_pct()
             n += 1
             time.sleep(POLL_INTERVAL_S)
@@ -120,7 +124,7 @@ class Poller:
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=2)
+            self._thread.join(timeout=POLLER_JOIN_TIMEOUT_S)
 
     def window(self, start: float, end: float) -> list[_Sample]:
         return [s for s in list(self.samples) if start <= s.t <= end]

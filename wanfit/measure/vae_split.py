@@ -26,6 +26,9 @@ GEMM = ("gemm", "xmma", "nvjet")
 SESSION_CASES = {"wan2.1-vae": ("wan2.1-t2v-14b", 960, 544, 41), "wan2.2-vae": ("wan2.2-ti2v-5b", 960, 544, 41)}
 
 
+US_PER_S = 1e6  # the profiler's times are microseconds
+
+
 def is_gemm(kernel_name: str) -> bool:
     low = kernel_name.lower()
     return any(k in low for k in GEMM)
@@ -65,7 +68,7 @@ def profile_decode(model: str, width: int, height: int, frames: int, device: str
     for ev in prof.key_averages():
         us = getattr(ev, "device_time_total", None) or getattr(ev, "cuda_time_total", 0.0)
         if us > 0 and not ev.key.startswith("ProfilerStep"):
-            kernels[ev.key] = kernels.get(ev.key, 0.0) + us / 1e6
+            kernels[ev.key] = kernels.get(ev.key, 0.0) + us / US_PER_S
     del vae, lat
     if cuda:
         torch.cuda.empty_cache()

@@ -31,6 +31,10 @@ from wanfit.vocabulary.measurements_file import append_measurement, load_measure
 from wanfit.vocabulary.workload import Plan, Workload
 
 FAILED_POINT_EXIT = 3
+WATCH_INTERVAL_S = 0.5  # how often the parent reads the points a worker appended
+# What a dead worker's error record keeps of its stderr: the last lines, then the last characters.
+STDERR_TAIL_LINES = 20
+STDERR_TAIL_CHARS = 1500
 
 
 class Job(BaseModel):
@@ -93,15 +97,14 @@ def run_jobs(jobs: list[Job], out_path: Path, on_result: Callable[[Measurement],
         env = {**os.environ, "PYTORCH_CUDA_ALLOC_CONF": conf, "PYTHONUNBUFFERED": "1"}
         proc = subprocess.Popen([sys.executable, "-m", "wanfit.measure.worker", job_file, str(out_path)],
                                 env=env, stderr=subprocess.PIPE, text=True)
-        stderr_lines: list[str] = []
         started = time.monotonic()
         while proc.poll() is None:
-            time.sleep(0.5)
+            time.sleep(WATCH_INTERVAL_S)
             seen_lines = _report_new(out_path, seen_lines, on_result)
             if timeout_s is not None and time.monotonic() - started > timeout_s:
                 proc.kill()
         _, err = proc.communicate()
-        stderr_lines = (err or "").strip().splitlines()[-20:]
+        stderr_lines = (err or "").strip().splitlines()[-STDERR_TAIL_LINES:]
         seen_lines = _report_new(out_path, seen_lines, on_result)
         os.unlink(job_file)
         recorded = {m.id for m in load_measurements(out_path)}
@@ -111,7 +114,7 @@ def run_jobs(jobs: list[Job], out_path: Path, on_result: Callable[[Measurement],
         if proc.returncode not in (0, FAILED_POINT_EXIT):
             victim = next((j for j in batch if j.id not in recorded), None)
             if victim is not None:
-                m = _died(victim, proc.returncode, " | ".join(stderr_lines)[-1500:])
+                m = _died(victim, proc.returncode, " | ".join(stderr_lines)[-STDERR_TAIL_CHARS:])
                 append_measurement(out_path, m)
                 attempted.add(victim.id)
                 if on_result:
