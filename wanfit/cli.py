@@ -338,9 +338,9 @@ def verify(
         else:
             chosen = pins.apply()
     try:
-        from wanfit.verify import report as verify_report
         from wanfit.verify.compare import exit_code
         from wanfit.verify.run import run_verify
+        from wanfit.views import verify_report
     except ModuleNotFoundError as missing:
         raise missing_extras("verify", "gpu", missing) from None
     result = run_verify(workload, chosen, target, steps, tolerance_memory, tolerance_time, checkpoint,

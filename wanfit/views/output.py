@@ -82,7 +82,7 @@ def missing_extras(command: str, extra: str, missing: ModuleNotFoundError) -> Wa
 
 def write_verify_outputs(result: Any, out: Path, verify_report: Any) -> list[Path]:
     """The verify report as JSON, Markdown and a PNG memory plot under `out`; `verify_report` is the
-    module that writes them (wanfit.verify.report)."""
+    module that writes them (wanfit.views.verify_report)."""
     out.mkdir(parents=True, exist_ok=True)
     # Not Path.with_suffix: the stem holds dots (wan2.2-...), which it would cut at.
     stem = verify_report.report_stem(result)
