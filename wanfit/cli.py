@@ -70,6 +70,14 @@ DitDtypeOpt = Annotated[Literal["bf16", "fp8", "fp32"] | None, typer.Option(
     "--dit-dtype", help="Pin the DiT weight dtype: bf16 | fp8 | fp32. (default: free)", show_default=False)]
 VaeTilingOpt = Annotated[bool | None, typer.Option(
     "--vae-tiling/--no-vae-tiling", help="Pin VAE tiled decoding on or off. (default: free)", show_default=False)]
+RuntimeOpt = Annotated[Literal["diffusers", "wan"] | None, typer.Option(
+    "--runtime", help="The code that runs the job: diffusers (WanPipeline) | wan (the official Wan2.2 generate.py, "
+    "whose knobs are its flags: --offload model = --offload_model True, --text-encoder cpu = --t5_cpu, "
+    "--dit-dtype bf16 = --convert_model_dtype). (default: diffusers)", show_default=False)]
+AttentionOpt = Annotated[Literal["auto", "fa2", "fa3", "cudnn"] | None, typer.Option(
+    "--attention", help="Pin the attention kernel class: fa2 (FlashAttention-2 or SDPA flash) | fa3 "
+    "(FlashAttention-3, Hopper) | cudnn (SDPA cuDNN) | auto (what the runtime picks on the GPU). (default: auto)",
+    show_default=False)]
 ScenarioOpt = Annotated[str | None, typer.Option(
     "--scenario", help="Preset: speed-preview | efficiency | max-quality | long-duration (explicit flags win).",
     show_default=False)]
@@ -166,11 +174,12 @@ def build_workload(model: str | None, height: int | None, width: int | None, siz
 
 
 def plan_pins(base: "PlanPins", offload: str | None, text_encoder: str | None, dit_dtype: str | None,
-              vae_tiling: bool | None) -> "PlanPins":
+              vae_tiling: bool | None, runtime: str | None = None, attention: str | None = None) -> "PlanPins":
     """Plan knobs the user fixed: `base` (a scenario's pins) overridden by the knob flags given. Unset = free."""
     from wanfit.vocabulary.workload import PlanPins
 
-    flags = PlanPins(offload=offload, text_encoder=text_encoder, dit_dtype=dit_dtype, vae_tiling=vae_tiling)
+    flags = PlanPins(offload=offload, text_encoder=text_encoder, dit_dtype=dit_dtype, vae_tiling=vae_tiling,
+                     runtime=runtime, attention=attention)
     return base.overridden_by(flags)
 
 
@@ -228,6 +237,8 @@ def plan(
     text_encoder: TextEncoderOpt = None,
     dit_dtype: DitDtypeOpt = None,
     vae_tiling: VaeTilingOpt = None,
+    runtime: RuntimeOpt = None,
+    attention: AttentionOpt = None,
     scenario: ScenarioOpt = None,
     margin: MarginOpt = None,
     host_ram: HostRamOpt = None,
@@ -241,7 +252,7 @@ def plan(
     from wanfit.planner.api import plan_report
 
     workload, scenario_pins = build_workload(model, height, width, size, frames, steps, guidance, scenario)
-    pins = plan_pins(scenario_pins, offload, text_encoder, dit_dtype, vae_tiling)
+    pins = plan_pins(scenario_pins, offload, text_encoder, dit_dtype, vae_tiling, runtime, attention)
     report = plan_report(workload, resolve_gpus(gpu), pins, reused_pipeline=reused_pipeline,
                          **planner_options(margin, host_ram, calibration_dir, host_pageable, host_d2h))
     if format == "json":

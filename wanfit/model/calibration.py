@@ -22,7 +22,7 @@ from wanfit.vocabulary.catalog import get_model
 from wanfit.vocabulary.environment import Ceilings, Environment
 from wanfit.vocabulary.errors import WanfitError
 from wanfit.vocabulary.paths import calibration_dirs
-from wanfit.vocabulary.workload import Plan, Workload
+from wanfit.vocabulary.workload import Plan, Runtime, Workload
 
 SCHEMA_VERSION = 1
 
@@ -110,6 +110,7 @@ class Calibration(BaseModel):
     schema_version: int = SCHEMA_VERSION
     gpu: str  # profile key of the calibrated GPU
     model: str  # catalog key of the calibrated model
+    runtime: Runtime = "diffusers"  # the code that ran the measurements (calibration/<gpu>/wan/ for the official one)
     dit_family: str
     environment: Environment
     ceilings: Ceilings | None  # measured on the calibrated GPU (None: not measured)
@@ -133,7 +134,7 @@ class Calibration(BaseModel):
 
     @property
     def label(self) -> str:
-        return f"{self.gpu}/{self.model}"
+        return f"{self.gpu}/{self.model}" if self.runtime == "diffusers" else f"{self.gpu}/{self.runtime}/{self.model}"
 
     def weight(self, component: str, variant: str) -> ComponentWeights | None:
         return self.weights_gib.get(component, {}).get(variant)
@@ -182,17 +183,23 @@ def save_calibration(cal: Calibration, path: Path) -> None:
     os.replace(tmp, p)
 
 
-def _candidate_files(dirs: list[Path]) -> list[tuple[str, str, Path]]:
-    """(gpu, model, path) of every calibration file, the first directory winning per (gpu, model)."""
+def runtime_dir(gpu_dir: Path, runtime: Runtime) -> Path:
+    """Where a runtime's calibrations of one GPU live: <gpu>/ for diffusers, <gpu>/<runtime>/ otherwise."""
+    return gpu_dir if runtime == "diffusers" else gpu_dir / runtime
+
+
+def _candidate_files(dirs: list[Path], runtime: Runtime = "diffusers") -> list[tuple[str, str, Path]]:
+    """(gpu, model, path) of every calibration file of a runtime, the first directory winning per (gpu, model)."""
     seen: dict[tuple[str, str], Path] = {}
+    pattern = "*/*.json" if runtime == "diffusers" else f"*/{runtime}/*.json"
     for d in dirs:
         if not Path(d).is_dir():
             continue
-        for path in sorted(Path(d).glob("*/*.json")):
+        for path in sorted(Path(d).glob(pattern)):
             if path.name.endswith(".measurements.json") or path.name == "ceilings.json":
                 continue
-            key = (path.parent.name, path.stem)
-            seen.setdefault(key, path)
+            gpu = path.parent.name if runtime == "diffusers" else path.parent.parent.name
+            seen.setdefault((gpu, path.stem), path)
     return [(gpu, model, path) for (gpu, model), path in seen.items()]
 
 
@@ -217,15 +224,27 @@ def _gpu_distance(target: str, other: str) -> tuple:
     return (same_arch, ratio, other)
 
 
-def find_calibration(gpu_key: str, model_key: str, dirs: list[Path] | None = None) -> tuple[Calibration, FindHow]:
-    """The calibration to predict `model_key` on `gpu_key`, and how it was found:
+def find_calibration(gpu_key: str, model_key: str, dirs: list[Path] | None = None,
+                     runtime: Runtime = "diffusers") -> tuple[Calibration, FindHow]:
+    """The calibration to predict `model_key` run by `runtime` on `gpu_key`: the runtime's own calibrations
+    first (see _find_in); without any of this DiT family under the runtime, the diffusers ones (the prediction
+    then says so and widens its interval)."""
+    dirs = calibration_dirs() if dirs is None else dirs
+    if runtime != "diffusers":
+        spec = get_model(model_key)
+        files = _candidate_files(dirs, runtime)
+        if any(_family(key) == spec.dit_family for _, key, _ in files):
+            return _find_in(files, gpu_key, model_key)
+    return _find_in(_candidate_files(dirs), gpu_key, model_key)
+
+
+def _find_in(files: list[tuple[str, str, Path]], gpu_key: str, model_key: str) -> tuple[Calibration, FindHow]:
+    """The calibration among `files` to predict `model_key` on `gpu_key`, and how it was found:
     `exact` (this GPU, this model), `dit-family` (this GPU, a model with the same DiT, e.g. the
     Wan2.1-T2V-14B calibration for Wan2.2-T2V-A14B's experts), `other-gpu` (this model or its DiT
     family measured on another GPU: time is transferred) or `other-dit` (no calibration of this DiT:
     the nearest one's, carried over). No calibration at all: one-line error."""
     spec = get_model(model_key)
-    dirs = calibration_dirs() if dirs is None else dirs
-    files = _candidate_files(dirs)
     family = {key for _, key, _ in files if _family(key) == spec.dit_family}
 
     def pick(gpus: set[str] | None, models: set[str]) -> list[tuple[str, str, Path]]:

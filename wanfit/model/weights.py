@@ -74,13 +74,16 @@ class Weights:
 
 
 def resident_gib(stage: str, plan: Plan, w: Weights) -> float:
-    """Weights on the GPU during `stage` (GiB), as the runner places them for `plan`.
+    """Weights on the GPU during `stage` (GiB), as the runner places them for `plan` (the official code:
+    _official_resident_gib).
 
     none: everything resident all run. model: one component at a time in the pipeline's chain
     (text_encoder -> transformer -> transformer_2 -> vae). group: DiT blocks stream per forward
     (counted in the stage's transient), VAE / image encoder resident. sequential: every leaf
     streams. A weight-only int8 text encoder is placed on the GPU outside the offload chain, so it
     stays resident under every offload mode."""
+    if plan.runtime == "wan":
+        return _official_resident_gib(stage, plan, w)
     te_int8 = w.text_encoder if plan.text_encoder == "int8" else 0.0
     te = w.text_encoder if plan.text_encoder != "cpu" else 0.0
     if plan.offload == "none":
@@ -95,9 +98,26 @@ def resident_gib(stage: str, plan: Plan, w: Weights) -> float:
     return te_int8  # sequential
 
 
+def _official_resident_gib(stage: str, plan: Plan, w: Weights) -> float:
+    """The official code on one GPU (WanT2V / WanI2V / WanTI2V with their default init_on_cpu): the VAE is
+    built on the GPU and stays there; T5 and the DiT expert(s) are built in host memory. T5 comes up for the
+    encode (not with `--t5_cpu`) and goes back with `--offload_model`; the DiT comes up before the first
+    step, a two-expert model swaps its experts (one on the GPU at a time, whatever `--offload_model` says);
+    with `--offload_model` the DiT goes back before the decode (wan/text2video.py, textimage2video.py)."""
+    te_up = w.text_encoder if plan.text_encoder == "gpu" else 0.0
+    te_kept = te_up if plan.offload == "none" else 0.0
+    dit_kept = w.dit if plan.offload == "none" else 0.0
+    return {"init": w.vae, "text_encode": w.vae + te_up, "prepare": w.vae + te_kept,
+            "denoise": w.vae + te_kept + w.dit, "expert_switch": w.vae + te_kept + w.dit,
+            "vae_decode": w.vae + te_kept + dit_kept}[stage]
+
+
 def host_ram_gib(plan: Plan, w: Weights) -> float:
-    """System memory the plan needs for weights kept off the GPU (GiB)."""
+    """System memory the plan needs for weights kept off the GPU (GiB). The official code builds T5 and every
+    DiT expert in host memory before anything moves: it needs them all there at init, whatever the plan."""
     dits = w.dit * w.experts
+    if plan.runtime == "wan":
+        return dits + (w.text_encoder or w.text_encoder_host)
     te_host = w.text_encoder_host if plan.text_encoder == "cpu" else 0.0
     te_offloaded = w.text_encoder if plan.text_encoder == "gpu" else 0.0
     if plan.offload == "none":
@@ -121,14 +141,17 @@ class Moves:
     d2h: float = 0.0
 
 
-def model_offload_moves(stage: str, plan: Plan, w: Weights) -> Moves:
-    """Whole-model moves of diffusers model CPU offload (accelerate hooks, pageable memory).
+def weight_moves(stage: str, plan: Plan, w: Weights) -> Moves:
+    """Whole-model moves between host and GPU (pageable memory): diffusers' model CPU offload (accelerate
+    hooks), or the official code's fixed moves (_official_moves).
 
     text_encode: the text encoder is uploaded (only when it is in the chain, i.e. `gpu`).
     denoise (step 1): the previous model goes down, the DiT comes up.
     expert_switch: expert 1 down, expert 2 up.
     vae_decode: the last DiT goes down, the VAE up, and at the end of the call the pipeline moves
     the VAE back (maybe_free_model_hooks)."""
+    if plan.runtime == "wan":
+        return _official_moves(stage, plan, w)
     if plan.offload != "model":
         return Moves()
     te = w.text_encoder if plan.text_encoder == "gpu" else 0.0
@@ -142,6 +165,23 @@ def model_offload_moves(stage: str, plan: Plan, w: Weights) -> Moves:
         return Moves(h2d=w.dit, d2h=w.dit) if w.experts == 2 else Moves()
     if stage == "vae_decode":
         return Moves(h2d=w.vae, d2h=w.dit + w.vae)
+    return Moves()
+
+
+def _official_moves(stage: str, plan: Plan, w: Weights) -> Moves:
+    """The official code's moves (see _official_resident_gib): T5 up for the encode (and down with
+    `--offload_model`), the DiT up before the first step (it was built in host memory), a two-expert model's
+    swap, and with `--offload_model` the DiT down before the decode."""
+    te_up = w.text_encoder if plan.text_encoder == "gpu" else 0.0
+    offload = plan.offload == "model"
+    if stage == "text_encode":
+        return Moves(h2d=te_up, d2h=te_up if offload else 0.0)
+    if stage == "denoise":
+        return Moves(h2d=w.dit)
+    if stage == "expert_switch":
+        return Moves(h2d=w.dit, d2h=w.dit) if w.experts == 2 else Moves()
+    if stage == "vae_decode":
+        return Moves(d2h=w.dit if offload else 0.0)
     return Moves()
 
 

@@ -17,7 +17,7 @@ from wanfit.model.predict import Prediction, predict
 from wanfit.vocabulary.plan_report import SAFETY_MARGIN_GIB, Candidate, GpuResult
 from wanfit.vocabulary.profiles import GpuProfile
 from wanfit.vocabulary.stages import stage_title
-from wanfit.vocabulary.workload import EXTRA_PINS, KNOB_CHOICES, Plan, PlanPins, Workload
+from wanfit.vocabulary.workload import EXTRA_PINS, Plan, PlanPins, Workload
 
 OFFLOAD_WORDS = {"none": "no offload", "model": "model offload", "group": "group offload",
                  "sequential": "sequential offload"}
@@ -25,8 +25,8 @@ OFFLOAD_WORDS = {"none": "no offload", "model": "model offload", "group": "group
 
 def plan_space(pins: PlanPins | None = None) -> list[Plan]:
     """Every plan the knobs allow, the pinned ones fixed (pins are checked where they are built)."""
-    given = (pins or PlanPins()).given()
-    choices = {knob: (given[knob],) if knob in given else values for knob, values in KNOB_CHOICES.items()}
+    pins = pins or PlanPins()
+    given, choices = pins.given(), pins.choices()
     extra = {k: given[k] for k in EXTRA_PINS if k in given}
     names = list(choices)
     return [Plan(**dict(zip(names, combo, strict=True)), **extra) for combo in itertools.product(*choices.values())]
@@ -38,7 +38,12 @@ def baseline_plan(pins: PlanPins | None = None) -> Plan:
 
 
 def describe(plan: Plan) -> str:
-    """A plan in words: 'no offload', 'model offload + fp8 DiT', ..."""
+    """A plan in words: 'no offload', 'model offload + fp8 DiT', ...; an official-code plan in its flags."""
+    if plan.runtime == "wan":
+        flags = [f"--offload_model {plan.offload == 'model'}"]
+        flags += ["--t5_cpu"] if plan.text_encoder == "cpu" else []
+        flags += ["--convert_model_dtype"] if plan.dit_dtype == "bf16" else []
+        return " ".join(flags)
     words = [OFFLOAD_WORDS[plan.offload]]
     if plan.text_encoder == "cpu":
         words.append("text encoder on the CPU")

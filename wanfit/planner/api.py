@@ -10,6 +10,7 @@ from pathlib import Path
 from wanfit.model.calibration import find_calibration, source_note
 from wanfit.model.predict import predict
 from wanfit.planner.advise import advise
+from wanfit.vocabulary.catalog import official_task
 from wanfit.vocabulary.errors import WanfitError
 from wanfit.vocabulary.paths import calibration_dirs
 from wanfit.vocabulary.plan_report import SAFETY_MARGIN_GIB, Candidate, PlanReport
@@ -52,6 +53,9 @@ def plan_report(workload: Workload, gpus: list[str], pins: PlanPins | None = Non
     if not gpus:
         raise WanfitError("name at least one GPU (e.g. --gpu l40s; `wanfit gpus` lists them)")
     dirs = calibration_dirs(calibration_dir)
+    runtime = (pins or PlanPins()).apply().runtime
+    if runtime == "wan":
+        official_task(workload.model)
     results = []
     seen = set()
     for name in gpus:
@@ -59,7 +63,7 @@ def plan_report(workload: Workload, gpus: list[str], pins: PlanPins | None = Non
         if profile.key in seen:
             continue
         seen.add(profile.key)
-        calibration, _ = find_calibration(profile.key, workload.model, dirs)
+        calibration, _ = find_calibration(profile.key, workload.model, dirs, runtime)
         results.append(advise(workload, calibration, profile, pins, safety_margin_gib, host_ram_gib,
                               host_pageable_gbps, host_d2h_gbps, reused_pipeline))
     return PlanReport(workload=workload, safety_margin_gib=safety_margin_gib, reused_pipeline=reused_pipeline,
@@ -74,7 +78,9 @@ def predict_one(workload: Workload, plan: Plan, gpu: str, calibration_dir: Path 
     `host_pageable_gbps`, `host_d2h_gbps` and `reused_pipeline` as in plan_report."""
     _check_options(safety_margin_gib, host_ram_gib, host_pageable_gbps, host_d2h_gbps)
     profile = get_profile(gpu)
-    calibration, _ = find_calibration(profile.key, workload.model, calibration_dirs(calibration_dir))
+    if plan.runtime == "wan":
+        official_task(workload.model)
+    calibration, _ = find_calibration(profile.key, workload.model, calibration_dirs(calibration_dir), plan.runtime)
     cand = predict(workload, plan, calibration, profile, host_pageable_gbps=host_pageable_gbps,
                    host_d2h_gbps=host_d2h_gbps, reused_pipeline=reused_pipeline).candidate(
         profile.memory_gib, safety_margin_gib, host_ram_gib)

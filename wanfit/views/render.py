@@ -42,9 +42,17 @@ def fmt_seconds(value: float | None) -> str:
 
 
 def plan_label(plan: Mapping[str, Any]) -> str:
-    """The four knobs in one short line, e.g. 'offload=model te=cpu dit=bf16 vae=tiled'."""
+    """The knobs in one short line, e.g. 'offload=model te=cpu dit=bf16 vae=tiled'; an official-code plan in
+    its own flags, e.g. 'generate.py --offload_model True --t5_cpu'."""
+    attention = "" if plan.get("attention", "auto") == "auto" else f" attention={plan['attention']}"
+    if plan.get("runtime") == "wan":
+        flags = f"--offload_model {plan.get('offload') == 'model'}"
+        flags += " --t5_cpu" if plan.get("text_encoder") == "cpu" else ""
+        flags += " --convert_model_dtype" if plan.get("dit_dtype") == "bf16" else ""
+        return f"generate.py {flags}{attention}"
     tiling = "tiled" if plan.get("vae_tiling") else "untiled"
-    return f"offload={plan.get('offload')} te={plan.get('text_encoder')} dit={plan.get('dit_dtype')} vae={tiling}"
+    return (f"offload={plan.get('offload')} te={plan.get('text_encoder')} dit={plan.get('dit_dtype')} "
+            f"vae={tiling}{attention}")
 
 
 def compact_plan(plan: Mapping[str, Any]) -> str:
@@ -249,6 +257,10 @@ def render_plan_report(report: PlanReport, term: Terminal) -> str:
                         f"{'; a reused pipeline (no init)' if report.reused_pipeline else ''}. "
                         "Memory in GiB (2^30 bytes); peak = device-level (nvidia-smi), need = what decides OOM.",
                         None)])
+    if any(c.plan.get("runtime") == "wan" for r in report.results for c in r.candidates):
+        lines += term.wrap([("Runtime: ", "bold"), ("the official Wan2.2 code (generate.py): offload model = "
+                                                     "--offload_model True, te cpu = --t5_cpu, DiT bf16 = "
+                                                     "--convert_model_dtype (fp32 without it)", None)])
     for result in report.results:
         lines.append("")
         lines += candidates_table(result).lines(term)

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from wanfit.vocabulary.errors import unknown_name_error
+from wanfit.vocabulary.errors import WanfitError, unknown_name_error
 
 TEXT_LEN = 512  # T5 tokens the pipeline pads prompts to (diffusers __call__ max_sequence_length)
 CLIP_IMAGE_TOKENS = 257  # CLIP ViT-H/14 hidden_states[-2] tokens (Wan2.1 I2V only)
@@ -248,6 +248,20 @@ MODELS: dict[str, ModelSpec] = {
         ),
     ]
 }
+
+
+# The official Wan2.2 code's task for each model it covers (wan.configs.WAN_CONFIGS); the Wan2.1 models are
+# not tasks of the Wan2.2 package.
+OFFICIAL_TASKS = {"wan2.2-ti2v-5b": "ti2v-5B", "wan2.2-t2v-a14b": "t2v-A14B", "wan2.2-i2v-a14b": "i2v-A14B"}
+
+
+def official_task(model_key: str) -> str:
+    """The official Wan2.2 task of a model, or a one-line error naming the models it covers."""
+    key = get_model(model_key).key
+    if key not in OFFICIAL_TASKS:
+        raise WanfitError(f"the official Wan2.2 code (runtime wan) has no task for {key}: use --runtime diffusers, "
+                          f"or one of {', '.join(OFFICIAL_TASKS)}")
+    return OFFICIAL_TASKS[key]
 
 
 def get_model(key: str) -> ModelSpec:

@@ -12,10 +12,18 @@ from wanfit.vocabulary.errors import WanfitError
 Offload = Literal["none", "model", "group", "sequential"]
 TextEncoderPlacement = Literal["gpu", "cpu", "int8"]
 DitDtype = Literal["bf16", "fp8", "fp32"]
+# Which code runs the job: diffusers' WanPipeline, or the official Wan2.2 code (`generate.py`, PyPI `wan22`).
+Runtime = Literal["diffusers", "wan"]
+# The attention kernel class: `auto` is what the runtime itself picks on the GPU (a profile fact); fa2 is
+# FlashAttention-2 (or SDPA's flash backend, the same kernel), fa3 FlashAttention-3 (Hopper only), cudnn
+# SDPA's cuDNN backend (the same class as FA3 on Hopper).
+Attention = Literal["auto", "fa2", "fa3", "cudnn"]
 
 OFFLOADS: tuple[Offload, ...] = ("none", "model", "group", "sequential")
 TEXT_ENCODERS: tuple[TextEncoderPlacement, ...] = ("gpu", "cpu", "int8")
 DIT_DTYPES: tuple[DitDtype, ...] = ("bf16", "fp8", "fp32")
+RUNTIMES: tuple[Runtime, ...] = ("diffusers", "wan")
+ATTENTIONS: tuple[Attention, ...] = ("auto", "fa2", "fa3", "cudnn")
 
 
 def nearest_valid_frames(frames: int) -> tuple[int, int]:
@@ -94,7 +102,12 @@ class Plan(BaseModel):
     text_encoder: gpu (bf16) | cpu (encode on the CPU) | int8 (weight-only int8 on the GPU).
     dit_dtype: bf16 | fp8 (layerwise-casting storage, bf16 compute) | fp32 (fp32 weights under bf16
     autocast, like the official Wan code without --convert_model_dtype).
-    expandable_segments: PyTorch allocator setting; on for every wanfit run unless asked otherwise.
+    expandable_segments: PyTorch allocator setting; on for every wanfit diffusers run unless asked
+    otherwise; off under the official code, which does not set it.
+    runtime: diffusers | wan (the official Wan2.2 code, whose knobs are its own flags: offload model =
+    `--offload_model True`, text encoder cpu = `--t5_cpu`, DiT bf16 = `--convert_model_dtype`; it has no
+    group / sequential offload, no int8 encoder, no fp8 DiT and no VAE tiling).
+    attention: the attention kernel class (see Attention).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -103,27 +116,53 @@ class Plan(BaseModel):
     dit_dtype: DitDtype = "bf16"
     vae_tiling: bool = False
     expandable_segments: bool = True
+    runtime: Runtime = "diffusers"
+    attention: Attention = "auto"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _official_allocator(cls, values: object) -> object:
+        """The official code does not set expandable segments: a `wan` plan runs without them unless told."""
+        if isinstance(values, dict) and values.get("runtime") == "wan" and values.get("expandable_segments") is None:
+            return {**values, "expandable_segments": False}
+        return values
+
+    @model_validator(mode="after")
+    def _knobs_of_the_runtime(self) -> Plan:
+        for knob, allowed in RUNTIME_KNOB_CHOICES[self.runtime].items():
+            if getattr(self, knob) not in allowed:
+                words = " | ".join(str(c).lower() for c in allowed)
+                raise WanfitError(f"the {self.runtime} runtime has no {knob} {str(getattr(self, knob)).lower()}: "
+                                  f"use {words}")
+        return self
 
     def label(self) -> str:
         tiling = "tiled" if self.vae_tiling else "untiled"
-        alloc = "" if self.expandable_segments else " no-expandable"
-        return f"offload={self.offload} te={self.text_encoder} dit={self.dit_dtype} vae={tiling}{alloc}"
+        alloc = "" if self.expandable_segments == (self.runtime == "diffusers") else \
+            (" no-expandable" if not self.expandable_segments else " expandable")
+        runtime = "" if self.runtime == "diffusers" else f"runtime={self.runtime} "
+        attention = "" if self.attention == "auto" else f" attn={self.attention}"
+        return f"{runtime}offload={self.offload} te={self.text_encoder} dit={self.dit_dtype} vae={tiling}{alloc}{attention}"
 
     def knobs(self) -> dict:
-        """The four user-facing knobs (the JSON contract's `plan` object)."""
-        return {"offload": self.offload, "text_encoder": self.text_encoder, "dit_dtype": self.dit_dtype,
-                "vae_tiling": self.vae_tiling}
+        """The user-facing knobs (the JSON contract's `plan` object)."""
+        return {"runtime": self.runtime, "offload": self.offload, "text_encoder": self.text_encoder,
+                "dit_dtype": self.dit_dtype, "vae_tiling": self.vae_tiling, "attention": self.attention}
 
 
-# The values each enumerated knob may take: the plan space the planner searches.
-KNOB_CHOICES: dict[str, tuple] = {
-    "offload": OFFLOADS,
-    "text_encoder": TEXT_ENCODERS,
-    "dit_dtype": DIT_DTYPES,
-    "vae_tiling": (False, True),
+# The values each enumerated knob may take: the plan space the planner searches, per runtime. The official
+# code's knobs are its flags (see Plan); the attention kernel is searched where the runtime offers a choice.
+RUNTIME_KNOB_CHOICES: dict[str, dict[str, tuple]] = {
+    "diffusers": {"offload": OFFLOADS, "text_encoder": TEXT_ENCODERS, "dit_dtype": DIT_DTYPES,
+                  "vae_tiling": (False, True)},
+    "wan": {"offload": ("none", "model"), "text_encoder": ("gpu", "cpu"), "dit_dtype": ("fp32", "bf16"),
+            "vae_tiling": (False,)},
 }
+KNOB_CHOICES: dict[str, tuple] = RUNTIME_KNOB_CHOICES["diffusers"]
 # Plan fields a caller may pin that the planner does not enumerate (they keep Plan's default unless pinned).
-EXTRA_PINS = ("expandable_segments",)
+EXTRA_PINS = ("expandable_segments", "runtime", "attention")
+EXTRA_PIN_CHOICES: dict[str, tuple] = {"expandable_segments": (False, True), "runtime": RUNTIMES,
+                                       "attention": ATTENTIONS}
 
 
 class PlanPins(BaseModel):
@@ -139,6 +178,8 @@ class PlanPins(BaseModel):
     dit_dtype: DitDtype | None = None
     vae_tiling: bool | None = None
     expandable_segments: bool | None = None
+    runtime: Runtime | None = None
+    attention: Attention | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -149,7 +190,7 @@ class PlanPins(BaseModel):
         if unknown:
             raise WanfitError(f"unknown plan knob(s) {', '.join(unknown)}: pin one of {', '.join(KNOB_CHOICES)}")
         for knob, value in values.items():
-            allowed = KNOB_CHOICES.get(knob, (False, True))
+            allowed = KNOB_CHOICES.get(knob) or EXTRA_PIN_CHOICES[knob]
             if value is not None and (value not in allowed or type(value) is not type(allowed[0])):
                 words = " | ".join(str(c).lower() for c in allowed)
                 raise WanfitError(f"{knob} cannot be {value!r}: use {words}")
@@ -164,5 +205,22 @@ class PlanPins(BaseModel):
         return self.model_copy(update=other.given())
 
     def apply(self, plan: Plan | None = None) -> Plan:
-        """`plan` (default: the baseline Plan()) with the pinned knobs set."""
-        return Plan(**{**(plan or Plan()).model_dump(), **self.given()})
+        """`plan` (default: the pinned runtime's baseline) with the pinned knobs set."""
+        given = self.given()
+        start = plan or baseline(given.get("runtime", "diffusers"))
+        return Plan(**{**start.model_dump(), **given})
+
+    def choices(self) -> dict[str, tuple]:
+        """What each enumerated knob of the pinned runtime may be: the pinned value, else every value."""
+        given = self.given()
+        knobs = RUNTIME_KNOB_CHOICES[given.get("runtime", "diffusers")]
+        return {knob: (given[knob],) if knob in given else values for knob, values in knobs.items()}
+
+
+def baseline(runtime: Runtime = "diffusers") -> Plan:
+    """The plan users of a runtime start from: diffusers with every component on the GPU in bf16; the official
+    code with its `generate.py` defaults on one GPU (`--offload_model` True, T5 on the GPU, the DiT's fp32
+    weights under bf16 autocast)."""
+    if runtime == "wan":
+        return Plan(runtime="wan", offload="model", text_encoder="gpu", dit_dtype="fp32")
+    return Plan()

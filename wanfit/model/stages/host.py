@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from wanfit.model.context import FitContext, PredictContext, first_in_process, size_key
 from wanfit.model.fitting import Row, fit_constant, fit_linear
 from wanfit.model.stages import denoise, text_encode, vae_decode
-from wanfit.model.weights import Moves, WeightsTable, built_gib, host_ram_gib, model_offload_moves, plan_weights
+from wanfit.model.weights import Moves, WeightsTable, built_gib, host_ram_gib, plan_weights, weight_moves
 from wanfit.vocabulary.units import transfer_s
 from wanfit.vocabulary.workload import Plan
 
@@ -83,7 +83,7 @@ def _move_rows(fc: FitContext, m: Measurement, weights: WeightsTable) -> list[Ro
     pageable = fc.pageable_gbps(m)
 
     def row(stage: str, excess: float) -> Row:
-        mv = model_offload_moves(stage, m.plan, w)
+        mv = weight_moves(stage, m.plan, w)
         return Row({"h2d_s": transfer_s(mv.h2d, pageable), "d2h_s": transfer_s(mv.d2h, pageable)}, excess,
                    size_key(m))
 
@@ -140,7 +140,7 @@ def move_s(pc: PredictContext, moves: Moves) -> float:
 
 def stage_move_s(pc: PredictContext, stage: str) -> float:
     """Model offload's moves in one stage (0 under other plans)."""
-    return move_s(pc, model_offload_moves(stage, pc.plan, pc.weights))
+    return move_s(pc, weight_moves(stage, pc.plan, pc.weights))
 
 
 def init_s(pc: PredictContext) -> float:

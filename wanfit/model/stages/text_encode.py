@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from wanfit.model.context import FitContext, PredictContext, first_in_process, size_key, transient
 from wanfit.model.fitting import Row, fit_constant, fit_linear
-from wanfit.model.weights import GROUPS_IN_FLIGHT, Moves, WeightsTable, model_offload_moves
+from wanfit.model.weights import GROUPS_IN_FLIGHT, Moves, WeightsTable, weight_moves
 from wanfit.vocabulary.units import GIB, transfer_s
 from wanfit.vocabulary.workload import Plan
 
@@ -176,7 +176,7 @@ def _weight_traffic_s(pc: PredictContext, host_seconds: Callable[[PredictContext
         return upload.predict({"h2d_s": transfer_s(w.text_encoder, ceilings.h2d_pageable_gbps)}) \
             * pc.scale.host_pageable
     if plan.offload == "model":
-        return host_seconds(pc, model_offload_moves("text_encode", plan, w))
+        return host_seconds(pc, weight_moves("text_encode", plan, w))
     if plan.offload in ("group", "sequential") and plan.text_encoder == "gpu":
         if plan.offload == "group":
             return transfer_s(w.text_encoder, ceilings.h2d_pinned_gbps) * pc.scale.host_pinned

@@ -16,7 +16,7 @@ from wanfit.model.calibration import LinearModel
 from wanfit.model.context import FitContext, PredictContext, size_key, transient
 from wanfit.model.fitting import Row, fit_constant, fit_linear
 from wanfit.model.transfer import vae_non_gemm_share
-from wanfit.model.weights import Moves, WeightsTable, analytic_weights_gib, model_offload_moves
+from wanfit.model.weights import Moves, WeightsTable, analytic_weights_gib, weight_moves
 from wanfit.vocabulary.catalog import get_model
 from wanfit.vocabulary.units import transfer_s
 
@@ -170,7 +170,7 @@ def time_s(pc: PredictContext, host_seconds: Callable[[PredictContext, Moves], f
     (`host_seconds` of wanfit.model.stages.host) or sequential offload's stream per latent frame."""
     seconds = compute_s(pc)
     if pc.plan.offload == "model":
-        seconds += host_seconds(pc, model_offload_moves("vae_decode", pc.plan, pc.weights))
+        seconds += host_seconds(pc, weight_moves("vae_decode", pc.plan, pc.weights))
     elif pc.plan.offload == "sequential":
         # The Wan VAE decodes latent frame by latent frame: every call streams the VAE's leaves.
         stream = transfer_s(pc.weights.vae * pc.x["latent_frames"], pc.cal.feature_ceilings.h2d_pageable_gbps)

@@ -1,0 +1,98 @@
+"""The runtime knob: the official Wan2.2 code's plan space, placement and moves, and predictions for it."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from wanfit.cli import app
+from wanfit.model.weights import Moves, Weights, host_ram_gib, resident_gib, weight_moves
+from wanfit.planner.advise import describe, plan_space
+from wanfit.planner.api import plan_report, predict_one
+from wanfit.vocabulary.errors import WanfitError
+from wanfit.vocabulary.stages import STAGES
+from wanfit.vocabulary.workload import Plan, PlanPins, Workload, baseline
+
+W = Weights(dit=10.0, text_encoder=6.0, text_encoder_host=0.0, vae=2.0, image_encoder=0.0, experts=1, dit_layers=30)
+W_CPU_TE = Weights(dit=10.0, text_encoder=0.0, text_encoder_host=6.0, vae=2.0, image_encoder=0.0, experts=2,
+                   dit_layers=40)
+
+
+@pytest.mark.parametrize(("knobs", "words"), [
+    ({"offload": "group"}, "no offload group"), ({"offload": "sequential"}, "no offload sequential"),
+    ({"text_encoder": "int8"}, "no text_encoder int8"), ({"dit_dtype": "fp8"}, "no dit_dtype fp8"),
+    ({"vae_tiling": True}, "no vae_tiling true"),
+])
+def test_the_official_runtime_refuses_knobs_it_does_not_have(knobs, words):
+    with pytest.raises(WanfitError, match=words) as err:
+        Plan(runtime="wan", **knobs)
+    assert "\n" not in str(err.value) and "use " in str(err.value)
+
+
+def test_official_plans_run_without_expandable_segments_and_start_from_generate_py_defaults():
+    assert Plan(runtime="wan").expandable_segments is False
+    assert Plan().expandable_segments is True
+    assert baseline("wan") == Plan(runtime="wan", offload="model", text_encoder="gpu", dit_dtype="fp32")
+    space = plan_space(PlanPins(runtime="wan"))
+    assert len(space) == 8 and all(p.runtime == "wan" for p in space)
+    assert {(p.offload, p.text_encoder, p.dit_dtype) for p in space} == {
+        (o, t, d) for o in ("none", "model") for t in ("gpu", "cpu") for d in ("fp32", "bf16")}
+    assert len(plan_space()) == 72 and all(p.runtime == "diffusers" for p in plan_space())
+    assert describe(Plan(runtime="wan", offload="none", text_encoder="cpu", dit_dtype="bf16")) == \
+        "--offload_model False --t5_cpu --convert_model_dtype"
+
+
+def test_official_placement_per_stage():
+    keep = Plan(runtime="wan", offload="none", dit_dtype="bf16")
+    assert [resident_gib(s, keep, W) for s in STAGES] == [2.0, 8.0, 8.0, 18.0, 18.0, 18.0]
+    off = Plan(runtime="wan", offload="model")
+    assert [resident_gib(s, off, W) for s in STAGES] == [2.0, 8.0, 2.0, 12.0, 12.0, 2.0]
+    t5_cpu = Plan(runtime="wan", offload="none", text_encoder="cpu")
+    assert [resident_gib(s, t5_cpu, W_CPU_TE) for s in STAGES] == [2.0, 2.0, 2.0, 12.0, 12.0, 12.0]
+
+
+def test_official_moves_and_host_memory():
+    off, keep = Plan(runtime="wan", offload="model"), Plan(runtime="wan", offload="none")
+    assert weight_moves("text_encode", off, W) == Moves(h2d=6.0, d2h=6.0)
+    assert weight_moves("text_encode", keep, W) == Moves(h2d=6.0)
+    # The DiT was built in host memory: it comes up before the first step whatever the plan says.
+    assert weight_moves("denoise", keep, W) == Moves(h2d=10.0)
+    assert weight_moves("vae_decode", off, W) == Moves(d2h=10.0)
+    assert weight_moves("vae_decode", keep, W) == Moves()
+    assert weight_moves("expert_switch", keep, W_CPU_TE) == Moves(h2d=10.0, d2h=10.0)
+    # Every expert and T5 sit in host memory at init.
+    assert host_ram_gib(keep, W) == 16.0 and host_ram_gib(keep, W_CPU_TE) == 26.0
+
+
+def test_the_official_runtime_covers_only_wan2_2_tasks():
+    with pytest.raises(WanfitError, match="no task for wan2.1-t2v-1.3b"):
+        plan_report(Workload.for_model("wan2.1-t2v-1.3b"), ["l40s"], PlanPins(runtime="wan"))
+    with pytest.raises(WanfitError, match="no task for wan2.1-t2v-14b"):
+        predict_one(Workload.for_model("wan2.1-t2v-14b"), Plan(runtime="wan"), "h100")
+
+
+def test_official_plans_from_a_diffusers_calibration_say_so_and_widen():
+    wl = Workload.for_model("wan2.2-ti2v-5b", frames=121)
+    same_knobs = {"offload": "model", "text_encoder": "gpu", "dit_dtype": "bf16"}
+    official = predict_one(wl, Plan(runtime="wan", **same_knobs), "h100")
+    diffusers = predict_one(wl, Plan(**same_knobs), "h100")
+    assert any("wan runtime is not calibrated" in n for n in official.notes)
+    assert not any("runtime is not calibrated" in n for n in diffusers.notes)
+
+    def width(c):
+        return c.duration_interval_s[1] - c.duration_interval_s[0]
+
+    assert width(official) / official.duration_s > width(diffusers) / diffusers.duration_s + 0.5
+    # The official code keeps the VAE on the GPU all run: it holds there at init; diffusers' model offload does not.
+    assert official.stages[0].peak_vram_gib > diffusers.stages[0].peak_vram_gib
+
+
+def test_plan_runtime_through_the_entry_point():
+    result = CliRunner().invoke(app, ["plan", "--runtime", "wan", "--gpu", "l40s", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    cands = json.loads(result.output)["results"][0]["candidates"]
+    assert len(cands) == 8 and {c["plan"]["runtime"] for c in cands} == {"wan"}
+    table = CliRunner().invoke(app, ["plan", "--runtime", "wan", "--gpu", "l40s"], env={"COLUMNS": "160"})
+    assert table.exit_code == 0 and "generate.py --offload_model" in table.output
+    bad = CliRunner().invoke(app, ["plan", "--runtime", "wan", "--dit-dtype", "fp8", "--gpu", "l40s"])
+    assert bad.exit_code == 2 and "wan runtime has no dit_dtype fp8" in bad.output
