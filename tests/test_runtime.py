@@ -65,9 +65,9 @@ def test_official_moves_and_host_memory():
 
 
 def test_the_official_runtime_covers_only_wan2_2_tasks():
-    with pytest.raises(WanfitError, match="no task for wan2.1-t2v-1.3b"):
+    with pytest.raises(WanfitError, match=r"no task for wan2\.1-t2v-1\.3b"):
         plan_report(Workload.for_model("wan2.1-t2v-1.3b"), ["l40s"], PlanPins(runtime="wan"))
-    with pytest.raises(WanfitError, match="no task for wan2.1-t2v-14b"):
+    with pytest.raises(WanfitError, match=r"no task for wan2\.1-t2v-14b"):
         predict_one(Workload.for_model("wan2.1-t2v-14b"), Plan(runtime="wan"), "h100")
 
 
