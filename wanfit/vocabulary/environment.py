@@ -10,6 +10,19 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict
 
 
+class WanCode(BaseModel):
+    """Which official Wan code (module `wan`) ran a measurement of the official runtime: a checkout's
+    directory and commit, or the installed PyPI `wan22` and its version; the shims and patches the runner
+    applied to run it (e.g. a stand-in for torchvision where it cannot load, `lightning=False`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    path: str  # the directory of the `wan` package that ran
+    version: str | None = None  # importlib.metadata version of wan22 when that is the installed distribution
+    commit: str | None = None  # git commit of a checkout
+    dirty: bool | None = None  # the checkout had uncommitted changes
+    shims: list[str] = []  # what the runner substituted or set to run it (each says why in its docstring)
+
+
 class Environment(BaseModel):
     """Where a measurement was taken. Embedded in every Measurement and calibration file."""
 
@@ -34,6 +47,10 @@ class Environment(BaseModel):
     gpu_power_limit_w: float | None = None
     gpu_max_sm_clock_mhz: int | None = None
     wanfit: str
+    # The official runtime: which `wan` ran, and the attention kernel its attention calls really ran
+    # ("flash_attn_3", "flash_attn_2", "sdpa-flash", "sdpa-cudnn", "sdpa-math"). None: a diffusers run.
+    wan: WanCode | None = None
+    attention_kernel: str | None = None
 
 
 class Ceilings(BaseModel):

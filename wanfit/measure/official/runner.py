@@ -1,0 +1,185 @@
+"""Run one Workload through the official Wan2.2 `generate()` and measure every stage, as the diffusers runner
+(wanfit.measure.runner) does: the same StageRecords (init, text_encode, prepare, step 1..n, vae_decode,
+total), torch allocated / reserved peaks, NVML device peaks from the poller, resident weights, environment.
+
+The official knobs are generate.py's (OfficialKnobs); `knobs_for(plan)` maps a wanfit Plan onto them. The
+measurement records which `wan` ran (Environment.wan) and the attention kernel that ran
+(Environment.attention_kernel). The official code sets no allocator option: the environment records the
+PYTORCH_CUDA_ALLOC_CONF this process ran with. A failure (OOM included) is recorded with its stage, like
+the diffusers runner; a configuration error (no `wan`, a model the official code does not cover) raises a
+one-line WanfitError before anything runs.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+
+from wanfit.measure.build import gpu_bytes
+from wanfit.measure.environment import collect_environment
+from wanfit.measure.monitor import Nvml, Poller, StageClock
+from wanfit.measure.official.attention import resolve_kernel, routed_attention
+from wanfit.measure.official.build import PIPELINES, build_official, official_dits
+from wanfit.measure.official.cpu_emulation import cpu_emulation
+from wanfit.measure.official.knobs import OfficialKnobs, official_task, plan_for
+from wanfit.measure.official.loader import LoadedWan, load_wan
+from wanfit.measure.official.stages import Progress, StageHooks
+from wanfit.measure.official.tiny import OfficialArch
+from wanfit.measure.runner import (
+    _POINTS_RUN,
+    PROMPT,
+    _cap_allocator,
+    _failure,
+    _input_image,
+    _process_baseline,
+    _release_cache,
+    _total_record,
+)
+from wanfit.vocabulary.measurement import Measurement, point_id
+from wanfit.vocabulary.units import GIB
+from wanfit.vocabulary.workload import Plan, Workload
+
+SEED = 0
+# The I2V pipeline derives its size from max_area and the image's aspect ratio through a float square root
+# floored to the VAE stride: at exactly height x width the root can fall a hair short (32x64 at 1536 px^2:
+# 31.999999999999996 -> a stride less). A relative nudge far below one stride gives the workload's size.
+MAX_AREA_NUDGE = 1e-9
+
+
+def official_shift(wan: LoadedWan, task: str) -> float:
+    """generate.py's default shift: the task config's sample_shift (T2V-A14B 12.0, I2V-A14B and TI2V-5B 5.0;
+    diffusers' hub schedulers use 3.0 for the A14B models, so the expert switch falls at another step)."""
+    return float(wan["wan.configs"].WAN_CONFIGS[task].sample_shift)
+
+
+def generate_kwargs(task: str, workload: Workload, steps_run: int, shift: float, knobs: OfficialKnobs) -> dict:
+    """generate()'s arguments for a workload: generate.py's, with the negative prompt left to the config."""
+    kwargs = dict(input_prompt=PROMPT, frame_num=workload.frames, shift=shift, sample_solver="unipc",
+                  sampling_steps=steps_run, n_prompt="", seed=SEED, offload_model=knobs.offload_model)
+    high = float(workload.guidance)
+    low = float(workload.guidance_2 if workload.guidance_2 is not None else workload.guidance)
+    if task == "ti2v-5B":  # text only: generate() takes its t2v path (img None)
+        kwargs.update(size=(workload.width, workload.height), guide_scale=high)
+    elif task == "t2v-A14B":  # the official tuple is (low noise, high noise)
+        kwargs.update(size=(workload.width, workload.height), guide_scale=(low, high))
+    else:
+        kwargs.update(img=_input_image(workload), max_area=workload.height * workload.width * (1 + MAX_AREA_NUDGE),
+                      guide_scale=(low, high))
+    return kwargs
+
+
+def _resident_weights_gib(pipe) -> dict[str, float]:
+    """GiB of each component's weights on the GPU after the constructor placed them (the official code keeps
+    T5 and the DiTs in host memory until generate() moves them: init_on_cpu)."""
+    resident = {name: gpu_bytes(dit) / GIB for name, dit in official_dits(pipe).items()}
+    resident["vae"] = gpu_bytes(pipe.vae.model) / GIB
+    resident["text_encoder"] = gpu_bytes(pipe.text_encoder.model) / GIB
+    return resident
+
+
+def _weights_extra(pipe) -> dict[str, float]:
+    """Each component's weights wherever they sit (GiB): the official DiT is fp32 unless converted."""
+    def gib(module) -> float:
+        return sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()]) / GIB
+
+    out = {f"weights_gib.{name}": gib(dit) for name, dit in official_dits(pipe).items()}
+    out["weights_gib.text_encoder"] = gib(pipe.text_encoder.model)
+    out["weights_gib.vae"] = gib(pipe.vae.model)
+    return out
+
+
+def _generate(pipe, wan: LoadedWan, task: str, workload: Workload, knobs: OfficialKnobs, steps_run: int,
+              shift: float, clock: StageClock, prog: Progress, extra: dict[str, float]) -> None:
+    """text_encode, prepare, each step and vae_decode: the official generate() with the stage hooks."""
+    prog.stage = "text_encode"
+    hooks = StageHooks(pipe, wan[PIPELINES[task][1]], knobs, clock, prog, steps_run, extra)
+    cpu = pipe.device.type == "cpu"
+    with hooks.installed(), cpu_emulation(cpu):
+        video = pipe.generate(**generate_kwargs(task, workload, steps_run, shift, knobs))
+    prog.stages.append(clock.end("vae_decode"))
+    del video
+
+
+def _failed_stage(prog: Progress) -> str:
+    return prog.stage if prog.stage != "step" else f"step {prog.steps_done + 1}"
+
+
+def run_official_point(
+    workload: Workload,
+    knobs: OfficialKnobs,
+    *,
+    steps: int | None = None,
+    checkpoint: Path | None = None,
+    wan_repo: Path | None = None,
+    device: str | None = None,
+    memory_cap_gib: float | None = None,
+    arch: OfficialArch | None = None,
+    shift: float | None = None,
+    plan: Plan | None = None,
+    keep_timeline: bool = True,
+    tag: str = "",
+) -> Measurement:
+    """Run and measure one point through the official code. `steps`: the denoising steps actually run
+    (the official sampling_steps; the Measurement keeps the requested workload). `wan_repo`: a directory
+    from which `wan` imports (a Wan2.2 checkout or fork), else the installed wan22. `arch` overrides the
+    architecture (tests: tiny_arch()). `shift`: the official sample_shift unless given. `plan`: what the
+    measurement records (default: the Plan these knobs come from)."""
+    task = official_task(workload.model)
+    wan = load_wan(wan_repo)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    cuda = device.startswith("cuda")
+    kernel = resolve_kernel(knobs.attention, cuda)
+    steps_run = steps or workload.steps
+    shift = official_shift(wan, task) if shift is None else shift
+    plan = plan or plan_for(knobs)
+    nvml = Nvml(enabled=cuda)
+    first_in_process = _POINTS_RUN[0] == 0
+    _POINTS_RUN[0] += 1
+    idle, context = _process_baseline(nvml, device, cuda)
+    if cuda and memory_cap_gib is not None:
+        _cap_allocator(memory_cap_gib, (context or 0) + (idle or 0))
+    if cuda:
+        _release_cache()
+    env = collect_environment(torch, nvml, memory_cap_gib).model_copy(update={"wan": wan.code,
+                                                                              "attention_kernel": kernel})
+    poller = Poller(nvml).start()
+    clock = StageClock(poller, torch, device)
+    prog = Progress()
+    resident: dict[str, float] = {}
+    extra: dict[str, float] = {"shift": shift}
+    status, error, failed = "ok", None, None
+    route = None
+    t_start = time.perf_counter()
+    try:
+        with routed_attention(wan.modules, knobs.attention, cuda) as route:
+            clock.begin()
+            pipe = build_official(wan, task, workload.spec, device, t5_cpu=knobs.t5_cpu,
+                                  convert_model_dtype=knobs.convert_model_dtype, checkpoint=checkpoint, arch=arch)
+            prog.stages.append(clock.end("init"))
+            resident = _resident_weights_gib(pipe)
+            extra.update(_weights_extra(pipe))
+            _generate(pipe, wan, task, workload, knobs, steps_run, shift, clock, prog, extra)
+    except Exception as e:  # recorded, not raised: a calibration keeps going and keeps what it has
+        status, error = _failure(e)
+        failed = _failed_stage(prog)
+    else:
+        clock.sync()
+    extra["attention_calls"] = float(route.calls) if route is not None else 0.0
+    total = _total_record(prog.stages, t_start, poller.sample().t, poller.t0)
+    poller.stop()
+    source = "checkpoint" if checkpoint else "random"
+    m = Measurement(
+        id=point_id(workload, plan, steps_run, source, tag, True, memory_cap_gib), workload=workload, plan=plan,
+        status=status, tag=tag, failed_stage=failed, error=error, source=source, steps_run=prog.steps_done,
+        stages=[*prog.stages, total], resident_weights_gib=resident, context_gib=context, idle_device_used_gib=idle,
+        first_in_process=first_in_process, activity_source=nvml.activity_source, extra=extra,
+        timeline=poller.timeline() if keep_timeline else [], environment=env,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    pipe = None
+    if cuda:
+        _release_cache()
+    return m
