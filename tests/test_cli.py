@@ -17,6 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from wanfit import cli
+from wanfit.planner import inputs
 from wanfit.vocabulary.catalog import MODELS
 from wanfit.vocabulary.errors import WanfitError
 from wanfit.vocabulary.paths import shipped_calibration_dir
@@ -75,43 +76,43 @@ def cal_args(tmp_path_factory) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 
 def test_parse_size_is_width_by_height():
-    assert cli.parse_size("1280x704") == (704, 1280)
-    assert cli.parse_size("832X480") == (480, 832)
+    assert inputs.parse_size("1280x704") == (704, 1280)
+    assert inputs.parse_size("832X480") == (480, 832)
 
 
 @pytest.mark.parametrize("bad", ["1280", "1280x", "x704", "1280x704x3", "wide", "-1x5"])
 def test_parse_size_rejects_garbage(bad):
     with pytest.raises(WanfitError, match="WIDTHxHEIGHT"):
-        cli.parse_size(bad)
+        inputs.parse_size(bad)
 
 
 def test_workload_defaults_are_the_models_own():
-    workload, pins = cli.build_workload(None, None, None, None, None, None, None, None)
+    workload, pins = inputs.build_workload(None, None, None, None, None, None, None, None)
     assert (workload.model, workload.width, workload.height, workload.frames, workload.steps) == (
         "wan2.2-ti2v-5b", 1280, 704, 121, 50)
     assert pins == PlanPins()
-    a14b, _ = cli.build_workload("wan2.2-t2v-a14b", None, None, None, None, None, None, None)
+    a14b, _ = inputs.build_workload("wan2.2-t2v-a14b", None, None, None, None, None, None, None)
     assert (a14b.frames, a14b.steps) == (81, 40)
 
 
 def test_size_and_flags_override_defaults():
-    workload, _ = cli.build_workload(None, None, None, "832x480", 361, 5, 1.0, None)
+    workload, _ = inputs.build_workload(None, None, None, "832x480", 361, 5, 1.0, None)
     assert (workload.width, workload.height, workload.frames, workload.steps, workload.guidance) == (
         832, 480, 361, 5, 1.0)
     with pytest.raises(WanfitError, match="not both"):
-        cli.build_workload(None, 704, None, "1280x704", None, None, None, None)
+        inputs.build_workload(None, 704, None, "1280x704", None, None, None, None)
 
 
 def test_scenario_sets_workload_and_pins_offload_but_flags_win():
-    workload, pins = cli.build_workload(None, None, None, None, None, None, None, "long-duration")
+    workload, pins = inputs.build_workload(None, None, None, None, None, None, None, "long-duration")
     assert (workload.frames, workload.steps, workload.width, workload.height) == (361, 50, 1280, 704)
     assert pins == PlanPins(offload="model")
-    workload, pins = cli.build_workload(None, None, None, None, 121, 10, None, "long-duration")
+    workload, pins = inputs.build_workload(None, None, None, None, 121, 10, None, "long-duration")
     assert (workload.frames, workload.steps) == (121, 10)
-    assert cli.plan_pins(pins, "none", None, "fp8", None) == PlanPins(offload="none", dit_dtype="fp8")
-    assert cli.plan_pins(PlanPins(), None, None, None, False).given() == {"vae_tiling": False}
-    assert cli.plan_pins(PlanPins(), None, None, None, None) == PlanPins()
-    a14b, _ = cli.build_workload("wan2.1-t2v-14b", None, None, None, None, None, None, "max-quality")
+    assert inputs.plan_pins(pins, "none", None, "fp8", None) == PlanPins(offload="none", dit_dtype="fp8")
+    assert inputs.plan_pins(PlanPins(), None, None, None, False).given() == {"vae_tiling": False}
+    assert inputs.plan_pins(PlanPins(), None, None, None, None) == PlanPins()
+    a14b, _ = inputs.build_workload("wan2.1-t2v-14b", None, None, None, None, None, None, "max-quality")
     assert (a14b.model, a14b.width, a14b.steps) == ("wan2.1-t2v-14b", 1280, 50)  # --model over the scenario's
 
 

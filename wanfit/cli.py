@@ -23,11 +23,12 @@ os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
 import typer
 
+from wanfit.planner.inputs import DEFAULT_MODEL, build_workload, plan_pins
 from wanfit.views.output import console, missing_extras, print_json, user_errors, write_verify_outputs
 from wanfit.vocabulary.errors import WanfitError
 
 if TYPE_CHECKING:
-    from wanfit.vocabulary.workload import Plan, PlanPins, Workload
+    from wanfit.vocabulary.workload import Plan, Workload
 
 app = typer.Typer(
     name="wanfit",
@@ -39,7 +40,6 @@ app = typer.Typer(
 )
 
 Format = Literal["table", "json"]
-DEFAULT_MODEL = "wan2.2-ti2v-5b"  # as Workload's own default (wanfit.vocabulary.workload)
 TOLERANCE_MEMORY, TOLERANCE_TIME = 0.05, 0.10  # verify's default allowed relative errors, as wanfit.verify.run's
 
 # Shared options (huggingface_hub CLI style): one alias per option, reused by every command that takes it.
@@ -70,13 +70,11 @@ DitDtypeOpt = Annotated[Literal["bf16", "fp8", "fp32"] | None, typer.Option(
     "--dit-dtype", help="Pin the DiT weight dtype: bf16 | fp8 | fp32. (default: free)", show_default=False)]
 VaeTilingOpt = Annotated[bool | None, typer.Option(
     "--vae-tiling/--no-vae-tiling", help="Pin VAE tiled decoding on or off. (default: free)", show_default=False)]
-RuntimeOpt = Annotated[Literal["diffusers", "wan"] | None, typer.Option(
-    "--runtime", help="The code that runs the job: diffusers (WanPipeline) | wan (the official Wan2.2 generate.py, "
-    "whose knobs are its flags: --offload model = --offload_model True, --text-encoder cpu = --t5_cpu, "
-    "--dit-dtype bf16 = --convert_model_dtype). (default: diffusers)", show_default=False)]
-AttentionOpt = Annotated[Literal["auto", "fa2", "fa3", "cudnn"] | None, typer.Option(
-    "--attention", help="Pin the attention kernel class: fa2 (FlashAttention-2 or SDPA flash) | fa3 "
-    "(FlashAttention-3, Hopper) | cudnn (SDPA cuDNN) | auto (what the runtime picks on the GPU). (default: auto)",
+RuntimeOpt = Annotated[Literal["diffusers", "wan"] | None, typer.Option("--runtime", show_default=False, help=(
+    "diffusers | wan: the official Wan2.2 generate.py (--offload model = --offload_model True, --text-encoder cpu "
+    "= --t5_cpu, --dit-dtype bf16 = --convert_model_dtype). (default: diffusers)"))]
+AttentionOpt = Annotated[Literal["auto", "fa2", "fa3", "cudnn"] | None, typer.Option("--attention", help=(
+    "Pin the attention kernel: fa2 | fa3 (Hopper) | cudnn | auto (the runtime's pick). (default: auto)"),
     show_default=False)]
 ScenarioOpt = Annotated[str | None, typer.Option(
     "--scenario", help="Preset: speed-preview | efficiency | max-quality | long-duration (explicit flags win).",
@@ -144,44 +142,6 @@ VerifyHostD2hOpt = Annotated[float | None, typer.Option(
 
 
 # Flags -> API objects
-
-def parse_size(size: str) -> tuple[int, int]:
-    """'1280x704' (WIDTHxHEIGHT) -> (height, width)."""
-    parts = size.lower().replace("×", "x").split("x")
-    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-        raise WanfitError(f"--size must be WIDTHxHEIGHT in pixels, e.g. 1280x704, not '{size}'")
-    width, height = (int(p) for p in parts)
-    return height, width
-
-
-def build_workload(model: str | None, height: int | None, width: int | None, size: str | None, frames: int | None,
-                   steps: int | None, guidance: float | None,
-                   scenario: str | None) -> tuple["Workload", "PlanPins"]:
-    """The workload the flags describe and the plan knobs a scenario pins (explicit flags win)."""
-    from wanfit.vocabulary.workload import PlanPins, Workload
-
-    if size is not None:
-        if height is not None or width is not None:
-            raise WanfitError("give either --size WIDTHxHEIGHT or --height/--width, not both")
-        height, width = parse_size(size)
-    overrides = {"height": height, "width": width, "frames": frames, "steps": steps, "guidance": guidance}
-    if scenario is None:
-        return Workload.for_model(model or DEFAULT_MODEL, **overrides), PlanPins()
-    from wanfit.planner.scenarios import get_scenario
-
-    preset = get_scenario(scenario)
-    return preset.workload(model=model, **overrides), preset.pins()  # the flags given win
-
-
-def plan_pins(base: "PlanPins", offload: str | None, text_encoder: str | None, dit_dtype: str | None,
-              vae_tiling: bool | None, runtime: str | None = None, attention: str | None = None) -> "PlanPins":
-    """Plan knobs the user fixed: `base` (a scenario's pins) overridden by the knob flags given. Unset = free."""
-    from wanfit.vocabulary.workload import PlanPins
-
-    flags = PlanPins(offload=offload, text_encoder=text_encoder, dit_dtype=dit_dtype, vae_tiling=vae_tiling,
-                     runtime=runtime, attention=attention)
-    return base.overridden_by(flags)
-
 
 def resolve_gpus(gpus: list[str] | None) -> list[str]:
     """The GPUs named, else the local one's profile key (through nvidia-smi, never torch: `plan` must not

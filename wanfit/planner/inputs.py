@@ -1,0 +1,51 @@
+"""From a user's flags to the Python API's objects: the workload (sizes, a scenario's preset) and the plan
+knobs pinned. Pure and cheap: `wanfit plan` calls these before anything else (no heavy imports here)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from wanfit.vocabulary.errors import WanfitError
+
+if TYPE_CHECKING:
+    from wanfit.vocabulary.workload import PlanPins, Workload
+
+DEFAULT_MODEL = "wan2.2-ti2v-5b"  # as Workload's own default (wanfit.vocabulary.workload)
+
+
+def parse_size(size: str) -> tuple[int, int]:
+    """'1280x704' (WIDTHxHEIGHT) -> (height, width)."""
+    parts = size.lower().replace("×", "x").split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise WanfitError(f"--size must be WIDTHxHEIGHT in pixels, e.g. 1280x704, not '{size}'")
+    width, height = (int(p) for p in parts)
+    return height, width
+
+
+def build_workload(model: str | None, height: int | None, width: int | None, size: str | None, frames: int | None,
+                   steps: int | None, guidance: float | None,
+                   scenario: str | None) -> tuple[Workload, PlanPins]:
+    """The workload the flags describe and the plan knobs a scenario pins (explicit flags win)."""
+    from wanfit.vocabulary.workload import PlanPins, Workload
+
+    if size is not None:
+        if height is not None or width is not None:
+            raise WanfitError("give either --size WIDTHxHEIGHT or --height/--width, not both")
+        height, width = parse_size(size)
+    overrides = {"height": height, "width": width, "frames": frames, "steps": steps, "guidance": guidance}
+    if scenario is None:
+        return Workload.for_model(model or DEFAULT_MODEL, **overrides), PlanPins()
+    from wanfit.planner.scenarios import get_scenario
+
+    preset = get_scenario(scenario)
+    return preset.workload(model=model, **overrides), preset.pins()  # the flags given win
+
+
+def plan_pins(base: PlanPins, offload: str | None, text_encoder: str | None, dit_dtype: str | None,
+              vae_tiling: bool | None, runtime: str | None = None, attention: str | None = None) -> PlanPins:
+    """Plan knobs the user fixed: `base` (a scenario's pins) overridden by the knob flags given. Unset = free."""
+    from wanfit.vocabulary.workload import PlanPins
+
+    flags = PlanPins(offload=offload, text_encoder=text_encoder, dit_dtype=dit_dtype, vae_tiling=vae_tiling,
+                     runtime=runtime, attention=attention)
+    return base.overridden_by(flags)
