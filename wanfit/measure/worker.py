@@ -50,6 +50,7 @@ class Job(BaseModel):
     memory_cap_gib: float | None = None
     spec: ModelSpec | None = None  # architecture override (tests: tiny variants)
     device: str | None = None
+    wan_repo: str | None = None  # runtime wan: the user's Wan2.2 checkout (else the installed wan22)
 
     @property
     def id(self) -> str:
@@ -142,16 +143,30 @@ def run_in_subprocess(workload: Workload, plan: Plan, *, steps: int | None = Non
     return out[0]
 
 
+def _run(job: Job, cache) -> Measurement:
+    """One point through the runner of its plan's runtime (diffusers' pipeline, or the official code)."""
+    checkpoint = Path(job.checkpoint) if job.checkpoint else None
+    if job.plan.runtime == "wan":
+        from wanfit.measure.official.knobs import knobs_for
+        from wanfit.measure.official.runner import run_official_point
+
+        return run_official_point(job.workload, knobs_for(job.plan), steps=job.steps, checkpoint=checkpoint,
+                                  wan_repo=Path(job.wan_repo) if job.wan_repo else None, device=job.device,
+                                  memory_cap_gib=job.memory_cap_gib, plan=job.plan, tag=job.tag)
+    from wanfit.measure.runner import run_point
+
+    return run_point(job.workload, job.plan, steps=job.steps, checkpoint=checkpoint, device=job.device,
+                     memory_cap_gib=job.memory_cap_gib, cache=cache, spec=job.spec, decode=job.decode, tag=job.tag)
+
+
 def _worker_main(job_file: str, out_file: str) -> int:
-    from wanfit.measure.runner import PipelineCache, run_point
+    from wanfit.measure.runner import PipelineCache
 
     jobs = [Job.model_validate(j) for j in json.loads(Path(job_file).read_text())]
     out = Path(out_file)
     cache = PipelineCache()
     for job in jobs:
-        m = run_point(job.workload, job.plan, steps=job.steps, checkpoint=Path(job.checkpoint) if job.checkpoint else None,
-                      device=job.device, memory_cap_gib=job.memory_cap_gib, cache=cache, spec=job.spec,
-                      decode=job.decode, tag=job.tag)
+        m = _run(job, cache)
         append_measurement(out, m)
         if m.status != "ok":
             return FAILED_POINT_EXIT  # the next point starts in a fresh process

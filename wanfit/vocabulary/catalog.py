@@ -112,12 +112,12 @@ class ModelSpec(BaseModel):
     hf_repo: str
     pipeline: Literal["WanPipeline", "WanImageToVideoPipeline"]
     transformer: dict
-    experts: Literal[1, 2]
-    boundary_ratio: float | None
-    expand_timesteps: bool
+    experts: Literal[1, 2] = 1
+    boundary_ratio: float | None = None  # the step share of the high-noise expert (two-expert models)
+    expand_timesteps: bool = False
     vae: dict
-    text_encoder: dict
-    image_encoder: dict | None
+    text_encoder: dict = UMT5_XXL  # every Wan checkpoint encodes text with UMT5-XXL
+    image_encoder: dict | None = None
     text_encoder_stored_dtype: Literal["bf16", "fp32"]
     defaults: Defaults
     params: ParamCounts
@@ -162,13 +162,41 @@ _VAE22_PARAMS = 704_688_668
 _VAE21_PARAMS = 126_892_531
 _CLIP_PARAMS = 632_076_800
 
+_WAN21_TE_SRC = "hub text_encoder/ of the Wan2.1 repos is fp32 (22.7 GB)"
+
+
+def _wan22_a14b(task: str, pipeline: str, in_channels: int, boundary_ratio: float, dit_params: int,
+                guidance: tuple[float, float], sources: dict[str, str]) -> ModelSpec:
+    """A Wan2.2 A14B checkpoint: two 14B experts (high noise, then low noise) on the Wan2.1 VAE."""
+    return ModelSpec(
+        key=f"wan2.2-{task.lower()}-a14b", hf_repo=f"Wan-AI/Wan2.2-{task}-A14B-Diffusers", pipeline=pipeline,
+        transformer=_dit(40, 40, 13824, in_channels, 16), experts=2, boundary_ratio=boundary_ratio, vae=VAE21,
+        text_encoder_stored_dtype="bf16",
+        defaults=Defaults(height=720, width=1280, frames=81, steps=40, guidance=guidance[0], guidance_2=guidance[1],
+                          flow_shift=3.0, fps=16),
+        params=ParamCounts(dit_per_expert=dit_params, vae=_VAE21_PARAMS, text_encoder=_TE_PARAMS),
+        dit_family="dit-14b", sources={**sources, "vae": "Wan2.1 VAE (AutoencoderKLWan defaults)",
+                                       "scheduler": _SCHEDULER_SRC})
+
+
+def _wan21_t2v(size: str, transformer: dict, dit_params: int, family: str, defaults: Defaults,
+               defaults_source: str) -> ModelSpec:
+    """A Wan2.1 text-to-video checkpoint (the 1.3B and the 14B differ only in their DiT and defaults)."""
+    return ModelSpec(
+        key=f"wan2.1-t2v-{size.lower()}", hf_repo=f"Wan-AI/Wan2.1-T2V-{size}-Diffusers", pipeline="WanPipeline",
+        transformer=transformer, vae=VAE21, text_encoder_stored_dtype="fp32", defaults=defaults,
+        params=ParamCounts(dit_per_expert=dit_params, vae=_VAE21_PARAMS, text_encoder=_TE_PARAMS), dit_family=family,
+        sources={"transformer": f"{_DIT_SRC} 'Wan-T2V-{size}'", "defaults": defaults_source,
+                 "text_encoder": _WAN21_TE_SRC, "scheduler": _SCHEDULER_SRC})
+
+
 MODELS: dict[str, ModelSpec] = {
     m.key: m
     for m in [
         ModelSpec(
             key="wan2.2-ti2v-5b", hf_repo="Wan-AI/Wan2.2-TI2V-5B-Diffusers", pipeline="WanPipeline",
-            transformer=_dit(30, 24, 14336, 48, 48), experts=1, boundary_ratio=None, expand_timesteps=True,
-            vae=VAE22, text_encoder=UMT5_XXL, image_encoder=None, text_encoder_stored_dtype="bf16",
+            transformer=_dit(30, 24, 14336, 48, 48), boundary_ratio=None, expand_timesteps=True,
+            vae=VAE22, text_encoder_stored_dtype="bf16",
             defaults=Defaults(height=704, width=1280, frames=121, steps=50, guidance=5.0, flow_shift=5.0, fps=24),
             params=ParamCounts(dit_per_expert=4_999_787_712, vae=_VAE22_PARAMS, text_encoder=_TE_PARAMS),
             dit_family="dit-5b",
@@ -178,64 +206,26 @@ MODELS: dict[str, ModelSpec] = {
                      "pipeline": "hub model_index.json: WanPipeline, expand_timesteps=true, boundary_ratio=null",
                      "scheduler": _SCHEDULER_SRC},
         ),
-        ModelSpec(
-            key="wan2.2-t2v-a14b", hf_repo="Wan-AI/Wan2.2-T2V-A14B-Diffusers", pipeline="WanPipeline",
-            transformer=_dit(40, 40, 13824, 16, 16), experts=2, boundary_ratio=0.875, expand_timesteps=False,
-            vae=VAE21, text_encoder=UMT5_XXL, image_encoder=None, text_encoder_stored_dtype="bf16",
-            defaults=Defaults(height=720, width=1280, frames=81, steps=40, guidance=4.0, guidance_2=3.0,
-                              flow_shift=3.0, fps=16),
-            params=ParamCounts(dit_per_expert=14_288_491_584, vae=_VAE21_PARAMS, text_encoder=_TE_PARAMS),
-            dit_family="dit-14b",
-            sources={"transformer": "hub Wan2.2-T2V-A14B-Diffusers transformer_2/config.json (refs/pr/2)",
-                     "vae": "Wan2.1 VAE (AutoencoderKLWan defaults)",
-                     "defaults": "official wan/configs/wan_t2v_A14B.py (81 f, 40 steps, guide 4.0/3.0); "
-                                 "flow_shift 3.0 from the diffusers scheduler_config (official code samples 12.0)",
-                     "pipeline": "convert script: WanPipeline(transformer_2=..., boundary_ratio=0.875)",
-                     "scheduler": _SCHEDULER_SRC},
-        ),
-        ModelSpec(
-            key="wan2.2-i2v-a14b", hf_repo="Wan-AI/Wan2.2-I2V-A14B-Diffusers", pipeline="WanImageToVideoPipeline",
-            transformer=_dit(40, 40, 13824, 36, 16), experts=2, boundary_ratio=0.9, expand_timesteps=False,
-            vae=VAE21, text_encoder=UMT5_XXL, image_encoder=None, text_encoder_stored_dtype="bf16",
-            defaults=Defaults(height=720, width=1280, frames=81, steps=40, guidance=3.5, guidance_2=3.5,
-                              flow_shift=3.0, fps=16),
-            params=ParamCounts(dit_per_expert=14_288_901_184, vae=_VAE21_PARAMS, text_encoder=_TE_PARAMS),
-            dit_family="dit-14b",
-            sources={"transformer": f"{_DIT_SRC} 'Wan2.2-I2V-14B-720p' (in_channels 36, no image_dim)",
-                     "defaults": "official wan/configs/wan_i2v_A14B.py (81 f, 40 steps, guide 3.5/3.5); "
-                                 "flow_shift 3.0 from the diffusers scheduler_config (official code 5.0)",
-                     "pipeline": "convert script: WanImageToVideoPipeline(boundary_ratio=0.9), no image encoder",
-                     "scheduler": _SCHEDULER_SRC},
-        ),
-        ModelSpec(
-            key="wan2.1-t2v-1.3b", hf_repo="Wan-AI/Wan2.1-T2V-1.3B-Diffusers", pipeline="WanPipeline",
-            transformer=_dit(30, 12, 8960, 16, 16), experts=1, boundary_ratio=None, expand_timesteps=False,
-            vae=VAE21, text_encoder=UMT5_XXL, image_encoder=None, text_encoder_stored_dtype="fp32",
-            defaults=Defaults(height=480, width=832, frames=81, steps=50, guidance=5.0, flow_shift=3.0, fps=16),
-            params=ParamCounts(dit_per_expert=1_418_996_800, vae=_VAE21_PARAMS, text_encoder=_TE_PARAMS),
-            dit_family="dit-1.3b",
-            sources={"transformer": f"{_DIT_SRC} 'Wan-T2V-1.3B'",
-                     "defaults": "official Wan2.1 generate.py (t2v-1.3B sizes 480*832 / 832*480, 50 steps, guide 5.0)",
-                     "text_encoder": "hub text_encoder/ of the Wan2.1 repos is fp32 (22.7 GB)",
-                     "scheduler": _SCHEDULER_SRC},
-        ),
-        ModelSpec(
-            key="wan2.1-t2v-14b", hf_repo="Wan-AI/Wan2.1-T2V-14B-Diffusers", pipeline="WanPipeline",
-            transformer=_dit(40, 40, 13824, 16, 16), experts=1, boundary_ratio=None, expand_timesteps=False,
-            vae=VAE21, text_encoder=UMT5_XXL, image_encoder=None, text_encoder_stored_dtype="fp32",
-            defaults=Defaults(height=720, width=1280, frames=81, steps=50, guidance=5.0, flow_shift=3.0, fps=16),
-            params=ParamCounts(dit_per_expert=14_288_491_584, vae=_VAE21_PARAMS, text_encoder=_TE_PARAMS),
-            dit_family="dit-14b",
-            sources={"transformer": f"{_DIT_SRC} 'Wan-T2V-14B'",
-                     "defaults": "official Wan2.1 generate.py (t2v-14B default 1280*720, 50 steps, guide 5.0)",
-                     "text_encoder": "hub text_encoder/ of the Wan2.1 repos is fp32 (22.7 GB)",
-                     "scheduler": _SCHEDULER_SRC},
-        ),
+        _wan22_a14b("T2V", "WanPipeline", 16, 0.875, 14_288_491_584, (4.0, 3.0), {
+            "transformer": "hub Wan2.2-T2V-A14B-Diffusers transformer_2/config.json (refs/pr/2)",
+            "defaults": "official wan/configs/wan_t2v_A14B.py (81 f, 40 steps, guide 4.0/3.0); "
+                        "flow_shift 3.0 from the diffusers scheduler_config (official code samples 12.0)",
+            "pipeline": "convert script: WanPipeline(transformer_2=..., boundary_ratio=0.875)"}),
+        _wan22_a14b("I2V", "WanImageToVideoPipeline", 36, 0.9, 14_288_901_184, (3.5, 3.5), {
+            "transformer": f"{_DIT_SRC} 'Wan2.2-I2V-14B-720p' (in_channels 36, no image_dim)",
+            "defaults": "official wan/configs/wan_i2v_A14B.py (81 f, 40 steps, guide 3.5/3.5); "
+                        "flow_shift 3.0 from the diffusers scheduler_config (official code 5.0)",
+            "pipeline": "convert script: WanImageToVideoPipeline(boundary_ratio=0.9), no image encoder"}),
+        _wan21_t2v("1.3B", _dit(30, 12, 8960, 16, 16), 1_418_996_800, "dit-1.3b",
+                   Defaults(height=480, width=832, frames=81, steps=50, guidance=5.0, flow_shift=3.0, fps=16),
+                   "official Wan2.1 generate.py (t2v-1.3B sizes 480*832 / 832*480, 50 steps, guide 5.0)"),
+        _wan21_t2v("14B", _dit(40, 40, 13824, 16, 16), 14_288_491_584, "dit-14b",
+                   Defaults(height=720, width=1280, frames=81, steps=50, guidance=5.0, flow_shift=3.0, fps=16),
+                   "official Wan2.1 generate.py (t2v-14B default 1280*720, 50 steps, guide 5.0)"),
         ModelSpec(
             key="wan2.1-i2v-14b", hf_repo="Wan-AI/Wan2.1-I2V-14B-720P-Diffusers", pipeline="WanImageToVideoPipeline",
-            transformer=_dit(40, 40, 13824, 36, 16, image_dim=1280, added_kv_proj_dim=5120), experts=1,
-            boundary_ratio=None, expand_timesteps=False, vae=VAE21, text_encoder=UMT5_XXL,
-            image_encoder=CLIP_VIT_H14, text_encoder_stored_dtype="fp32",
+            transformer=_dit(40, 40, 13824, 36, 16, image_dim=1280, added_kv_proj_dim=5120),
+            vae=VAE21, image_encoder=CLIP_VIT_H14, text_encoder_stored_dtype="fp32",
             defaults=Defaults(height=720, width=1280, frames=81, steps=40, guidance=5.0, flow_shift=3.0, fps=16),
             params=ParamCounts(dit_per_expert=16_394_878_784, vae=_VAE21_PARAMS, text_encoder=_TE_PARAMS,
                                image_encoder=_CLIP_PARAMS),

@@ -1,5 +1,6 @@
-"""The official code's own knobs (named as its generate.py flags), how a wanfit Plan maps onto them, which
-catalog models it covers, and the users' stage names (their reports came from the official code)."""
+"""The official code's own knobs (named as its generate.py flags), how a wanfit Plan maps onto them, and the
+users' stage names (their reports came from the official code). The models it covers:
+wanfit.vocabulary.catalog.official_task."""
 
 from __future__ import annotations
 
@@ -8,10 +9,6 @@ from dataclasses import dataclass
 from wanfit.vocabulary.errors import WanfitError
 from wanfit.vocabulary.measurement import Measurement
 from wanfit.vocabulary.workload import Plan
-
-# wanfit catalog key -> the official task (wan.configs.WAN_CONFIGS key). The official Wan2.2 package has no
-# Wan2.1 tasks (t2v-1.3B / t2v-14B / i2v-14B live in the Wan2.1 repository).
-OFFICIAL_TASKS = {"wan2.2-ti2v-5b": "ti2v-5B", "wan2.2-t2v-a14b": "t2v-A14B", "wan2.2-i2v-a14b": "i2v-A14B"}
 
 
 @dataclass(frozen=True)
@@ -30,42 +27,20 @@ class OfficialKnobs:
         return " ".join([*flags, f"attention={self.attention}"])
 
 
-def official_task(model: str) -> str:
-    """The official task of a wanfit catalog model, or a one-line error for a model it does not cover."""
-    if model not in OFFICIAL_TASKS:
-        raise WanfitError(f"the official Wan2.2 code has no task for {model} (it covers "
-                          f"{', '.join(OFFICIAL_TASKS)}); measure {model} with the diffusers runtime")
-    return OFFICIAL_TASKS[model]
-
-
 def knobs_for(plan: Plan) -> OfficialKnobs:
     """A Plan's official knobs: offload "model" = --offload_model, text encoder "cpu" = --t5_cpu, DiT "bf16" =
-    --convert_model_dtype ("fp32" = the official default, fp32 weights under bf16 autocast). Knobs the official
-    code does not have (group / sequential offload, an int8 encoder, fp8, VAE tiling) are one-line errors.
-    `attention` is read with getattr: Plan gains the field later, "auto" until then."""
-    if plan.offload not in ("none", "model"):
-        raise WanfitError(f"the official Wan code has no {plan.offload} offload: use offload none or model "
-                          "(--offload_model)")
-    if plan.text_encoder not in ("gpu", "cpu"):
-        raise WanfitError(f"the official Wan code has no {plan.text_encoder} text encoder: use gpu or cpu (--t5_cpu)")
-    if plan.dit_dtype not in ("bf16", "fp32"):
-        raise WanfitError(f"the official Wan code has no {plan.dit_dtype} DiT: use bf16 (--convert_model_dtype) "
-                          "or fp32 (its default)")
-    if plan.vae_tiling:
-        raise WanfitError("the official Wan code has no VAE tiling: use --no-vae-tiling")
+    --convert_model_dtype ("fp32" = the official default, fp32 weights under bf16 autocast). A `wan` Plan
+    refuses the knobs the official code does not have when it is built; a diffusers plan is refused here."""
+    if plan.runtime != "wan":
+        raise WanfitError(f"the official runner runs runtime wan plans, not {plan.runtime} ones")
     return OfficialKnobs(offload_model=plan.offload == "model", t5_cpu=plan.text_encoder == "cpu",
-                         convert_model_dtype=plan.dit_dtype == "bf16", attention=getattr(plan, "attention", "auto"))
+                         convert_model_dtype=plan.dit_dtype == "bf16", attention=plan.attention)
 
 
 def plan_for(knobs: OfficialKnobs) -> Plan:
-    """The Plan a measurement records for official knobs (the inverse of knobs_for). The official code sets
-    no allocator option, so a plan built here asks for none."""
-    fields = dict(offload="model" if knobs.offload_model else "none", text_encoder="cpu" if knobs.t5_cpu else "gpu",
-                  dit_dtype="bf16" if knobs.convert_model_dtype else "fp32", expandable_segments=False)
-    for name, value in (("runtime", "wan"), ("attention", knobs.attention)):
-        if name in Plan.model_fields:  # fields Plan gains with the official runtime
-            fields[name] = value
-    return Plan(**fields)
+    """The Plan a measurement records for official knobs (the inverse of knobs_for)."""
+    return Plan(runtime="wan", attention=knobs.attention, offload="model" if knobs.offload_model else "none",
+                text_encoder="cpu" if knobs.t5_cpu else "gpu", dit_dtype="bf16" if knobs.convert_model_dtype else "fp32")
 
 
 # The users' stage names (their reports of official runs) for wanfit's stages. Their Step_N_Loading is the

@@ -24,7 +24,7 @@ from wanfit.measure.monitor import Nvml, Poller, StageClock
 from wanfit.measure.official.attention import resolve_kernel, routed_attention
 from wanfit.measure.official.build import PIPELINES, build_official, official_dits
 from wanfit.measure.official.cpu_emulation import cpu_emulation
-from wanfit.measure.official.knobs import OfficialKnobs, official_task, plan_for
+from wanfit.measure.official.knobs import OfficialKnobs, plan_for
 from wanfit.measure.official.loader import LoadedWan, load_wan
 from wanfit.measure.official.stages import Progress, StageHooks
 from wanfit.measure.official.tiny import OfficialArch
@@ -38,6 +38,7 @@ from wanfit.measure.runner import (
     _release_cache,
     _total_record,
 )
+from wanfit.vocabulary.catalog import official_task
 from wanfit.vocabulary.measurement import Measurement, point_id
 from wanfit.vocabulary.units import GIB
 from wanfit.vocabulary.workload import Plan, Workload
