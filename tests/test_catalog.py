@@ -83,7 +83,7 @@ def test_only_per_token_modulation_adds_modulation_traffic():
     five = geometry(Workload(model="wan2.2-ti2v-5b", height=704, width=1280, frames=121, steps=1, guidance=5.0))
     assert MODELS["wan2.2-ti2v-5b"].expand_timesteps
     assert five.modulation_bytes == 124 * 27_280 * 3072 * 30
-    assert five.step_modulation_bytes == 2 * five.modulation_bytes  # CFG: two forwards
+    assert five.per_step(five.modulation_bytes) == 2 * five.modulation_bytes  # CFG: two forwards
     for key in ("wan2.1-t2v-14b", "wan2.1-t2v-1.3b", "wan2.2-t2v-a14b"):
         g = geometry(Workload(model=key, height=480, width=832, frames=81, steps=1, guidance=5.0))
         assert not MODELS[key].expand_timesteps and g.modulation_bytes == 0.0

@@ -44,13 +44,13 @@ def size_features(workload: Workload, ceilings: Ceilings) -> dict[str, float]:
     tiles, tile_pixels = vae_tiles(spec, workload.height, workload.width)
     return {
         # One denoising step (CFG: two forwards).
-        "matmul_s": g.step_linear_flops / (ceilings.matmul_tflops * TFLOP),
-        "attention_s": g.step_attention_flops / (ceilings.attention_tflops * TFLOP),
+        "matmul_s": g.per_step(g.linear_flops) / (ceilings.matmul_tflops * TFLOP),
+        "attention_s": g.per_step(g.attention_flops) / (ceilings.attention_tflops * TFLOP),
         # One bf16 pass over every token x hidden element of every block (norms, RoPE, modulation,
         # activations, residual adds are a number of such passes: the fitted coefficient).
-        "elementwise_s": g.step_token_elements * BYTES["bf16"] / (ceilings.device_copy_gbps * GB),
+        "elementwise_s": g.per_step(g.token_elements) * BYTES["bf16"] / (ceilings.device_copy_gbps * GB),
         # Per-token timestep modulation (Wan2.2-TI2V-5B): counted traffic at the copy bandwidth.
-        "modulation_s": g.step_modulation_bytes / (ceilings.device_copy_gbps * GB),
+        "modulation_s": g.per_step(g.modulation_bytes) / (ceilings.device_copy_gbps * GB),
         # Per block-forward overhead that does not scale with tokens (launches, small kernels).
         "layer_forwards": float(layers * g.forwards_per_step),
         # Memory: one bf16 hidden state of the DiT sequence (activations are a number of these).

@@ -43,21 +43,9 @@ class Geometry:
     video_bytes_fp32: float  # decoded video [B,3,F,H,W] in fp32
     latent_bytes_fp32: float
 
-    @property
-    def step_linear_flops(self) -> float:
-        return self.linear_flops * self.forwards_per_step
-
-    @property
-    def step_attention_flops(self) -> float:
-        return self.attention_flops * self.forwards_per_step
-
-    @property
-    def step_token_elements(self) -> float:
-        return self.token_elements * self.forwards_per_step
-
-    @property
-    def step_modulation_bytes(self) -> float:
-        return self.modulation_bytes * self.forwards_per_step
+    def per_step(self, per_forward: float) -> float:
+        """A per-forward quantity (FLOPs, elements, bytes) over one denoising step: every forward it runs."""
+        return per_forward * self.forwards_per_step
 
 
 def latent_shape(spec: ModelSpec, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
