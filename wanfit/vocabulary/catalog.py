@@ -80,8 +80,8 @@ CLIP_VIT_H14 = {
 _SCHEDULER_SRC = "diffusers scripts/convert_wan_to_diffusers.py (flow_shift 5.0 for TI2V, 3.0 otherwise)"
 
 
-class Defaults(BaseModel):
-    """What the model's own usage defaults to (height x width in pixels)."""
+class GenerationSettings(BaseModel):
+    """What one generation asks for (height x width in pixels): a model's defaults and every Workload."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     height: int
@@ -90,6 +90,11 @@ class Defaults(BaseModel):
     steps: int
     guidance: float
     guidance_2: float | None = None
+
+
+class Defaults(GenerationSettings):
+    """What the model's own usage defaults to."""
+
     flow_shift: float
     fps: int
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from wanfit.vocabulary.catalog import ModelSpec, get_model
+from wanfit.vocabulary.catalog import GenerationSettings, ModelSpec, get_model
 from wanfit.vocabulary.errors import WanfitError
 
 Offload = Literal["none", "model", "group", "sequential"]
@@ -48,18 +48,17 @@ def check_size(spec: ModelSpec, height: int, width: int) -> None:
                               f"x patch 2): use {lo} or {lo + stride}")
 
 
-class Workload(BaseModel):
+class _ModelChoice(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    model: str = "wan2.2-ti2v-5b"
+
+
+# Bases in this order put `model` first in Workload's fields, then the generation settings, then `batch`:
+# point_id hashes Workload's JSON, so that order is part of every stored measurement's id (the resume key).
+class Workload(GenerationSettings, _ModelChoice):
     """What to generate. Sizes in pixels; `guidance` > 1 turns classifier-free guidance on
     (two transformer forwards per step in diffusers)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    model: str = "wan2.2-ti2v-5b"
-    height: int
-    width: int
-    frames: int
-    steps: int
-    guidance: float
-    guidance_2: float | None = None
     batch: int = 1
 
     @model_validator(mode="after")
@@ -76,9 +75,7 @@ class Workload(BaseModel):
     @classmethod
     def for_model(cls, model: str = "wan2.2-ti2v-5b", **overrides) -> Workload:
         """A workload with the model's own defaults, overridden by any non-None keyword."""
-        d = get_model(model).defaults
-        values = {"height": d.height, "width": d.width, "frames": d.frames, "steps": d.steps,
-                  "guidance": d.guidance, "guidance_2": d.guidance_2}
+        values = get_model(model).defaults.model_dump(include=set(GenerationSettings.model_fields))
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(model=model, **values)
 
