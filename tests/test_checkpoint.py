@@ -74,12 +74,12 @@ def test_a_dit_built_in_host_memory_has_the_random_builds_layout_and_runs(key):
     forward gives finite output of the latent's shape."""
     from diffusers import WanTransformer3DModel
 
-    from wanfit.measure.build import _build, _build_in_host_memory, _keep_fp32
+    from wanfit.measure.build import _build_in_host_memory, _keep_fp32, build_module
 
     spec = tiny_spec(key)
     dit = _build_in_host_memory(lambda: WanTransformer3DModel(**spec.transformer), torch.bfloat16, "cpu")
     _keep_fp32(dit)
-    plain = _build(lambda: WanTransformer3DModel(**spec.transformer), torch.bfloat16, "cpu")
+    plain = build_module(lambda: WanTransformer3DModel(**spec.transformer), torch.bfloat16, "cpu")
     _keep_fp32(plain)
     assert _layout(dit) == _layout(plain)
     assert torch.nn.init.kaiming_uniform_ is not None and torch.nn.init.normal_(torch.zeros(4)).abs().sum() > 0

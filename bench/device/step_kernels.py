@@ -24,7 +24,7 @@ import time
 import torch
 
 sys.path.insert(0, ".")  # the checkout's wanfit (run from the repository root)
-from wanfit.measure.build import _build, _keep_fp32
+from wanfit.measure.build import _keep_fp32, build_module
 from wanfit.measure.ceilings import elementwise_gbps
 from wanfit.vocabulary.catalog import get_model
 
@@ -67,7 +67,7 @@ def profile_case(model: str, width: int, height: int, frames: int) -> dict:
 
     spec = get_model(model)
     config = {**spec.transformer, "num_layers": BLOCKS}
-    dit = _build(lambda: WanTransformer3DModel(**config), torch.bfloat16, DEVICE)
+    dit = build_module(lambda: WanTransformer3DModel(**config), torch.bfloat16, DEVICE)
     _keep_fp32(dit)
     inputs, tokens = dit_inputs(spec, width, height, frames)
     with torch.no_grad():

@@ -46,7 +46,8 @@ def _keep_fp32(model: torch.nn.Module) -> None:
             param.data = param.data.float()
 
 
-def _build(factory, dtype: torch.dtype, device: str):
+def build_module(factory, dtype: torch.dtype, device: str):
+    """`factory()`'s module built straight on `device` with `dtype` parameters, in eval mode."""
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
@@ -81,7 +82,7 @@ def _transformers_init_skipped():
 
 
 @contextmanager
-def _init_skipped() -> Iterator[None]:
+def init_skipped() -> Iterator[None]:
     """torch.nn.init's fills are no-ops while a module is constructed (it is filled afterwards), and
     so is transformers' initialisation."""
     saved = {name: getattr(torch.nn.init, name) for name in _INIT_FILLS}
@@ -95,7 +96,7 @@ def _init_skipped() -> Iterator[None]:
             setattr(torch.nn.init, name, fn)
 
 
-def _fill_random(module: torch.nn.Module, fill_device: str) -> None:
+def fill_random(module: torch.nn.Module, fill_device: str) -> None:
     """Uniform random values in every parameter, drawn on `fill_device` chunk by chunk and copied in
     place (the GPU draws them in seconds where the CPU's generator takes minutes for a 14B DiT)."""
     with torch.no_grad():
@@ -111,9 +112,9 @@ def _build_in_host_memory(factory, dtype: torch.dtype, fill_device: str) -> torc
     """A component built in host memory (see built_in_host_memory), as a checkpoint load places it.
     Built on the GPU and moved, a 14B DiT (26.6 GiB) would not fit the 24 GiB card it is offloaded
     for: a verify run capped to an RTX 4090 ran out of memory at init that way."""
-    with _init_skipped():
-        module = _build(factory, dtype, "cpu")
-    _fill_random(module, fill_device)
+    with init_skipped():
+        module = build_module(factory, dtype, "cpu")
+    fill_random(module, fill_device)
     return module
 
 
@@ -157,7 +158,7 @@ def build_random(spec: ModelSpec, plan: Plan, device: str) -> Components:
     def built(factory, dtype: torch.dtype, name: str) -> torch.nn.Module:
         """On the GPU (fast) unless the component starts in host memory (filled from the GPU, chunk by
         chunk): the GPU then holds at init what a checkpoint load would put there."""
-        return _build_in_host_memory(factory, dtype, device) if name in on_host else _build(factory, dtype, device)
+        return _build_in_host_memory(factory, dtype, device) if name in on_host else build_module(factory, dtype, device)
 
     experts = []
     for _ in range(spec.experts):

@@ -1,42 +1,38 @@
 """Run one Workload + Plan through the real diffusers Wan pipeline and measure every stage.
 
 An OOM (or any other failure) is caught and recorded with the stage where it happened; stages
-completed before it are kept. The pipeline can be reused across points of the same model and
-plan (`PipelineCache`): the caller resets allocator state between points.
+completed before it are kept (wanfit.measure.point: what every runner shares around its stages). The
+pipeline can be reused across points of the same model and plan (`PipelineCache`): the caller resets
+allocator state between points.
 """
 
 from __future__ import annotations
 
 import gc
-import time
-import traceback
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from wanfit.measure.build import NUM_TRAIN_TIMESTEPS, Components, build_components, gpu_bytes
-from wanfit.measure.cap import memory_fraction
-from wanfit.measure.environment import collect_environment
-from wanfit.measure.monitor import Nvml, Poller, StageClock
+from wanfit.measure.monitor import StageClock
 from wanfit.measure.placement import apply_plan
+from wanfit.measure.point import (
+    PROMPT,
+    PointRequest,
+    PointRun,
+    Progress,
+    input_image,
+    measure_point,
+    resolve_device,
+    timed_decode,
+)
 from wanfit.vocabulary.catalog import TEXT_LEN, ModelSpec
-from wanfit.vocabulary.measurement import Measurement, StageRecord, point_id
+from wanfit.vocabulary.measurement import Measurement
 from wanfit.vocabulary.units import GIB
 from wanfit.vocabulary.workload import Plan, Workload
 
-PROMPT = "A red fox runs through fresh snow at dawn, cinematic, shallow depth of field"
 NEGATIVE = "blurry, low quality, distorted"
-# How much of a failed point's message the measurement keeps (an OOM's first line names the sizes; an
-# error's traceback tail shows where it happened).
-OOM_MESSAGE_CHARS = 500
-ERROR_MESSAGE_CHARS = 2000
-TRACEBACK_CHARS = 3000
-
-
-_PROCESS_BASELINE: dict[str, float | None] = {}
-_POINTS_RUN = [0]  # points this process has run (the first pays one-time CUDA and library setup)
 
 
 @dataclass
@@ -51,13 +47,6 @@ class PipelineCache:
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-
-
-@dataclass
-class _Progress:
-    stage: str = "init"
-    steps_done: int = 0
-    stages: list[StageRecord] = field(default_factory=list)
 
 
 def encode_prompts(comp: Components, cfg: bool, run_device: torch.device, out_device: torch.device, batch: int = 1):
@@ -83,42 +72,8 @@ def encode_prompts(comp: Components, cfg: bool, run_device: torch.device, out_de
     return out[0], (out[1] if cfg else None)
 
 
-def _input_image(workload: Workload):
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    return Image.fromarray(rng.integers(0, 255, (workload.height, workload.width, 3), dtype=np.uint8))
-
-
-def _process_baseline(nvml: Nvml, device: str, cuda: bool) -> tuple[float | None, float | None]:
-    """(idle, context) GiB: the device memory in use before this process, then what its CUDA context adds.
-    Measured once per process, before its first CUDA allocation; later points reuse the figures."""
-    if cuda and "idle" not in _PROCESS_BASELINE:
-        idle = nvml.used_gib()
-        torch.cuda.init()
-        torch.zeros(1, device=device)
-        torch.cuda.synchronize()
-        used = nvml.used_gib()
-        context = used - idle if used is not None and idle is not None else None
-        _PROCESS_BASELINE.update(idle=idle, context=context)
-    return _PROCESS_BASELINE.get("idle"), _PROCESS_BASELINE.get("context")
-
-
-def _cap_allocator(memory_cap_gib: float, outside_torch_gib: float) -> None:
-    """Cap the torch allocator to emulate a GPU of `memory_cap_gib` usable memory. The cap limits only the
-    allocator; the context and the pre-existing use (`outside_torch_gib`) sit outside it."""
-    total = torch.cuda.get_device_properties(0).total_memory / GIB
-    torch.cuda.set_per_process_memory_fraction(memory_fraction(memory_cap_gib, total, outside_torch_gib))
-
-
-def _release_cache() -> None:
-    gc.collect()
-    torch.cuda.empty_cache()
-
-
 def _built(spec: ModelSpec, plan: Plan, checkpoint: Path | None, device: str, cache: PipelineCache | None,
-           clock: StageClock, prog: _Progress) -> Components:
+           clock: StageClock, prog: Progress) -> Components:
     """The components, built and placed per plan (the init stage) or reused from `cache`: a reused
     pipeline has no init stage, so text_encode starts at the clock's last begin()."""
     key = (spec.model_dump_json(), plan.model_dump_json(), str(checkpoint), device)
@@ -145,7 +100,7 @@ def _resident_weights_gib(comp: Components) -> dict[str, float]:
     return resident
 
 
-def _stage_hooks(prog: _Progress, clock: StageClock, spec: ModelSpec, steps_run: int, decode: bool):
+def _stage_hooks(prog: Progress, clock: StageClock, spec: ModelSpec, steps_run: int, decode: bool):
     """(forward pre-hook, callback_on_step_end): the first DiT forward closes `prepare`; each step's end
     closes that step (with its expert on a two-expert model) and opens the next stage."""
     boundary = spec.boundary_ratio * NUM_TRAIN_TIMESTEPS if spec.boundary_ratio else None
@@ -165,24 +120,6 @@ def _stage_hooks(prog: _Progress, clock: StageClock, spec: ModelSpec, steps_run:
     return first_forward, on_step_end
 
 
-def _timed_decode(vae_decode, clock: StageClock, extra: dict[str, float]):
-    """The VAE's decode, timed alone (the vae_decode stage also holds the pipeline's postprocessing);
-    its time and the allocated peak above its start go into `extra`."""
-
-    def timed(*args, **kwargs):
-        clock.sync()
-        t0 = time.perf_counter()
-        alloc0 = torch.cuda.memory_allocated() if clock.cuda else 0
-        result = vae_decode(*args, **kwargs)
-        clock.sync()
-        extra["vae_decode_call_s"] = time.perf_counter() - t0
-        if clock.cuda:
-            extra["vae_decode_call_peak_above_start_gib"] = (torch.cuda.max_memory_allocated() - alloc0) / GIB
-        return result
-
-    return timed
-
-
 def _pipeline_call(workload: Workload, spec: ModelSpec, steps_run: int, decode: bool, embeds, negative,
                    on_step_end) -> dict:
     """The pipeline's keyword arguments: precomputed prompt embeddings, a fixed seed."""
@@ -194,23 +131,23 @@ def _pipeline_call(workload: Workload, spec: ModelSpec, steps_run: int, decode: 
     if spec.boundary_ratio is not None and workload.guidance_2 is not None:
         call["guidance_scale_2"] = workload.guidance_2
     if spec.is_i2v:
-        call["image"] = _input_image(workload)
+        call["image"] = input_image(workload)
     return call
 
 
-def _generate(comp: Components, workload: Workload, plan: Plan, spec: ModelSpec, steps_run: int, decode: bool,
-              cuda: bool, clock: StageClock, prog: _Progress, extra: dict[str, float]) -> None:
+def _generate(comp: Components, spec: ModelSpec, run: PointRun) -> None:
     """text_encode, then the pipeline call: prepare, each step and (with `decode`) vae_decode."""
-    pipe = comp.pipe
+    pipe, clock, prog = comp.pipe, run.clock, run.prog
+    workload, steps_run, decode = run.request.workload, run.request.steps_run, run.request.decode
     prog.stage = "text_encode"
-    exec_device = pipe._execution_device if cuda else torch.device("cpu")
-    te_device = torch.device("cpu") if plan.text_encoder == "cpu" else exec_device
+    exec_device = pipe._execution_device if run.request.cuda else torch.device("cpu")
+    te_device = torch.device("cpu") if run.request.plan.text_encoder == "cpu" else exec_device
     embeds, negative = encode_prompts(comp, workload.cfg, te_device, exec_device, workload.batch)
     prog.stages.append(clock.end("text_encode"))
 
     prog.stage = "prepare"
     first_forward, on_step_end = _stage_hooks(prog, clock, spec, steps_run, decode)
-    pipe.vae.decode = _timed_decode(pipe.vae.decode, clock, extra)
+    pipe.vae.decode = timed_decode(pipe.vae.decode, clock, run.extra)
     handles = [m.register_forward_pre_hook(first_forward) for m in
                (pipe.transformer, getattr(pipe, "transformer_2", None)) if m is not None]
     try:
@@ -223,26 +160,6 @@ def _generate(comp: Components, workload: Workload, plan: Plan, spec: ModelSpec,
     if decode:
         prog.stages.append(clock.end("vae_decode"))
     del video
-
-
-def _failure(error: Exception) -> tuple[str, str]:
-    """(status, error text) of a failed point: an OOM's first line, or any other error with its traceback."""
-    if isinstance(error, torch.OutOfMemoryError):
-        return "oom", str(error).splitlines()[0][:OOM_MESSAGE_CHARS]
-    return "error", (f"{type(error).__name__}: {error}"[:ERROR_MESSAGE_CHARS] + "\n"
-                     + traceback.format_exc()[-TRACEBACK_CHARS:])
-
-
-def _total_record(stages: list[StageRecord], t_start: float, end_t: float, t0: float) -> StageRecord:
-    """The whole point as one record: its wall time and the highest peak of every stage."""
-    peaks = [s.device_used_peak_gib for s in stages if s.device_used_peak_gib is not None]
-    return StageRecord(
-        name="total", start_s=round(t_start - t0, 6), time_s=end_t - t_start,
-        torch_peak_allocated_gib=max((s.torch_peak_allocated_gib or 0) for s in stages) if stages else None,
-        torch_peak_reserved_gib=max((s.torch_peak_reserved_gib or 0) for s in stages) if stages else None,
-        device_used_peak_gib=max(peaks) if peaks else None,
-        host_rss_peak_gib=max((s.host_rss_peak_gib or 0) for s in stages) if stages else None,
-    )
 
 
 def run_point(
@@ -264,49 +181,18 @@ def run_point(
     allocator (set_per_process_memory_fraction) to emulate a smaller GPU. `spec` overrides the
     catalog architecture (tests use tiny variants of each model)."""
     spec = spec or workload.spec
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    cuda = device.startswith("cuda")
-    steps_run = steps or workload.steps
-    nvml = Nvml(enabled=cuda)
-    first_in_process = _POINTS_RUN[0] == 0
-    _POINTS_RUN[0] += 1
-    idle, context = _process_baseline(nvml, device, cuda)
-    if cuda and memory_cap_gib is not None:
-        _cap_allocator(memory_cap_gib, (context or 0) + (idle or 0))
-    if cuda:
-        _release_cache()
-    env = collect_environment(torch, nvml, memory_cap_gib)
-    poller = Poller(nvml).start()
-    clock = StageClock(poller, torch, device)
-    prog = _Progress()
-    resident: dict[str, float] = {}
-    extra: dict[str, float] = {}
-    status, error, failed = "ok", None, None
-    t_start = time.perf_counter()
-    try:
-        clock.begin()
-        comp = _built(spec, plan, checkpoint, device, cache, clock, prog)
-        resident = _resident_weights_gib(comp)
-        _generate(comp, workload, plan, spec, steps_run, decode, cuda, clock, prog, extra)
-    except Exception as e:  # recorded, not raised: a calibration keeps going and keeps what it has
-        status, error = _failure(e)
-        failed = prog.stage if prog.stage != "step" else f"step {prog.steps_done + 1}"
-        if cache is not None:
-            cache.clear()
-    else:
-        clock.sync()
-    total = _total_record(prog.stages, t_start, poller.sample().t, poller.t0)
-    poller.stop()
-    source = "checkpoint" if checkpoint else "random"
-    m = Measurement(
-        id=point_id(workload, plan, steps_run, source, tag, decode, memory_cap_gib), workload=workload, plan=plan,
-        status=status, tag=tag, decoded=decode,
-        failed_stage=failed, error=error, source=source, steps_run=prog.steps_done,
-        stages=[*prog.stages, total], resident_weights_gib=resident, context_gib=context,
-        idle_device_used_gib=idle, first_in_process=first_in_process, activity_source=nvml.activity_source, extra=extra,
-        timeline=poller.timeline() if keep_timeline else [], environment=env,
-        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-    )
-    if cuda:
-        _release_cache()
-    return m
+    request = PointRequest(workload, plan, steps or workload.steps, resolve_device(device),
+                           "checkpoint" if checkpoint else "random", memory_cap_gib, tag, decode, keep_timeline)
+
+    def stages(run: PointRun) -> None:
+        run.clock.begin()
+        try:
+            comp = _built(spec, plan, checkpoint, request.device, cache, run.clock, run.prog)
+            run.resident.update(_resident_weights_gib(comp))
+            _generate(comp, spec, run)
+        except Exception:
+            if cache is not None:  # a failed build or run leaves nothing worth reusing
+                cache.clear()
+            raise
+
+    return measure_point(request, stages)

@@ -40,7 +40,7 @@ def profile_decode(model: str, width: int, height: int, frames: int, device: str
     from diffusers import AutoencoderKLWan
     from torch.profiler import ProfilerActivity, profile
 
-    from wanfit.measure.build import _build
+    from wanfit.measure.build import build_module
 
     spec = get_model(model)
     cuda = device.startswith("cuda")
@@ -49,7 +49,7 @@ def profile_decode(model: str, width: int, height: int, frames: int, device: str
         if cuda:
             torch.cuda.synchronize()
 
-    vae = _build(lambda: AutoencoderKLWan(**spec.vae), torch.float32, device)
+    vae = build_module(lambda: AutoencoderKLWan(**spec.vae), torch.float32, device)
     lat = torch.randn(1, spec.vae["z_dim"], (frames - 1) // spec.vae_temporal + 1, height // spec.vae_spatial,
                       width // spec.vae_spatial, device=device)
     with torch.no_grad():

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from wanfit.measure.build import _fill_random, _init_skipped
+from wanfit.measure.build import fill_random, init_skipped
 from wanfit.measure.official.loader import LoadedWan
 from wanfit.measure.official.tiny import OfficialArch
 from wanfit.vocabulary.catalog import ModelSpec
@@ -50,7 +50,7 @@ class RandomIdsTokenizer:
 
 
 def _filled(module: torch.nn.Module, fill_device: str) -> torch.nn.Module:
-    _fill_random(module, fill_device)
+    fill_random(module, fill_device)
     return module
 
 
@@ -71,7 +71,7 @@ def _random_t5_factory(wan: LoadedWan, arch: OfficialArch, fill_device: str):
 
     def build(text_len, dtype=torch.bfloat16, device=torch.device("cpu"), checkpoint_path=None, tokenizer_path=None,
               shard_fn=None):
-        with _init_skipped(), _default_dtype(dtype):
+        with init_skipped(), _default_dtype(dtype):
             model = t5_mod.umt5_xxl(encoder_only=True, return_tokenizer=False, dtype=dtype, device=device, **arch.t5)
         encoder = object.__new__(t5_mod.T5EncoderModel)
         encoder.text_len, encoder.dtype, encoder.device = text_len, dtype, device
@@ -103,7 +103,7 @@ def _random_video_vae(wan: LoadedWan, vae_class: str, arch: OfficialArch, fill_d
 
     def build(pretrained_path=None, z_dim=16, dim=None, device="cpu", **kwargs):
         cfg = _vae_cfg(vae_class, z_dim, dim, {**kwargs, **_arch_vae(arch, vae_class)})
-        with _init_skipped():
+        with init_skipped():
             model = vae_mod.WanVAE_(**cfg)
         return _filled(model, fill_device)
 
@@ -148,7 +148,7 @@ class _RandomDiT:
         self.fill_device = fill_device
 
     def from_pretrained(self, checkpoint_dir, subfolder=None, **_kwargs):
-        with _init_skipped(), _default_dtype(self.dtype):
+        with init_skipped(), _default_dtype(self.dtype):
             model = self.cls(**self.kwargs)
         return _filled(model, self.fill_device)
 

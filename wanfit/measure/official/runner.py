@@ -12,34 +12,19 @@ one-line WanfitError before anything runs.
 
 from __future__ import annotations
 
-import time
-from datetime import UTC, datetime
 from pathlib import Path
 
-import torch
-
 from wanfit.measure.build import gpu_bytes
-from wanfit.measure.environment import collect_environment
-from wanfit.measure.monitor import Nvml, Poller, StageClock
 from wanfit.measure.official.attention import resolve_kernel, routed_attention
 from wanfit.measure.official.build import PIPELINES, build_official, official_dits
 from wanfit.measure.official.cpu_emulation import cpu_emulation
 from wanfit.measure.official.knobs import OfficialKnobs, plan_for
 from wanfit.measure.official.loader import LoadedWan, load_wan
-from wanfit.measure.official.stages import Progress, StageHooks
+from wanfit.measure.official.stages import OfficialProgress, StageHooks
 from wanfit.measure.official.tiny import OfficialArch
-from wanfit.measure.runner import (
-    _POINTS_RUN,
-    PROMPT,
-    _cap_allocator,
-    _failure,
-    _input_image,
-    _process_baseline,
-    _release_cache,
-    _total_record,
-)
+from wanfit.measure.point import PROMPT, PointRequest, PointRun, input_image, measure_point, resolve_device
 from wanfit.vocabulary.catalog import official_task
-from wanfit.vocabulary.measurement import Measurement, point_id
+from wanfit.vocabulary.measurement import Measurement
 from wanfit.vocabulary.units import GIB
 from wanfit.vocabulary.workload import Plan, Workload
 
@@ -67,7 +52,7 @@ def generate_kwargs(task: str, workload: Workload, steps_run: int, shift: float,
     elif task == "t2v-A14B":  # the official tuple is (low noise, high noise)
         kwargs.update(size=(workload.width, workload.height), guide_scale=(low, high))
     else:
-        kwargs.update(img=_input_image(workload), max_area=workload.height * workload.width * (1 + MAX_AREA_NUDGE),
+        kwargs.update(img=input_image(workload), max_area=workload.height * workload.width * (1 + MAX_AREA_NUDGE),
                       guide_scale=(low, high))
     return kwargs
 
@@ -92,20 +77,16 @@ def _weights_extra(pipe) -> dict[str, float]:
     return out
 
 
-def _generate(pipe, wan: LoadedWan, task: str, workload: Workload, knobs: OfficialKnobs, steps_run: int,
-              shift: float, clock: StageClock, prog: Progress, extra: dict[str, float]) -> None:
+def _generate(pipe, wan: LoadedWan, task: str, knobs: OfficialKnobs, shift: float, run: PointRun) -> None:
     """text_encode, prepare, each step and vae_decode: the official generate() with the stage hooks."""
-    prog.stage = "text_encode"
-    hooks = StageHooks(pipe, wan[PIPELINES[task][1]], knobs, clock, prog, steps_run, extra)
+    run.prog.stage = "text_encode"
+    steps_run = run.request.steps_run
+    hooks = StageHooks(pipe, wan[PIPELINES[task][1]], knobs, run.clock, run.prog, steps_run, run.extra)
     cpu = pipe.device.type == "cpu"
     with hooks.installed(), cpu_emulation(cpu):
-        video = pipe.generate(**generate_kwargs(task, workload, steps_run, shift, knobs))
-    prog.stages.append(clock.end("vae_decode"))
+        video = pipe.generate(**generate_kwargs(task, run.request.workload, steps_run, shift, knobs))
+    run.prog.stages.append(run.clock.end("vae_decode"))
     del video
-
-
-def _failed_stage(prog: Progress) -> str:
-    return prog.stage if prog.stage != "step" else f"step {prog.steps_done + 1}"
 
 
 def run_official_point(
@@ -130,57 +111,26 @@ def run_official_point(
     measurement records (default: the Plan these knobs come from)."""
     task = official_task(workload.model)
     wan = load_wan(wan_repo)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    cuda = device.startswith("cuda")
-    kernel = resolve_kernel(knobs.attention, cuda)
-    steps_run = steps or workload.steps
+    device = resolve_device(device)
+    kernel = resolve_kernel(knobs.attention, device.startswith("cuda"))
     shift = official_shift(wan, task) if shift is None else shift
-    plan = plan or plan_for(knobs)
-    nvml = Nvml(enabled=cuda)
-    first_in_process = _POINTS_RUN[0] == 0
-    _POINTS_RUN[0] += 1
-    idle, context = _process_baseline(nvml, device, cuda)
-    if cuda and memory_cap_gib is not None:
-        _cap_allocator(memory_cap_gib, (context or 0) + (idle or 0))
-    if cuda:
-        _release_cache()
-    env = collect_environment(torch, nvml, memory_cap_gib).model_copy(update={"wan": wan.code,
-                                                                              "attention_kernel": kernel})
-    poller = Poller(nvml).start()
-    clock = StageClock(poller, torch, device)
-    prog = Progress()
-    resident: dict[str, float] = {}
-    extra: dict[str, float] = {"shift": shift}
-    status, error, failed = "ok", None, None
-    route = None
-    t_start = time.perf_counter()
-    try:
-        with routed_attention(wan.modules, knobs.attention, cuda) as route:
-            clock.begin()
-            pipe = build_official(wan, task, workload.spec, device, t5_cpu=knobs.t5_cpu,
-                                  convert_model_dtype=knobs.convert_model_dtype, checkpoint=checkpoint, arch=arch)
-            prog.stages.append(clock.end("init"))
-            resident = _resident_weights_gib(pipe)
-            extra.update(_weights_extra(pipe))
-            _generate(pipe, wan, task, workload, knobs, steps_run, shift, clock, prog, extra)
-    except Exception as e:  # recorded, not raised: a calibration keeps going and keeps what it has
-        status, error = _failure(e)
-        failed = _failed_stage(prog)
-    else:
-        clock.sync()
-    extra["attention_calls"] = float(route.calls) if route is not None else 0.0
-    total = _total_record(prog.stages, t_start, poller.sample().t, poller.t0)
-    poller.stop()
-    source = "checkpoint" if checkpoint else "random"
-    m = Measurement(
-        id=point_id(workload, plan, steps_run, source, tag, True, memory_cap_gib), workload=workload, plan=plan,
-        status=status, tag=tag, failed_stage=failed, error=error, source=source, steps_run=prog.steps_done,
-        stages=[*prog.stages, total], resident_weights_gib=resident, context_gib=context, idle_device_used_gib=idle,
-        first_in_process=first_in_process, activity_source=nvml.activity_source, extra=extra,
-        timeline=poller.timeline() if keep_timeline else [], environment=env,
-        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-    )
-    pipe = None
-    if cuda:
-        _release_cache()
-    return m
+    request = PointRequest(workload, plan or plan_for(knobs), steps or workload.steps, device,
+                           "checkpoint" if checkpoint else "random", memory_cap_gib, tag, keep_timeline=keep_timeline)
+
+    def stages(run: PointRun) -> None:
+        route = None
+        try:
+            with routed_attention(wan.modules, knobs.attention, request.cuda) as route:
+                run.clock.begin()
+                pipe = build_official(wan, task, workload.spec, device, t5_cpu=knobs.t5_cpu,
+                                      convert_model_dtype=knobs.convert_model_dtype, checkpoint=checkpoint,
+                                      arch=arch)
+                run.prog.stages.append(run.clock.end("init"))
+                run.resident.update(_resident_weights_gib(pipe))
+                run.extra.update(_weights_extra(pipe))
+                _generate(pipe, wan, task, knobs, shift, run)
+        finally:  # counted whether or not the run got through
+            run.extra["attention_calls"] = float(route.calls) if route is not None else 0.0
+
+    return measure_point(request, stages, prog=OfficialProgress(), extra={"shift": shift},
+                         environment={"wan": wan.code, "attention_kernel": kernel})

@@ -20,20 +20,18 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from wanfit.measure.monitor import StageClock
 from wanfit.measure.official.build import official_dits
 from wanfit.measure.official.knobs import OfficialKnobs
-from wanfit.measure.runner import _timed_decode
-from wanfit.vocabulary.measurement import StageRecord
+from wanfit.measure.point import Progress, timed_decode
 
 
 @dataclass
-class Progress:
-    stage: str = "init"
-    steps_done: int = 0
-    stages: list[StageRecord] = field(default_factory=list)
+class OfficialProgress(Progress):
+    """A point's progress, and what the step in progress has seen so far (generate() reports it piecemeal)."""
+
     expert: int | None = None  # of the step in progress
     loading_s: float = 0.0  # DiT placement inside the step in progress
 
@@ -54,8 +52,8 @@ class _TimedEncoder:
 
 
 class StageHooks:
-    def __init__(self, pipe, pipe_module, knobs: OfficialKnobs, clock: StageClock, prog: Progress, steps_run: int,
-                 extra: dict[str, float]) -> None:
+    def __init__(self, pipe, pipe_module, knobs: OfficialKnobs, clock: StageClock, prog: OfficialProgress,
+                 steps_run: int, extra: dict[str, float]) -> None:
         self.pipe, self.pipe_module, self.knobs = pipe, pipe_module, knobs
         self.clock, self.prog, self.steps_run, self.extra = clock, prog, steps_run, extra
         self.encodes = 0
@@ -169,7 +167,7 @@ class StageHooks:
                 stack.callback(dit.register_forward_pre_hook(self._forward_pre_hook(name)).remove)
             patch(self.pipe_module, "FlowUniPCMultistepScheduler",
                   self._timed_scheduler(self.pipe_module.FlowUniPCMultistepScheduler))
-            patch(pipe.vae, "decode", _timed_decode(pipe.vae.decode, self.clock, self.extra), instance=True)
+            patch(pipe.vae, "decode", timed_decode(pipe.vae.decode, self.clock, self.extra), instance=True)
             yield
         for name, count in self.forwards.items():
             self.extra[f"dit_forwards.{name}"] = float(count)
