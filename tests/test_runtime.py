@@ -96,3 +96,17 @@ def test_plan_runtime_through_the_entry_point():
     assert table.exit_code == 0 and "generate.py --offload_model" in table.output
     bad = CliRunner().invoke(app, ["plan", "--runtime", "wan", "--dit-dtype", "fp8", "--gpu", "l40s"])
     assert bad.exit_code == 2 and "wan runtime has no dit_dtype fp8" in bad.output
+
+
+def test_the_official_calibration_grid_measures_the_official_knobs_only():
+    from wanfit.measure.calibrate import grid_jobs
+
+    jobs = grid_jobs("wan2.2-ti2v-5b", runtime="wan", wan_repo=None)
+    assert all(j.plan.runtime == "wan" and j.decode for j in jobs)  # generate() always decodes
+    knobs = {(j.plan.offload, j.plan.text_encoder, j.plan.dit_dtype, j.plan.attention) for j in jobs}
+    assert ("none", "gpu", "bf16", "auto") in knobs and ("none", "gpu", "fp32", "auto") in knobs
+    assert ("model", "gpu", "bf16", "auto") in knobs and ("none", "cpu", "bf16", "auto") in knobs
+    assert ("none", "gpu", "bf16", "cudnn") in knobs
+    assert len({j.id for j in jobs}) == len(jobs)
+    with pytest.raises(WanfitError, match="no wan calibration grid for wan2.1-t2v-14b"):
+        grid_jobs("wan2.1-t2v-14b", runtime="wan")

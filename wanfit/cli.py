@@ -76,6 +76,9 @@ RuntimeOpt = Annotated[Literal["diffusers", "wan"] | None, typer.Option("--runti
 AttentionOpt = Annotated[Literal["auto", "fa2", "fa3", "cudnn"] | None, typer.Option("--attention", help=(
     "Pin the attention kernel: fa2 | fa3 (Hopper) | cudnn | auto (the runtime's pick). (default: auto)"),
     show_default=False)]
+WanRepoOpt = Annotated[Path | None, typer.Option(
+    "--wan-repo", help="Runtime wan: your Wan2.2 checkout or fork (`wan` imported from it). (default: the "
+    "installed wan22)", exists=True, file_okay=False, show_default=False)]
 ScenarioOpt = Annotated[str | None, typer.Option(
     "--scenario", help="Preset: speed-preview | efficiency | max-quality | long-duration (explicit flags win).",
     show_default=False)]
@@ -233,6 +236,8 @@ def calibrate(
     quick: QuickOpt = False,
     resume: ResumeOpt = True,
     fit_only: FitOnlyOpt = False,
+    runtime: RuntimeOpt = None,
+    wan_repo: WanRepoOpt = None,
 ) -> None:
     """Measure models on the local GPU over a small grid, fit, and write calibration files (needs CUDA)."""
     models = list(model) if model else [DEFAULT_MODEL]
@@ -245,9 +250,10 @@ def calibrate(
             from wanfit.vocabulary.profiles import get_profile
 
             key = get_profile(gpu).key
-            written = [calibration.fit_model(key, m, out) for m in models]
+            written = [calibration.fit_model(key, m, out, runtime or "diffusers") for m in models]
         else:
-            written = calibration.run_calibration(gpu, models, out, resume=resume, quick=quick)
+            written = calibration.run_calibration(gpu, models, out, resume=resume, quick=quick,
+                                                  runtime=runtime or "diffusers", wan_repo=wan_repo)
     except ModuleNotFoundError as missing:
         raise missing_extras("calibrate", "fit" if fit_only else "gpu", missing) from None
     for path in written:
@@ -270,6 +276,9 @@ def verify(
     text_encoder: TextEncoderOpt = None,
     dit_dtype: DitDtypeOpt = None,
     vae_tiling: VaeTilingOpt = None,
+    runtime: RuntimeOpt = None,
+    attention: AttentionOpt = None,
+    wan_repo: WanRepoOpt = None,
     scenario: ScenarioOpt = None,
     recommended: RecommendedOpt = False,
     plan_file: PlanFileOpt = None,
@@ -296,11 +305,11 @@ def verify(
         if any(v is not None for v in (height, width, size, frames, workload_steps, guidance, scenario, model)):
             raise WanfitError("--plan-file fixes the workload: drop the workload flags (or drop --plan-file)")
         workload, chosen, target = plan_from_file(plan_file, gpu)
-        chosen = plan_pins(PlanPins(), offload, text_encoder, dit_dtype, vae_tiling).apply(chosen)
+        chosen = plan_pins(PlanPins(), offload, text_encoder, dit_dtype, vae_tiling, runtime, attention).apply(chosen)
     else:
         workload, scenario_pins = build_workload(model, height, width, size, frames, workload_steps, guidance,
                                                  scenario)
-        pins = plan_pins(scenario_pins, offload, text_encoder, dit_dtype, vae_tiling)
+        pins = plan_pins(scenario_pins, offload, text_encoder, dit_dtype, vae_tiling, runtime, attention)
         target = resolve_gpus([gpu] if gpu else None)[0]
         if recommended:
             from wanfit.planner.api import plan_report
@@ -315,7 +324,7 @@ def verify(
     except ModuleNotFoundError as missing:
         raise missing_extras("verify", "gpu", missing) from None
     result = run_verify(workload, chosen, target, steps, tolerance_memory, tolerance_time, checkpoint,
-                        host_pageable, host_d2h, **options)
+                        host_pageable, host_d2h, wan_repo, **options)
     written = write_verify_outputs(result, out, verify_report)
     if format == "json":
         print_json(result)

@@ -18,32 +18,36 @@ from pathlib import Path
 from wanfit.measure.host_rate import measure_host_rates
 from wanfit.measure.local_gpu import local_gpu, require_cuda
 from wanfit.measure.worker import Job, run_jobs
-from wanfit.model.calibration_grid import CHECKPOINT_POINT, GRIDS, RESET_CHECK_TAG
+from wanfit.model.calibration import runtime_dir
+from wanfit.model.calibration_grid import CHECKPOINT_POINT, GRIDS, OFFICIAL_GRIDS, RESET_CHECK_TAG
 from wanfit.vocabulary.catalog import get_model
 from wanfit.vocabulary.errors import WanfitError
 from wanfit.vocabulary.measurements_file import gpu_session_pageable_gbps, load_measurements
-from wanfit.vocabulary.workload import Plan, Workload
+from wanfit.vocabulary.workload import Plan, Runtime, Workload
 
 
-def grid_jobs(model: str, quick: bool = False, checkpoint: Path | None = None) -> list[Job]:
-    """The model's grid; with `checkpoint` (a directory save_random_checkpoint wrote) also the
-    checkpoint-load point, last."""
+def grid_jobs(model: str, quick: bool = False, checkpoint: Path | None = None, runtime: Runtime = "diffusers",
+              wan_repo: Path | None = None) -> list[Job]:
+    """The model's grid for a runtime; with `checkpoint` (a directory save_random_checkpoint wrote) also the
+    checkpoint-load point, last (diffusers). `wan_repo`: the official code's checkout, for runtime wan."""
     spec = get_model(model)
-    if model not in GRIDS:
-        raise WanfitError(f"no calibration grid for {model}: calibrate one of {', '.join(GRIDS)} "
+    grids = GRIDS if runtime == "diffusers" else OFFICIAL_GRIDS
+    if model not in grids:
+        raise WanfitError(f"no {runtime} calibration grid for {model}: calibrate one of {', '.join(grids)} "
                           f"(models sharing a DiT use its calibration)")
     d = spec.defaults
     jobs = []
-    for gi, (plan, points) in enumerate(GRIDS[model]):
+    for gi, (plan, points) in enumerate(grids[model]):
         chosen = points[:2] if quick else points
         for h, w, f, steps, decode in chosen:
             wl = Workload(model=model, height=h, width=w, frames=f, steps=steps, guidance=d.guidance,
                           guidance_2=d.guidance_2)
-            jobs.append(Job(workload=wl, plan=plan, steps=steps, decode=decode))
+            jobs.append(Job(workload=wl, plan=plan, steps=steps, decode=decode,
+                            wan_repo=str(wan_repo) if wan_repo else None))
         if gi == 0:
             first = jobs[0]
             jobs.append(first.model_copy(update={"tag": RESET_CHECK_TAG}))
-    if checkpoint is not None:
+    if checkpoint is not None and runtime == "diffusers":
         h, w, f, steps, decode = CHECKPOINT_POINT
         wl = Workload(model=model, height=h, width=w, frames=f, steps=steps, guidance=d.guidance,
                       guidance_2=d.guidance_2)
@@ -101,8 +105,10 @@ def measure_session_ceilings(path: Path) -> dict:
 
 
 def run_calibration(gpu: str, models: list[str], out_dir: Path = Path("calibration"), resume: bool = True,
-                    quick: bool = False, fit: bool = True) -> list[Path]:
-    """Measure each model's grid on the local GPU, then fit. Returns the calibration files written."""
+                    quick: bool = False, fit: bool = True, runtime: Runtime = "diffusers",
+                    wan_repo: Path | None = None) -> list[Path]:
+    """Measure each model's grid on the local GPU under `runtime`, then fit. Returns the calibration files
+    written (calibration/<gpu>/ for diffusers, calibration/<gpu>/<runtime>/ otherwise)."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -114,14 +120,15 @@ def run_calibration(gpu: str, models: list[str], out_dir: Path = Path("calibrati
     session_ceilings = measure_session_ceilings(ceilings_path)
     written = []
     for model in models:
-        meas_path = gpu_dir / f"{model}.measurements.jsonl"
+        meas_path = runtime_dir(gpu_dir, runtime) / f"{model}.measurements.jsonl"
+        meas_path.parent.mkdir(parents=True, exist_ok=True)
         if not resume and meas_path.exists():
             shutil.move(meas_path, meas_path.with_suffix(f".jsonl.{int(time.time())}.bak"))
         started = time.time()
         # The checkpoint (tens of GiB) goes to the system temp directory (TMPDIR) and is removed after;
         # it is saved just before its point runs, so the load reads it from the page cache.
-        checkpoint_root = None if quick else Path(tempfile.mkdtemp(prefix=f"wanfit-{model}-"))
-        jobs = grid_jobs(model, quick, checkpoint_root / "checkpoint" if checkpoint_root else None)
+        checkpoint_root = None if quick or runtime != "diffusers" else Path(tempfile.mkdtemp(prefix=f"wanfit-{model}-"))
+        jobs = grid_jobs(model, quick, checkpoint_root / "checkpoint" if checkpoint_root else None, runtime, wan_repo)
         done_before = {m.id for m in load_measurements(meas_path) if m.status in ("ok", "oom")}
         with Progress(TextColumn(f"[bold]{model}[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       TextColumn("{task.description}"), console=console) as progress:
@@ -147,9 +154,9 @@ def run_calibration(gpu: str, models: list[str], out_dir: Path = Path("calibrati
             finally:
                 if checkpoint_root is not None:
                     shutil.rmtree(checkpoint_root, ignore_errors=True)
-        _record_session(gpu_dir / f"{model}.sessions.jsonl", started, len(jobs), session_ceilings)
+        _record_session(meas_path.parent / f"{model}.sessions.jsonl", started, len(jobs), session_ceilings)
         if fit:
-            written.append(fit_model(key, model, Path(out_dir)))
+            written.append(fit_model(key, model, Path(out_dir), runtime))
     return written
 
 
@@ -172,28 +179,30 @@ def gpu_minutes(gpu_dir: Path, model: str) -> float:
     return sum(json.loads(line)["wall_s"] for line in path.read_text().splitlines() if line.strip()) / 60
 
 
-def fit_model(gpu_key: str, model: str, out_dir: Path = Path("calibration")) -> Path:
-    """Fit the measurements of one model on one GPU and write calibration/<gpu>/<model>.json.
-    Needs no GPU: `wanfit calibrate --fit-only` refits committed measurements."""
+def fit_model(gpu_key: str, model: str, out_dir: Path = Path("calibration"), runtime: Runtime = "diffusers") -> Path:
+    """Fit the measurements of one model on one GPU under a runtime and write calibration/<gpu>/<model>.json
+    (calibration/<gpu>/<runtime>/ for another runtime: the other models' points there join the step fit,
+    the GPU's ceilings are shared). Needs no GPU: `wanfit calibrate --fit-only` refits committed measurements."""
     from wanfit.model.calibration import save_calibration
     from wanfit.model.fit import fit_calibration
     from wanfit.vocabulary.environment import Ceilings
 
     gpu_dir = Path(out_dir) / gpu_key
-    meas_path = gpu_dir / f"{model}.measurements.jsonl"
+    model_dir = runtime_dir(gpu_dir, runtime)
+    meas_path = model_dir / f"{model}.measurements.jsonl"
     measurements = load_measurements(meas_path)
     if not measurements:
-        raise WanfitError(f"no measurements in {meas_path}: run `wanfit calibrate --gpu {gpu_key} --model {model}` "
-                          f"on that GPU first")
+        raise WanfitError(f"no measurements in {meas_path}: run `wanfit calibrate --gpu {gpu_key} --model {model} "
+                          f"--runtime {runtime}` on that GPU first")
     ceilings = None
     ceilings_path = gpu_dir / "ceilings.json"
     if ceilings_path.exists():
         ceilings = Ceilings.model_validate(json.loads(ceilings_path.read_text())["ceilings"])
-    siblings = [m for path in sorted(gpu_dir.glob("*.measurements.jsonl")) if path != meas_path
+    siblings = [m for path in sorted(model_dir.glob("*.measurements.jsonl")) if path != meas_path
                 for m in load_measurements(path)]
-    cal = fit_calibration(measurements, gpu_key, model, ceilings, gpu_minutes(gpu_dir, model),
+    cal = fit_calibration(measurements, gpu_key, model, ceilings, gpu_minutes(model_dir, model),
                           step_siblings=siblings,
-                          session_pageable=gpu_session_pageable_gbps(gpu_dir, [*measurements, *siblings]))
-    out = gpu_dir / f"{model}.json"
+                          session_pageable=gpu_session_pageable_gbps(model_dir, [*measurements, *siblings]))
+    out = model_dir / f"{model}.json"
     save_calibration(cal, out)
     return out

@@ -134,10 +134,11 @@ def _report_new(out_path: Path, seen: int, on_result) -> int:
 
 def run_in_subprocess(workload: Workload, plan: Plan, *, steps: int | None = None, memory_cap_gib: float | None = None,
                       checkpoint: Path | None = None, decode: bool = True, spec: ModelSpec | None = None,
-                      device: str | None = None) -> Measurement:
+                      device: str | None = None, wan_repo: Path | None = None) -> Measurement:
     """Measure one point in a fresh process (verify uses this, so a cap applies before any allocation)."""
     job = Job(workload=workload, plan=plan, steps=steps, decode=decode, memory_cap_gib=memory_cap_gib,
-              checkpoint=str(checkpoint) if checkpoint else None, spec=spec, device=device)
+              checkpoint=str(checkpoint) if checkpoint else None, spec=spec, device=device,
+              wan_repo=str(wan_repo) if wan_repo else None)
     with tempfile.TemporaryDirectory() as tmp:
         out = run_jobs([job], Path(tmp) / "m.jsonl")
     return out[0]

@@ -47,6 +47,22 @@ GRIDS: dict[str, list[tuple[Plan, list[tuple[int, int, int, int, bool]]]]] = {
         (Plan(offload="sequential"), [(480, 832, 41, 3, True)]),
     ],
 }
+# The official Wan2.2 code (runtime wan): its own knobs only. Every point decodes (generate() always does).
+# Its baseline for the fits is the bf16 resident DiT (--convert_model_dtype, --offload_model False) with the
+# runtime's own attention kernel; fp32 weights (its default), --offload_model, --t5_cpu and the cuDNN kernel
+# class at one or two points each, composed by the planner like diffusers' knobs.
+WAN_BASE = Plan(runtime="wan", offload="none", dit_dtype="bf16")
+OFFICIAL_GRIDS: dict[str, list[tuple[Plan, list[tuple[int, int, int, int, bool]]]]] = {
+    "wan2.2-ti2v-5b": [
+        (WAN_BASE, [(480, 832, 41, 3, True), (480, 832, 81, 3, True), (704, 1280, 41, 3, True),
+                    (704, 1280, 81, 3, True), (704, 1280, 121, 2, True)]),
+        (Plan(runtime="wan", offload="none", dit_dtype="fp32"), [(480, 832, 81, 3, True), (704, 1280, 121, 2, True)]),
+        (Plan(runtime="wan", offload="model", dit_dtype="bf16"), [(704, 1280, 81, 3, True)]),
+        (Plan(runtime="wan", offload="none", text_encoder="cpu", dit_dtype="bf16"), [(480, 832, 81, 2, True)]),
+        (Plan(runtime="wan", offload="none", dit_dtype="bf16", attention="cudnn"), [(704, 1280, 81, 3, True),
+                                                                                      (704, 1280, 121, 2, True)]),
+    ],
+}
 # A repeat of the first baseline point at the end of its (reused) process: shows that the reset
 # between points gives the same peaks as a fresh process.
 RESET_CHECK_TAG = "reset-check"

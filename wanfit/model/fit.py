@@ -54,7 +54,7 @@ def fit_calibration(measurements: list[Measurement], gpu: str, model: str, ceili
     host.fit_moves(fc, weights)
     _closing_notes(fc)
     cal = Calibration(
-        gpu=gpu, model=model, dit_family=fc.spec.dit_family, environment=_environment(fc), ceilings=ceilings,
+        gpu=gpu, model=model, runtime=_runtime(fc), dit_family=fc.spec.dit_family, environment=_environment(fc), ceilings=ceilings,
         feature_ceilings=fc.fc, feature_ceilings_source=fc.fc_source,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"), wanfit_version=__version__,
         gpu_minutes=round(gpu_minutes, 2), measurements_file=measurements_file or f"{model}.measurements.jsonl",
@@ -75,6 +75,15 @@ def _closing_notes(fc: FitContext) -> None:
     missing = [k for k in UNCALIBRATED_FALLBACKS if k not in fc.models]
     if missing:
         fc.notes.append("not calibrated (analytic estimates, marked in predictions): " + ", ".join(missing))
+
+
+def _runtime(fc: FitContext) -> str:
+    """The runtime every point of the calibration ran (a calibration is of one runtime)."""
+    runtimes = sorted({m.plan.runtime for m in fc.all})
+    if len(runtimes) != 1:
+        raise WanfitError(f"the {fc.model_key} measurements mix runtimes ({', '.join(runtimes)}): keep each "
+                          f"runtime's in its own directory (calibration/<gpu>/ and calibration/<gpu>/<runtime>/)")
+    return runtimes[0]
 
 
 def _training_ranges(fc: FitContext) -> dict[str, tuple[float, float]]:

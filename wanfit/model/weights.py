@@ -258,10 +258,42 @@ def _text_encoder_weight(m: Measurement) -> tuple[str, float] | None:
     return ("int8" if p.text_encoder == "int8" else "bf16"), te_stage.torch_allocated_start_gib - others
 
 
+def _official_weights(m: Measurement) -> dict[str, float]:
+    """Each component's weights in an official-code run, wherever they sat (its runner records them: the
+    official code keeps T5 and the DiT in host memory until generate() moves them)."""
+    prefix = "weights_gib."
+    return {k.removeprefix(prefix): v for k, v in m.extra.items() if k.startswith(prefix)}
+
+
+def measured_resident_gib(m: Measurement, stage: str) -> float | None:
+    """The weights on the GPU during `stage` of a measured run (None where the run does not tell): diffusers
+    without offload, everything it placed; the official code, its placement of the weights it recorded."""
+    if m.plan.runtime == "wan":
+        weights = _official_weights(m)
+        if "transformer" not in weights:
+            return None
+        te = weights.get("text_encoder", 0.0)
+        w = Weights(dit=weights["transformer"], text_encoder=te if m.plan.text_encoder == "gpu" else 0.0,
+                    text_encoder_host=te if m.plan.text_encoder == "cpu" else 0.0, vae=weights.get("vae", 0.0),
+                    image_encoder=0.0, experts=m.workload.spec.experts,
+                    dit_layers=m.workload.spec.transformer["num_layers"])
+        return resident_gib(stage, m.plan, w)
+    if m.plan.offload != "none" or not m.resident_weights_gib:
+        return None
+    return sum(m.resident_weights_gib.values())
+
+
 def _resident_observations(ms: list[Measurement]) -> dict[tuple[str, str], list[float]]:
-    """GiB of each (component, variant) measured resident, from the plans that keep it resident."""
+    """GiB of each (component, variant) measured resident, from the plans that keep it resident (the official
+    code's runner records every component wherever it sits)."""
     obs: dict[tuple[str, str], list[float]] = defaultdict(list)
     for m in ms:
+        if m.plan.runtime == "wan":
+            weights = _official_weights(m)
+            for comp, variant in (("transformer", m.plan.dit_dtype), ("vae", "fp32"), ("text_encoder", "bf16")):
+                if comp in weights:
+                    obs[(comp, variant)].append(weights[comp])
+            continue
         rw, p = m.resident_weights_gib, m.plan
         if not rw:
             continue

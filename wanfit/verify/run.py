@@ -97,6 +97,7 @@ def run_verify(
     checkpoint: Path | None = None,
     host_pageable_gbps: float | None = None,
     host_d2h_gbps: float | None = None,
+    wan_repo: Path | None = None,
     **predict_options,
 ) -> VerifyReport:
     """Predict `workload` + `plan` on `target_gpu`, run it on the local GPU (capped to the target's
@@ -131,7 +132,7 @@ def run_verify(
     local_prediction = None if same_gpu else _local_prediction(workload, plan, local_key, predict_options)
 
     m = run_in_subprocess(workload, plan, steps=steps, memory_cap_gib=target_memory if capped else None,
-                          checkpoint=checkpoint)
+                          checkpoint=checkpoint, wan_repo=wan_repo)
     env = m.environment
     if env.gpu_name == "cpu":
         raise no_cuda_error("verify")

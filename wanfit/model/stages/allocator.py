@@ -32,6 +32,7 @@ from wanfit.model.stages import denoise
 from wanfit.model.transfer import context_gib
 from wanfit.model.weights import GROUPS_IN_FLIGHT, WeightsTable
 from wanfit.vocabulary.stages import STAGES
+from wanfit.vocabulary.workload import Plan
 
 if TYPE_CHECKING:
     from wanfit.vocabulary.measurement import Measurement, StageRecord
@@ -47,6 +48,17 @@ def slack_kind(stage: str, vae_tiling: bool) -> str:
     if stage == "vae_decode":
         return "vae_decode_tiled" if vae_tiling else "vae_decode"
     return "text_encode" if stage == "text_encode" else "denoise"
+
+
+def cache_emptied_before(stage: str, plan: Plan, index: int | None = None) -> bool:
+    """Whether the runtime empties the CUDA cache as the stage starts (every earlier reservation gone): the
+    official code calls torch.cuda.empty_cache() after moving its DiT up for the first step and, with
+    --offload_model, after sending it down before the decode (wan/textimage2video.py, text2video.py)."""
+    if plan.runtime != "wan":
+        return False
+    if stage in ("denoise", "step"):
+        return index in (None, 1)
+    return stage == "vae_decode" and plan.offload == "model"
 
 
 def slack_key(kind: str, variant: str = "") -> str:
@@ -85,8 +97,11 @@ def fit_reservation(fc: FitContext, weights: WeightsTable) -> float:
     _fit_slacks(fc, {k: v for k, v in grown.items() if k not in casts})
     _fit_cast_slacks(fc, casts)
     _fit_group_pool(fc, weights, group_steps)
-    frag = [s.torch_peak_reserved_gib - s.torch_peak_allocated_gib for m in fc.ms
-            if m.plan.expandable_segments and m.plan.offload == "none" for s in m.steady_steps()
+    # Measured where the cache holds the step's working set (no offload): with expandable segments where the
+    # calibration has them, else (the official code sets none) without.
+    steady = [m for m in fc.ms if m.plan.offload == "none" and m.plan.expandable_segments] or \
+        [m for m in fc.ms if m.plan.offload == "none"]
+    frag = [s.torch_peak_reserved_gib - s.torch_peak_allocated_gib for m in steady for s in m.steady_steps()
             if s.torch_peak_reserved_gib is not None and s.torch_peak_allocated_gib is not None]
     return max(0.0, median_or(frag, 0.0))
 
@@ -112,6 +127,8 @@ def _growth_rows(fc: FitContext) -> tuple[dict[str, list[Row]], list[GroupStep]]
                 continue
             if prev is None:  # the point's first stage: the cache was emptied, reserved = allocated
                 prev = s.torch_allocated_start_gib if s.torch_allocated_start_gib is not None else 0.0
+            if cache_emptied_before(s.name, m.plan, s.index):
+                prev = 0.0  # the stage's reservation is its own working set
             kind, t = slack_kind(s.name, m.plan.vae_tiling), transient(s)
             if s.name == "step" and m.plan.offload == "group":
                 if s.index == 1:
@@ -274,7 +291,7 @@ def device_level(pc: PredictContext, demands: dict[str, StageDemand], bf16_activ
             grow = slack_gib(pc, kind, grown_by) if name != "prepare" else 0.0
             # Under sequential offload accelerate empties the cache at every leaf's weight load:
             # no stage keeps an earlier stage's reservation.
-            kept = 0.0 if plan.offload == "sequential" else reserved
+            kept = 0.0 if plan.offload == "sequential" or cache_emptied_before(name, plan) else reserved
             reserved = held = max(kept, default_stream + grow)
         stages.append(StageEstimate(name=name, time_s=max(0.0, d.time_s), allocated_gib=d.allocated_gib,
                                     peak_vram_gib=outside + held + pool, need_gib=d.allocated_gib + outside + margin))

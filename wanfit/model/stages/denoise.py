@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from wanfit.model.context import FitContext, PredictContext, first_in_process, size_key, transient
 from wanfit.model.fitting import FIXED_PRIOR_STRENGTH, PRIOR_STRENGTH, Row, fit_constant, fit_linear
 from wanfit.model.transfer import TERM_BOUND
-from wanfit.model.weights import GROUPS_IN_FLIGHT, WeightsTable, analytic_weights_gib
+from wanfit.model.weights import GROUPS_IN_FLIGHT, WeightsTable, analytic_weights_gib, measured_resident_gib
 from wanfit.vocabulary.catalog import get_model
 from wanfit.vocabulary.errors import WanfitError
 from wanfit.vocabulary.units import GB, GIB, transfer_s
@@ -73,8 +73,7 @@ def _fit_persistent_and_activation(fc: FitContext) -> None:
     persistent, act = [], []
     for m in fc.ms:
         steps = m.steady_steps()
-        if m.plan.offload == "none" and m.resident_weights_gib:
-            resident = sum(m.resident_weights_gib.values())
+        if (resident := measured_resident_gib(m, "denoise")) is not None:
             for s in steps[:1]:
                 if s.torch_allocated_start_gib is not None:
                     persistent.append(Row({}, s.torch_allocated_start_gib - resident, size_key(m)))
@@ -135,13 +134,36 @@ def fit_time(fc: FitContext, weights: WeightsTable) -> None:
     _fit_warmup(fc)
     _fit_cast_extras(fc, weights, step)
     _fit_offload_extras(fc, weights, step)
+    _fit_attention_extras(fc, step)
+
+
+def _fit_attention_extras(fc: FitContext, step) -> None:
+    """A pinned attention kernel's step against the runtime's own (`auto`): a share of the attention work
+    (negative where the kernel is faster), on the bf16 resident points measured with it."""
+    rows: dict[str, list[Row]] = defaultdict(list)
+    for m in fc.ms:
+        t, p = steady_s(m), m.plan
+        if t is None or p.attention == "auto" or p.dit_dtype != "bf16" or p.offload not in ("none", "model"):
+            continue
+        base = step.predict(fc.x(m))
+        rows[p.attention].append(Row({"attention_s": fc.x(m)["attention_s"]}, t - base, size_key(m), ref=t))
+    for kernel, kernel_rows in sorted(rows.items()):
+        fc.put(extra_time(f"attention:{kernel}"), fit_linear(kernel_rows, ["attention_s"], intercept=False,
+               lower=[-1.0], held_out=fc.held, unit="s",
+               target=f"step time with the {kernel} attention kernel above the runtime's own kernel (a share of "
+                      f"the attention work at the calibrated ceiling), s"))
+
+
+def _baseline_step(m: Measurement) -> bool:
+    """A step of the bf16 DiT, resident, with the runtime's own attention kernel: what the step model fits."""
+    return m.plan.dit_dtype == "bf16" and m.plan.offload in ("none", "model") and m.plan.attention == "auto"
 
 
 def _fit_step(fc: FitContext):
     base_rows = []
     for m in fc.ms + fc.siblings:
         t = steady_s(m)
-        if t is not None and m.plan.dit_dtype == "bf16" and m.plan.offload in ("none", "model"):
+        if t is not None and _baseline_step(m):
             base_rows.append(Row(fc.x(m), t, size_key(m)))
     if others := sorted({m.workload.model for m in fc.siblings}):
         fc.notes.append(f"step time fitted on this model's baseline steps and those of {', '.join(others)} "
@@ -167,7 +189,9 @@ def _fit_warmup(fc: FitContext) -> None:
         t, steps = steady_s(m), m.steps()
         if t is None or not steps or m.plan.dit_dtype != "bf16" or m.plan.offload != "none":
             continue
-        (warm_fresh if first_in_process(m) else warm_reused).append(Row({}, steps[0].time_s - t, size_key(m)))
+        # The official code moves its DiT to the GPU inside the first step: its runner times that move apart.
+        excess = steps[0].time_s - t - m.extra.get("step_1_loading_s", 0.0)
+        (warm_fresh if first_in_process(m) else warm_reused).append(Row({}, excess, size_key(m)))
     fc.put(WARMUP, fit_constant(warm_fresh or warm_reused, target="first step above steady state in a fresh "
                                 "process (warm-up), s", unit="s", held_out=fc.held))
     fc.put(WARMUP_REUSED, fit_constant(warm_reused, target="first step above steady state when the pipeline was "
@@ -265,13 +289,25 @@ def base_step_s(pc: PredictContext) -> float:
 
 
 def step_s(pc: PredictContext, base: float) -> float:
-    """The plan's steady step: the bf16 step plus its weight casts and its offload's stream."""
-    extra = _cast_extra_s(pc, base)
+    """The plan's steady step: the bf16 step plus its attention kernel's, its weight casts' and its offload's."""
+    extra = _cast_extra_s(pc, base) + _attention_extra_s(pc)
     if pc.plan.offload == "group":
         extra += _group_extra_s(pc, base + extra)
     elif pc.plan.offload == "sequential":
         extra += _sequential_extra_s(pc)
     return base + extra
+
+
+def _attention_extra_s(pc: PredictContext) -> float:
+    kernel = pc.plan.attention
+    if kernel == "auto":
+        return 0.0
+    m = pc.model(extra_time(f"attention:{kernel}"))
+    if m is None:
+        pc.note(f"attention kernel {kernel} not calibrated in {pc.cal.label}: the step as with the runtime's own "
+                f"kernel")
+        return 0.0
+    return m.predict({"attention_s": pc.x["attention_s"]}) * pc.scale.attention
 
 
 def _cast_extra_s(pc: PredictContext, base: float) -> float:

@@ -71,7 +71,8 @@ def fit_moves(fc: FitContext, weights: WeightsTable) -> None:
     (the other stages' fits), against the bytes each direction moves (pageable host memory). The text
     encoder's upload has its own fit (text_encode's) and is one here too: a pure host-to-device copy,
     it pins the h2d coefficient the other stages share with d2h."""
-    rows = [r for m in fc.ms if m.plan.offload == "model" for r in _move_rows(fc, m, weights)]
+    rows = [r for m in fc.ms if m.plan.offload == "model" or m.plan.runtime == "wan"
+            for r in _move_rows(fc, m, weights)]
     rows = [r for r in rows if r.x["h2d_s"] > 0 or r.x["d2h_s"] > 0]
     fc.put(MOVES, fit_linear(rows, ["h2d_s", "d2h_s"], intercept=False, held_out=fc.held, unit="s",
                              target="model-offload stage time above no offload, against GiB moved / the pageable h2d "
@@ -93,7 +94,8 @@ def _move_rows(fc: FitContext, m: Measurement, weights: WeightsTable) -> list[Ro
     warm_reused = models.get(denoise.WARMUP_REUSED) or warm
     rows = []
     te = m.stage("text_encode")
-    if te is not None and te_gpu is not None and m.plan.text_encoder == "gpu":
+    # The official encode's T5 moves are in its own fit (text_encode: measured with them).
+    if te is not None and te_gpu is not None and m.plan.text_encoder == "gpu" and m.plan.runtime == "diffusers":
         first = te_first.predict({}) if te_first is not None and first_in_process(m) else 0.0
         rows.append(row("text_encode", te.time_s - te_gpu.predict({}) - first))
     steps, t = m.steps(), denoise.steady_s(m)

@@ -30,10 +30,18 @@ UPLOAD = "text_encode_upload"
 
 def _placement(plan: Plan) -> str:
     """How the encoder runs: its variant (gpu / int8 / cpu), and for a bf16 GPU encoder handed to group or
-    sequential offload, that offload too (`gpu:group`)."""
+    sequential offload, that offload too (`gpu:group`). The official code moves T5 up for every GPU encode
+    and, with --offload_model, down after it, inside the stage: `gpu` and `gpu:model` there, moves included."""
+    if plan.runtime == "wan":
+        return "gpu:model" if plan.text_encoder == "gpu" and plan.offload == "model" else plan.text_encoder
     if plan.text_encoder != "gpu" or plan.offload in ("none", "model"):
         return plan.text_encoder
     return f"{plan.text_encoder}:{plan.offload}"
+
+
+def _upload_fitted_apart(plan: Plan) -> bool:
+    """diffusers' model offload uploads the encoder inside the encode: fitted apart (UPLOAD), at the host's rate."""
+    return plan.runtime == "diffusers" and plan.offload == "model" and plan.text_encoder == "gpu"
 
 
 def transient_key(placement: str) -> str:
@@ -54,7 +62,7 @@ def fit_memory(fc: FitContext) -> None:
     def transient_row(m: Measurement) -> tuple[str, Row] | None:
         s, p = m.stage("text_encode"), m.plan
         t = transient(s) if s is not None else None
-        if t is None or (p.text_encoder == "gpu" and p.offload == "model"):
+        if t is None or _upload_fitted_apart(p):
             return None
         return transient_key(_placement(p)), Row({}, t, size_key(m))
 
@@ -66,10 +74,9 @@ def fit_memory(fc: FitContext) -> None:
 def _time_key(m: Measurement) -> str | None:
     """The time fit a point's encode belongs to (none under model offload with the encoder in the chain:
     its upload is fitted apart)."""
-    p = m.plan
-    if m.stage("text_encode") is None or (p.offload == "model" and p.text_encoder == "gpu"):
+    if m.stage("text_encode") is None or _upload_fitted_apart(m.plan):
         return None
-    return time_key(_placement(p))
+    return time_key(_placement(m.plan))
 
 
 def fit_time(fc: FitContext, weights: WeightsTable) -> None:
@@ -114,7 +121,7 @@ def _fit_first_call(fc: FitContext):
 def _fit_upload(fc: FitContext, weights: WeightsTable, gpu_side_first: float) -> None:
     def upload_row(m: Measurement) -> tuple[str, Row] | None:
         s, base = m.stage("text_encode"), fc.models.get(time_key("gpu"))
-        if s is None or m.plan.offload != "model" or m.plan.text_encoder != "gpu" or base is None:
+        if s is None or not _upload_fitted_apart(m.plan) or base is None:
             return None
         x = {"h2d_s": transfer_s(weights["text_encoder"]["bf16"].gib, fc.pageable_gbps(m))}
         setup = gpu_side_first if first_in_process(m) else 0.0
@@ -149,6 +156,11 @@ def time_s(pc: PredictContext, host_seconds: Callable[[PredictContext, Moves], f
     plan = pc.plan
     # A GPU-side encoder's first call in a process pays the one-time setup (lazily loaded kernels).
     first = pc.value(FIRST, 0.0) if pc.first_in_process and plan.text_encoder != "cpu" else 0.0
+    if plan.runtime == pc.cal.runtime == "wan" and (moved := pc.model(time_key(_placement(plan)))) is not None:
+        # The official encode with its T5 moves, as measured on the calibration host.
+        if plan.text_encoder == "cpu":
+            return moved.predict({})
+        return (moved.predict({}) + first) * pc.scale.overhead
     # Under model offload the encoder's upload is a host copy, timed apart at the host's rate.
     combo = pc.model(time_key(f"{plan.text_encoder}:{plan.offload}")) if plan.offload != "model" else None
     if combo is not None:
@@ -172,7 +184,9 @@ def time_s(pc: PredictContext, host_seconds: Callable[[PredictContext, Moves], f
 def _weight_traffic_s(pc: PredictContext, host_seconds: Callable[[PredictContext, Moves], float]) -> float:
     plan, w, ceilings = pc.plan, pc.weights, pc.cal.feature_ceilings
     upload = pc.model(UPLOAD)
-    if plan.offload == "model" and plan.text_encoder == "gpu" and upload is not None:
+    if plan.runtime == "wan":
+        return host_seconds(pc, weight_moves("text_encode", plan, w))
+    if _upload_fitted_apart(plan) and upload is not None:
         return upload.predict({"h2d_s": transfer_s(w.text_encoder, ceilings.h2d_pageable_gbps)}) \
             * pc.scale.host_pageable
     if plan.offload == "model":

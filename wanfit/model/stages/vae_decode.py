@@ -16,7 +16,7 @@ from wanfit.model.calibration import LinearModel
 from wanfit.model.context import FitContext, PredictContext, size_key, transient
 from wanfit.model.fitting import Row, fit_constant, fit_linear
 from wanfit.model.transfer import vae_non_gemm_share
-from wanfit.model.weights import Moves, WeightsTable, analytic_weights_gib, weight_moves
+from wanfit.model.weights import Moves, WeightsTable, analytic_weights_gib, measured_resident_gib, weight_moves
 from wanfit.vocabulary.catalog import get_model
 from wanfit.vocabulary.units import transfer_s
 
@@ -37,8 +37,15 @@ def time_key(tiled: bool) -> str:
 
 
 def _resident_vae(m: Measurement) -> bool:
-    """The VAE stays on the GPU through the decode (no offload, or group offload, which keeps it)."""
-    return m.plan.offload in ("none", "group")
+    """The VAE stays on the GPU through the decode (no offload, or group offload, which keeps it; the official
+    code keeps it there all run)."""
+    return m.plan.runtime == "wan" or m.plan.offload in ("none", "group")
+
+
+def _decode_alone(m: Measurement) -> bool:
+    """The decode stage is the decode's work alone: the VAE resident and no weights moving in the stage
+    (the official code with --offload_model sends its DiT down just before it)."""
+    return m.plan.offload in ("none", "group") if m.plan.runtime == "diffusers" else m.plan.offload == "none"
 
 
 def tiled_decodes(fc: FitContext) -> tuple[list[Measurement], bool]:
@@ -47,7 +54,7 @@ def tiled_decodes(fc: FitContext) -> tuple[list[Measurement], bool]:
     the process's earlier stages left cached (a 14B's steps left 2.4 GiB above its tiled decode's
     allocations, a 1.3B's 0.6 GiB), so a DiT without tiled points keeps its own denoise slack there."""
     def tiled(ms: list[Measurement]) -> list[Measurement]:
-        return [m for m in ms if m.plan.vae_tiling and _resident_vae(m) and m.stage("vae_decode") is not None]
+        return [m for m in ms if m.plan.vae_tiling and _decode_alone(m) and m.stage("vae_decode") is not None]
 
     own = tiled(fc.ms)
     if own:
@@ -63,10 +70,9 @@ def fit_memory(fc: FitContext) -> None:
     persistent = []
     for m in fc.ms:
         dec = m.stage("vae_decode")
-        if m.plan.offload == "none" and m.resident_weights_gib and dec is not None \
-                and dec.torch_allocated_start_gib is not None:
-            persistent.append(Row({}, dec.torch_allocated_start_gib - sum(m.resident_weights_gib.values()),
-                                  size_key(m)))
+        resident = measured_resident_gib(m, "vae_decode")
+        if resident is not None and dec is not None and dec.torch_allocated_start_gib is not None:
+            persistent.append(Row({}, dec.torch_allocated_start_gib - resident, size_key(m)))
     fc.put(PERSISTENT, fit_constant(persistent, target="allocated at decode start above the resident weights, GiB",
                                     unit="GiB", held_out=fc.held))
     rows: dict[bool, list[Row]] = defaultdict(list)
@@ -86,7 +92,7 @@ def fit_memory(fc: FitContext) -> None:
 def _resident_time_fit(fc: FitContext, ms: list[Measurement], held_out: bool) -> LinearModel | None:
     """The untiled VAE decode with the VAE resident, in output pixels x frames."""
     rows = [Row(fc.x(m), dec.time_s, size_key(m)) for m in ms
-            if (dec := m.stage("vae_decode")) is not None and _resident_vae(m) and not m.plan.vae_tiling]
+            if (dec := m.stage("vae_decode")) is not None and _decode_alone(m) and not m.plan.vae_tiling]
     return fit_linear(rows, ["pixel_gframes"], relative=True, held_out=held_out,
                       target="VAE decode and postprocess (output pixels x frames), s", unit="s")
 
