@@ -54,7 +54,8 @@ def fit_calibration(measurements: list[Measurement], gpu: str, model: str, ceili
     host.fit_moves(fc, weights)
     _closing_notes(fc)
     cal = Calibration(
-        gpu=gpu, model=model, runtime=_runtime(fc), dit_family=fc.spec.dit_family, environment=_environment(fc), ceilings=ceilings,
+        gpu=gpu, model=model, runtime=_runtime(fc), dit_family=fc.spec.dit_family, environment=_environment(fc),
+        ceilings=ceilings,
         feature_ceilings=fc.fc, feature_ceilings_source=fc.fc_source,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"), wanfit_version=__version__,
         gpu_minutes=round(gpu_minutes, 2), measurements_file=measurements_file or f"{model}.measurements.jsonl",
