@@ -108,5 +108,5 @@ def test_the_official_calibration_grid_measures_the_official_knobs_only():
     assert ("model", "gpu", "bf16", "auto") in knobs and ("none", "cpu", "bf16", "auto") in knobs
     assert ("none", "gpu", "bf16", "cudnn") in knobs
     assert len({j.id for j in jobs}) == len(jobs)
-    with pytest.raises(WanfitError, match="no wan calibration grid for wan2.1-t2v-14b"):
+    with pytest.raises(WanfitError, match=r"no wan calibration grid for wan2\.1-t2v-14b"):
         grid_jobs("wan2.1-t2v-14b", runtime="wan")
