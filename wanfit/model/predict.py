@@ -93,7 +93,8 @@ class Prediction:
             peak_vram_interval_gib=(shown(self.peak_vram_interval_gib[0]), shown(self.peak_vram_interval_gib[1])),
             host_ram_gib=round(self.host_ram_gib, 3), host_ram_fits=host_ok,
             stages=[StagePrediction(name=s.name, time_s=round(s.time_s, 4), peak_vram_gib=shown(s.peak_vram_gib),
-                                    need_gib=round(s.need_gib, 3)) for s in self.stages],
+                                    need_gib=round(s.need_gib, 3), allocated_gib=round(s.allocated_gib, 3))
+                    for s in self.stages],
             extrapolated=self.extrapolated, transferred_from=self.transferred_from, notes=notes,
         )
 

@@ -21,10 +21,11 @@ SAFETY_MARGIN_GIB = 1.0
 
 class StagePrediction(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-    name: str  # init | text_encode | denoise | expert_switch | vae_decode
+    name: str  # init | text_encode | prepare | denoise | expert_switch | vae_decode
     time_s: float
-    peak_vram_gib: float
-    need_gib: float | None = None
+    peak_vram_gib: float  # device level (what nvidia-smi shows), uncapped
+    need_gib: float | None = None  # what decides OOM
+    allocated_gib: float | None = None  # torch-allocated peak (torch.cuda.max_memory_allocated, what monitors print)
 
 
 class Candidate(BaseModel):
