@@ -150,3 +150,19 @@ def test_random_weights_are_built_where_a_checkpoint_load_puts_them(plan, built_
     from wanfit.measure.build import built_in_host_memory
 
     assert built_in_host_memory(plan) == built_on_host
+
+
+def test_a_pinned_attention_kernel_goes_through_diffusers_dispatcher():
+    from wanfit.measure.build import build_random
+    from wanfit.measure.placement import DIFFUSERS_ATTENTION_BACKENDS, apply_plan, attention_backend
+
+    assert attention_backend("auto") is None
+    assert attention_backend("cudnn") == "_native_cudnn"
+    # Without the flash-attn packages (as here) the SDPA backend of the same kernel class.
+    assert attention_backend("fa2") == "_native_flash" and attention_backend("fa3") == "_native_cudnn"
+    assert set(DIFFUSERS_ATTENTION_BACKENDS) == {"fa2", "fa3", "cudnn"}
+    comp = build_random(tiny_spec("wan2.1-t2v-1.3b"), Plan(attention="cudnn"), "cpu")
+    apply_plan(comp, Plan(attention="cudnn"), "cpu")
+    backends = {getattr(m.processor, "_attention_backend", None) for m in comp.pipe.transformer.modules()
+                if hasattr(m, "processor")}
+    assert backends == {"_native_cudnn"}

@@ -4,6 +4,7 @@ torchao), so what is measured is what users run."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import torch
@@ -55,10 +56,29 @@ def _offload_with_pipeline_hooks(pipe, dits, te, plan: Plan, enable, device: str
     enable(device=device)
 
 
+# The plan's attention kernel class through diffusers' attention dispatcher (diffusers 0.42.1
+# models/attention_dispatch.py AttentionBackendName): the flash-attn packages where installed, else torch
+# SDPA's backend of the same kernel class (flash = the FA2 kernel; cuDNN = the FA3 class on Hopper).
+DIFFUSERS_ATTENTION_BACKENDS = {"fa2": ("flash", "_native_flash"), "fa3": ("_flash_3", "_native_cudnn"),
+                                "cudnn": ("_native_cudnn", "_native_cudnn")}
+
+
+def attention_backend(kernel: str) -> str | None:
+    """The diffusers backend name for a plan's attention kernel class (None: `auto`, diffusers' default SDPA)."""
+    if kernel == "auto":
+        return None
+    package, sdpa = DIFFUSERS_ATTENTION_BACKENDS[kernel]
+    module = "flash_attn_interface" if package == "_flash_3" else "flash_attn"
+    return package if importlib.util.find_spec(module) is not None and package != sdpa else sdpa
+
+
 def apply_plan(comp: Components, plan: Plan, device: str) -> None:
     pipe = comp.pipe
     cuda = device.startswith("cuda")
     dits = _transformers(pipe)
+    if (backend := attention_backend(plan.attention)) is not None:
+        for dit in dits:
+            dit.set_attention_backend(backend)
     if plan.dit_dtype == "fp8":
         for dit in dits:
             dit.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=torch.bfloat16)
