@@ -362,10 +362,11 @@ def fake_verify(monkeypatch):
     calls = []
 
     def run_verify(workload, plan, target_gpu, steps=None, tolerance_memory=0.05, tolerance_time=0.10,
-                   checkpoint=None, host_pageable_gbps=None, host_d2h_gbps=None, **options):
+                   checkpoint=None, host_pageable_gbps=None, host_d2h_gbps=None, wan_repo=None, **options):
         calls.append({"workload": workload, "plan": plan, "target_gpu": target_gpu, "steps": steps,
                       "tolerance_memory": tolerance_memory, "tolerance_time": tolerance_time,
-                      "host_pageable_gbps": host_pageable_gbps, "host_d2h_gbps": host_d2h_gbps, **options})
+                      "host_pageable_gbps": host_pageable_gbps, "host_d2h_gbps": host_d2h_gbps,
+                      "wan_repo": wan_repo, **options})
         step_times = [3.4] + [2.46] * (steps - 1 if steps else workload.steps - 1)
         m = measurement(workload=workload, plan=plan, step_times=step_times)
         return build_report(m, candidate(plan=plan, steps=workload.steps), target_gpu=target_gpu,
@@ -401,6 +402,17 @@ def test_verify_writes_reports_and_exits_with_the_verdict(fake_verify, tmp_path)
                             "--host-pageable-gbps", "6.4", "--host-d2h-gbps", "1.3", "--out", str(out)])
     (call,) = fake_verify
     assert (call["host_pageable_gbps"], call["host_d2h_gbps"]) == (6.4, 1.3)
+
+
+def test_verify_runs_the_official_runtime_with_its_own_baseline(fake_verify, tmp_path):
+    runner.invoke(cli.app, ["verify", "--gpu", "h100", "--runtime", "wan", "--wan-repo", str(tmp_path), "--steps",
+                            "2", "--out", str(tmp_path / "r")])
+    (call,) = fake_verify
+    plan = call["plan"]  # generate.py's defaults on one GPU: --offload_model True, fp32 DiT, no expandable segments
+    assert (plan.runtime, plan.offload, plan.dit_dtype, plan.expandable_segments) == ("wan", "model", "fp32", False)
+    assert call["wan_repo"] == tmp_path
+    bad = runner.invoke(cli.app, ["verify", "--gpu", "h100", "--runtime", "wan", "--offload", "group"])
+    assert bad.exit_code == 2 and "wan runtime has no offload group" in bad.output
 
 
 def test_verify_recommended_runs_the_plan_plan_recommends(fake_verify, tmp_path, cal_args):

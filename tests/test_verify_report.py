@@ -350,7 +350,7 @@ def fake_gpu(monkeypatch):
         slow = {"h100": 1.0, "l40s": 2.5, "l4": 6.0}[gpu]
         return candidate(plan=plan, denoise=((3.4 + 49 * 2.46) * slow, 20.5), fits=gpu != "l4")
 
-    def run_in_subprocess(workload, plan, *, steps=None, memory_cap_gib=None, checkpoint=None):
+    def run_in_subprocess(workload, plan, *, steps=None, memory_cap_gib=None, checkpoint=None, wan_repo=None):
         calls["run"].append({"steps": steps, "memory_cap_gib": memory_cap_gib, "checkpoint": checkpoint})
         times = FULL if steps is None else [3.4] + [2.46] * (steps - 1)
         return measurement(workload=workload, plan=plan, step_times=times, memory_cap_gib=memory_cap_gib)
