@@ -14,6 +14,7 @@ import itertools
 
 from wanfit.model.calibration import Calibration, source_note
 from wanfit.model.predict import Prediction, predict
+from wanfit.planner.command import plan_command
 from wanfit.vocabulary.plan_report import SAFETY_MARGIN_GIB, Candidate, GpuResult
 from wanfit.vocabulary.profiles import GpuProfile
 from wanfit.vocabulary.stages import stage_title
@@ -148,11 +149,20 @@ def advise(workload: Workload, calibration: Calibration, target: GpuProfile, pin
         base_pred = predict(workload, base_plan, calibration, target, host_pageable_gbps, **options)
     base_cand = base_pred.candidate(usable, safety_margin_gib, host_ram_gib)
     ranked = rank(candidates, base_plan)
+    if ranked and ranked[0].fits:
+        ranked[0] = with_command(ranked[0], workload, predictions)
     recommended = ranked[0] if ranked and ranked[0].fits else None
     reason = reason_line(target.key, usable, safety_margin_gib, base_pred, base_cand, recommended, ranked,
                          host_ram_gib)
     return GpuResult(gpu=target.key, memory_gib=usable, calibration=calibration.label, recommended=recommended,
                      reason=reason, candidates=ranked)
+
+
+def with_command(cand: Candidate, workload: Workload, predictions: list[Prediction]) -> Candidate:
+    """`cand` with the command that runs its plan: the predicted Plan itself (the candidate's knobs leave out
+    the allocator setting)."""
+    plan = next((p.plan for p in predictions if p.plan.knobs() == cand.plan), cand.as_plan())
+    return cand.model_copy(update={"command": plan_command(workload, plan)})
 
 
 def rank(candidates: list[Candidate], base_plan: Plan) -> list[Candidate]:

@@ -7,6 +7,7 @@ this runs on plan's path, which must start fast and work without torch). Memory 
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -208,6 +209,18 @@ def recommendation_line(result: GpuResult) -> list[Segment]:
     return line
 
 
+def command_lines(result: GpuResult, term: Terminal) -> list[str]:
+    """The recommended plan's command (dim) under the recommendation line, each of its lines wrapped to the
+    terminal (a continuation indented); nothing when none is recommended or it has no command."""
+    if result.recommended is None or not result.recommended.command:
+        return []
+    lines = [term.paint("Run it:", "dim")]
+    for raw in result.recommended.command.splitlines():
+        pieces = textwrap.wrap(raw, max(term.width, 20), subsequent_indent="    ", break_on_hyphens=False) or [""]
+        lines += [term.paint(piece, "dim") for piece in pieces]
+    return lines
+
+
 def _notes(result: GpuResult) -> list[str]:
     seen: list[str] = []
     for cand in result.candidates:
@@ -269,6 +282,7 @@ def render_plan_report(report: PlanReport, term: Terminal) -> str:
         for note in _notes(result):
             lines += term.wrap([(f"note: {note}", "dim")])
         lines += term.wrap(recommendation_line(result))
+        lines += command_lines(result, term)
     if len(report.results) > 1:
         lines.append("")
         lines += comparison_table(report).lines(term)

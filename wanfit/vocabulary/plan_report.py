@@ -46,6 +46,8 @@ class Candidate(BaseModel):
     extrapolated: bool = False
     transferred_from: str | None = None  # calibration (gpu/model) the prediction was carried over from
     notes: list[str] = Field(default_factory=list)
+    # The command that runs this plan (wanfit.planner.command): set on each GPU's recommended candidate, else None.
+    command: str | None = None
 
     def as_plan(self) -> Plan:
         return Plan(**self.plan)
