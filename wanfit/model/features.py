@@ -11,6 +11,10 @@ Which weights a plan places where is wanfit.model.weights.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from functools import lru_cache
+from types import MappingProxyType
+
 from wanfit.model.geometry import BYTES, geometry
 from wanfit.vocabulary.catalog import ModelSpec
 from wanfit.vocabulary.environment import Ceilings
@@ -35,8 +39,14 @@ def vae_tiles(spec: ModelSpec, height: int, width: int) -> tuple[int, float]:
     return len(rows) * len(cols), float(sum(rows) * sum(cols) * s * s)
 
 
-def size_features(workload: Workload, ceilings: Ceilings) -> dict[str, float]:
-    """Per-step and per-decode features of one workload (time features in seconds at `ceilings`)."""
+@lru_cache(maxsize=256)
+def size_features(workload: Workload, ceilings: Ceilings) -> Mapping[str, float]:
+    """Per-step and per-decode features of one workload (time features in seconds at `ceilings`). Read-only
+    and cached: `plan` predicts every plan of a workload from the same features (72 a GPU)."""
+    return MappingProxyType(_size_features(workload, ceilings))
+
+
+def _size_features(workload: Workload, ceilings: Ceilings) -> dict[str, float]:
     spec = workload.spec
     g = geometry(workload)
     layers = spec.transformer["num_layers"]
