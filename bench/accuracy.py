@@ -42,10 +42,20 @@ from wanfit.vocabulary.measurements_file import gpu_session_pageable_gbps, load_
 DOC = REPO / "docs" / "accuracy.md"
 
 
+RUNTIME_DIRS = ("wan",)  # calibration/<gpu>/<runtime>/: another runtime's calibrations of that GPU
+
+
 def calibrations(root: Path) -> list[tuple[Path, str]]:
-    """(GPU directory, model) of every measurements file under a calibration root."""
-    return [(p.parent, p.name.removesuffix(".measurements.jsonl"))
-            for p in sorted(root.glob("*/*.measurements.jsonl"))]
+    """(directory, model) of every measurements file under a calibration root, each runtime's
+    (calibration/<gpu>/ for diffusers, calibration/<gpu>/<runtime>/ for the others)."""
+    files = [*root.glob("*/*.measurements.jsonl"),
+             *(p for runtime in RUNTIME_DIRS for p in root.glob(f"*/{runtime}/*.measurements.jsonl"))]
+    return [(p.parent, p.name.removesuffix(".measurements.jsonl")) for p in sorted(files)]
+
+
+def gpu_of(model_dir: Path) -> Path:
+    """The GPU's directory of a calibration directory (a runtime's sits inside it)."""
+    return model_dir.parent if model_dir.name in RUNTIME_DIRS else model_dir
 
 
 def ceilings_of(gpu_dir: Path) -> Ceilings | None:
@@ -70,7 +80,8 @@ def score(measured: dict[tuple[Path, str], list[Measurement]], details: bool
     `wanfit plan`'s timing once per GPU."""
     held_out, carry, timing, notes = [], [], [], []
     for (gpu_dir, model), ms in measured.items():
-        gpu, label, ceilings = gpu_dir.name, f"{gpu_dir.name}/{model}", ceilings_of(gpu_dir)
+        gpu = gpu_of(gpu_dir).name
+        label, ceilings = f"{gpu_dir.relative_to(gpu_of(gpu_dir).parent)}/{model}", ceilings_of(gpu_of(gpu_dir))
         others = {other: oms for (other_dir, other), oms in measured.items() if other_dir == gpu_dir and other != model}
         siblings = [m for oms in others.values() for m in oms]
         scores = held_out_scores(label, ms, gpu, model, ceilings, siblings,
@@ -81,7 +92,7 @@ def score(measured: dict[tuple[Path, str], list[Measurement]], details: bool
                 print(size, line)
         notes += model_offload_decode_notes(label, ms)
         carry += [carry_over(gpu, model, ms, other, oms, ceilings) for other, oms in others.items()]
-        if not any(t.gpu == gpu for t in timing):
+        if gpu_dir.name not in RUNTIME_DIRS and not any(t.gpu == gpu for t in timing):
             timing.append(time_plan(gpu, plan_calibration_dir(gpu_dir, model, ms, ceilings)))
     return held_out, carry, timing, notes
 
