@@ -289,8 +289,9 @@ def device_level(pc: PredictContext, demands: dict[str, StageDemand], bf16_activ
             if kind == "denoise" and plan.dit_dtype != "bf16" and plan.offload in ("none", "model"):
                 grown_by = bf16_activation  # cast slack is fitted against the bf16 activations
             grow = slack_gib(pc, kind, grown_by) if name != "prepare" else 0.0
-            # Under sequential offload accelerate empties the cache at every leaf's weight load:
-            # no stage keeps an earlier stage's reservation.
+            # Under sequential offload accelerate empties the cache at every leaf's weight load, and the
+            # official code empties it at fixed points (cache_emptied_before): the stage keeps no earlier
+            # stage's reservation.
             kept = 0.0 if plan.offload == "sequential" or cache_emptied_before(name, plan) else reserved
             reserved = held = max(kept, default_stream + grow)
         stages.append(StageEstimate(name=name, time_s=max(0.0, d.time_s), allocated_gib=d.allocated_gib,
