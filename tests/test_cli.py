@@ -143,8 +143,10 @@ def test_models_json_lists_the_catalog():
 
 
 def test_models_table_and_calibrations_column(tmp_path):
-    (tmp_path / "my-gpu").mkdir()
-    (tmp_path / "my-gpu" / "wan2.1-t2v-1.3b.json").write_text("{}")
+    from wanfit.model.calibration import load_calibration, save_calibration
+
+    shipped = load_calibration(shipped_calibration_dir() / CALIBRATED_GPU / "wan2.1-t2v-1.3b.json")
+    save_calibration(shipped.model_copy(update={"gpu": "my-gpu"}), tmp_path / "my-gpu" / "wan2.1-t2v-1.3b.json")
     result = wanfit("models", "--calibration-dir", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert "wan2.1-i2v-14b" in result.stdout

@@ -10,6 +10,7 @@ bytes), time in seconds.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from functools import lru_cache
@@ -141,12 +142,20 @@ class Calibration(BaseModel):
 
 
 def _bad_file(path: Path, why: str) -> WanfitError:
-    return WanfitError(f"calibration file {path} is unreadable ({why}): re-run `wanfit calibrate` "
-                       f"(or `wanfit calibrate --fit-only`) for it, or delete it")
+    from wanfit.model.calibration_checks import path_identity
+
+    gpu, model, runtime = path_identity(path)
+    root = path.parent if runtime == "diffusers" else path.parent.parent
+    flag = "" if runtime == "diffusers" else f" --runtime {runtime}"
+    return WanfitError(f"calibration file {path} is unusable ({why}): refit it from its measurements with "
+                       f"`wanfit calibrate --fit-only --gpu {gpu} --model {model}{flag} --out {root.parent}`, "
+                       f"or delete it")
 
 
 @lru_cache(maxsize=64)
 def _load_cached(path: str, mtime_ns: int, size: int) -> Calibration:
+    from wanfit.model.calibration_checks import calibration_problem, first_non_finite
+
     p = Path(path)
     try:
         data = json.loads(p.read_text())
@@ -156,16 +165,22 @@ def _load_cached(path: str, mtime_ns: int, size: int) -> Calibration:
         raise _bad_file(p, "not a JSON object")
     if data.get("schema_version") not in (None, SCHEMA_VERSION):
         raise _bad_file(p, f"schema version {data.get('schema_version')}, this wanfit reads {SCHEMA_VERSION}")
+    if (where := first_non_finite(data)) is not None:
+        raise _bad_file(p, where)
     try:
-        return Calibration.model_validate(data)
+        cal = Calibration.model_validate(data)
     except ValidationError as error:
         first = error.errors()[0]
         where = ".".join(str(x) for x in first.get("loc", ()))
         raise _bad_file(p, f"{error.error_count()} invalid field(s), first {where}: {first['msg']}") from None
+    if (problem := calibration_problem(cal, p)) is not None:
+        raise _bad_file(p, problem)
+    return cal
 
 
 def load_calibration(path: Path) -> Calibration:
-    """Read and validate a calibration file (a corrupt file is a one-line WanfitError)."""
+    """Read and validate a calibration file (calibration_checks: finite, well-shaped, physically possible,
+    matching its path); a bad file is a one-line WanfitError naming the file and the refit to run."""
     p = Path(path)
     try:
         st = p.stat()
@@ -177,10 +192,16 @@ def load_calibration(path: Path) -> Calibration:
 def save_calibration(cal: Calibration, path: Path) -> None:
     """Write atomically (a crash never leaves a half-written calibration)."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_suffix(p.suffix + ".tmp")
-    tmp.write_text(json.dumps(cal.model_dump(mode="json"), indent=1) + "\n")
-    os.replace(tmp, p)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(cal.model_dump(mode="json"), indent=1) + "\n")
+        os.replace(tmp, p)
+    except OSError as error:
+        with contextlib.suppress(OSError):  # the directory itself may be what cannot be written
+            tmp.unlink(missing_ok=True)
+        raise WanfitError(f"cannot write calibration file {p} ({error.strerror or type(error).__name__}): "
+                          f"pass a directory you can write to with --out") from None
 
 
 def runtime_dir(gpu_dir: Path, runtime: Runtime) -> Path:

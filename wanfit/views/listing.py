@@ -48,8 +48,11 @@ def _cell(value: Any) -> str:
 
 def calibrations_on_disk(model: str, calibration_dir=None) -> list[str]:
     """Calibration files usable for `model`, as '<gpu>/<calibrated model>': its own and those of models
-    with the same DiT (e.g. wan2.1-t2v-14b's covers the Wan2.2 A14B experts). User directories first."""
+    with the same DiT (e.g. wan2.1-t2v-14b's covers the Wan2.2 A14B experts). User directories first.
+    A file that does not load (corrupt, implausible) is not usable: `plan` would refuse it."""
+    from wanfit.model.calibration import load_calibration
     from wanfit.vocabulary.catalog import MODELS
+    from wanfit.vocabulary.errors import WanfitError
     from wanfit.vocabulary.paths import calibration_dirs
 
     family = MODELS[model].dit_family
@@ -60,8 +63,13 @@ def calibrations_on_disk(model: str, calibration_dir=None) -> list[str]:
         for path in sorted(directory.glob("*/*.json")):
             other = MODELS.get(path.stem)
             label = f"{path.parent.name}/{path.stem}"
-            if other is not None and other.dit_family == family and label not in found:
-                found.append(label)
+            if other is None or other.dit_family != family or label in found:
+                continue
+            try:
+                load_calibration(path)
+            except WanfitError:
+                continue
+            found.append(label)
     return found
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from wanfit.vocabulary.errors import WanfitError
+
 _PACKAGE_DATA = Path(__file__).resolve().parent / "data"
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,9 +35,19 @@ def calibration_dirs(extra: Path | None = None) -> list[Path]:
     """Calibration directories to search, most specific first."""
     dirs = []
     if extra is not None:
-        dirs.append(Path(extra))
+        dirs.append(_existing_dir(Path(extra), "--calibration-dir"))
     env = os.environ.get("WANFIT_CALIBRATION_DIR")
     if env:
-        dirs.append(Path(env))
+        dirs.append(_existing_dir(Path(env), "WANFIT_CALIBRATION_DIR"))
     dirs.append(shipped_calibration_dir())
     return dirs
+
+
+def _existing_dir(path: Path, given_as: str) -> Path:
+    """A calibration directory the user named: a typo there would otherwise plan from the shipped
+    calibrations without a word."""
+    if not path.is_dir():
+        what = "is not a directory" if path.exists() else "does not exist"
+        raise WanfitError(f"{given_as} {path} {what}: point it at a directory of <gpu>/<model>.json "
+                          f"calibrations (`wanfit calibrate --out DIR` writes one)")
+    return path
