@@ -5,6 +5,7 @@ Pure Python (no torch, no sklearn): predictions come from stored calibrations an
 
 from __future__ import annotations
 
+from math import isfinite
 from pathlib import Path
 
 from wanfit.model.calibration import find_calibration, source_note
@@ -18,17 +19,21 @@ from wanfit.vocabulary.profiles import get_profile
 from wanfit.vocabulary.workload import Plan, PlanPins, Workload
 
 
-def _check_options(safety_margin_gib: float, host_ram_gib: float | None, host_pageable_gbps: float | None = None,
-                   host_d2h_gbps: float | None = None) -> None:
-    if safety_margin_gib < 0:
-        raise WanfitError(f"the safety margin must be >= 0 GiB, not {safety_margin_gib:g}")
-    if host_ram_gib is not None and host_ram_gib <= 0:
-        raise WanfitError(f"host RAM must be a positive number of GiB, not {host_ram_gib:g}")
-    if host_pageable_gbps is not None and host_pageable_gbps <= 0:
-        raise WanfitError(f"the host-to-device rate must be a positive number of GB/s, not {host_pageable_gbps:g} "
-                          f"(lent H100 hosts measured 6.4 to 9.2 GB/s)")
-    if host_d2h_gbps is not None and host_d2h_gbps <= 0:
-        raise WanfitError(f"the device-to-host rate must be a positive number of GB/s, not {host_d2h_gbps:g} "
+def check_options(safety_margin_gib: float, host_ram_gib: float | None, host_pageable_gbps: float | None = None,
+                  host_d2h_gbps: float | None = None) -> None:
+    """The planner's numeric options: finite and in range (a NaN compares False with every bound, so each
+    check says what it accepts rather than what it refuses)."""
+    if not (isfinite(safety_margin_gib) and safety_margin_gib >= 0):
+        raise WanfitError(f"--margin (the safety margin) must be a finite number of GiB >= 0, e.g. 1, "
+                          f"not {safety_margin_gib:g}")
+    if host_ram_gib is not None and not (isfinite(host_ram_gib) and host_ram_gib > 0):
+        raise WanfitError(f"--host-ram must be a finite positive number of GiB (leave it out for no limit), "
+                          f"not {host_ram_gib:g}")
+    if host_pageable_gbps is not None and not (isfinite(host_pageable_gbps) and host_pageable_gbps > 0):
+        raise WanfitError(f"--host-pageable-gbps must be a finite positive number of GB/s, not "
+                          f"{host_pageable_gbps:g} (lent H100 hosts measured 6.4 to 9.2 GB/s)")
+    if host_d2h_gbps is not None and not (isfinite(host_d2h_gbps) and host_d2h_gbps > 0):
+        raise WanfitError(f"--host-d2h-gbps must be a finite positive number of GB/s, not {host_d2h_gbps:g} "
                           f"(lent H100 hosts measured 1.15 to 1.37 GB/s into fresh pageable memory)")
 
 
@@ -46,7 +51,7 @@ def plan_report(workload: Workload, gpus: list[str], pins: PlanPins | None = Non
     pageable memory, at which model offload sends models down (`wanfit verify` of a model-offload
     plan measures both and records them); `reused_pipeline` predicts one more video from a process
     that keeps its pipeline built (a server): no init time, no first-call setup."""
-    _check_options(safety_margin_gib, host_ram_gib, host_pageable_gbps, host_d2h_gbps)
+    check_options(safety_margin_gib, host_ram_gib, host_pageable_gbps, host_d2h_gbps)
     if pins is not None and not isinstance(pins, PlanPins):
         raise WanfitError(f"pins must be a PlanPins (wanfit.vocabulary.workload.PlanPins(offload='model', ...)), "
                           f"not {type(pins).__name__}")
@@ -76,7 +81,7 @@ def predict_one(workload: Workload, plan: Plan, gpu: str, calibration_dir: Path 
                 reused_pipeline: bool = False) -> Candidate:
     """The prediction for one workload + plan on one GPU (verify puts a measurement beside it);
     `host_pageable_gbps`, `host_d2h_gbps` and `reused_pipeline` as in plan_report."""
-    _check_options(safety_margin_gib, host_ram_gib, host_pageable_gbps, host_d2h_gbps)
+    check_options(safety_margin_gib, host_ram_gib, host_pageable_gbps, host_d2h_gbps)
     profile = get_profile(gpu)
     if plan.runtime == "wan":
         official_task(workload.model)

@@ -23,13 +23,15 @@ Pure (pydantic); the measured side is wanfit.verify.measured, the notes wanfit.v
 
 from __future__ import annotations
 
+from math import isfinite
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from wanfit.measure.cap import MemoryCap
 from wanfit.verify.bottlenecks import bottleneck_notes
 from wanfit.verify.measured import MeasuredStage, measured_stages, outside_torch_gib
+from wanfit.vocabulary.errors import WanfitError
 from wanfit.vocabulary.measurement import Measurement, median_steady_step_s
 from wanfit.vocabulary.plan_report import Candidate
 from wanfit.vocabulary.stages import STAGES
@@ -48,16 +50,28 @@ EXIT_RUN_ERROR = 4
 
 # A difference exactly at the tolerance passes despite float rounding (0.1 + 0.2 - 0.3 is 5.6e-17).
 FLOAT_SLACK = 1e-12
+# A relative error above 100 % is no longer a comparison: the largest tolerance verify accepts.
+MAX_TOLERANCE = 1.0
 
 
 class Tolerances(BaseModel):
     """Relative tolerances (fractions) and absolute floors below which a difference always passes."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-    memory: float = Field(0.05, gt=0)
-    time: float = Field(0.10, gt=0)
-    memory_floor_gib: float = Field(0.25, ge=0)
-    time_floor_s: float = Field(0.5, ge=0)
+    memory: float = 0.05
+    time: float = 0.10
+    memory_floor_gib: float = Field(0.25, ge=0, allow_inf_nan=False)
+    time_floor_s: float = Field(0.5, ge=0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _fractions(self) -> Tolerances:
+        # A NaN tolerance fails every comparison and an infinite one passes all: neither is a check.
+        for name in ("memory", "time"):
+            value = getattr(self, name)
+            if not (isfinite(value) and 0 < value <= MAX_TOLERANCE):
+                raise WanfitError(f"--tolerance-{name} must be a fraction above 0 and at most {MAX_TOLERANCE:g} "
+                                  f"(0.05 = 5 %), not {value:g}")
+        return self
 
 
 class StageComparison(BaseModel):

@@ -9,6 +9,7 @@ reads the local GPU's name and total memory through nvidia-smi (wanfit.measure.l
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -16,10 +17,13 @@ from pydantic import ValidationError
 from wanfit.measure.cap import make_cap, needs_cap
 from wanfit.measure.host_rate import measure_host_rates
 from wanfit.measure.local_gpu import local_gpu, no_cuda_error, require_cuda
+from wanfit.planner.api import check_options
 from wanfit.verify.compare import Tolerances
 from wanfit.verify.measured import outside_torch_gib
 from wanfit.verify.report import VerifyReport, build_report
 from wanfit.vocabulary.errors import WanfitError
+from wanfit.vocabulary.measurement import Measurement
+from wanfit.vocabulary.measurements_file import append_measurement
 from wanfit.vocabulary.plan_report import Candidate
 from wanfit.vocabulary.workload import Plan, Workload
 
@@ -44,9 +48,28 @@ def _check_steps(workload: Workload, steps: int | None) -> int | None:
     if steps is None or steps == workload.steps:
         return None
     if steps < 1 or steps > workload.steps:
-        raise WanfitError(f"--steps {steps} must be between 1 and the job's {workload.steps} steps "
+        raise WanfitError(f"the steps to run ({steps}) must be between 1 and the job's {workload.steps} steps "
                           f"(fewer steps are run and extrapolated to {workload.steps})")
     return steps
+
+
+def check_writable(out: Path) -> None:
+    """The reports' directory, checked before the GPU run: a bad --out found after it would lose the run."""
+    try:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".wanfit-write-check-"):
+            pass
+    except OSError as error:
+        raise WanfitError(f"--out {out} is not writable ({error.strerror or type(error).__name__}): name a "
+                          f"directory you can write to (nothing has run yet)") from None
+
+
+def save_raw_measurement(m: Measurement, out: Path) -> Path:
+    """The run's raw measurement as a JSON line under `out`, written (and fsynced) before any report is built:
+    whatever fails after, the GPU time spent is kept (`wanfit calibrate`'s measurements file format)."""
+    path = Path(out) / f"{m.workload.model}_{m.id}.measurement.jsonl"
+    append_measurement(path, m)
+    return path
 
 
 def _host_rate_options(plan: Plan, h2d_gbps: float | None, d2h_gbps: float | None) -> tuple[dict, str | None, str]:
@@ -98,6 +121,7 @@ def run_verify(
     host_pageable_gbps: float | None = None,
     host_d2h_gbps: float | None = None,
     wan_repo: Path | None = None,
+    out: Path | None = None,
     **predict_options,
 ) -> VerifyReport:
     """Predict `workload` + `plan` on `target_gpu`, run it on the local GPU (capped to the target's
@@ -109,9 +133,15 @@ def run_verify(
     H100 hosts ran sequential offload 15-22 % apart): its time is predicted at `host_pageable_gbps`,
     or at the rate measured here first when not given; model offload's moves down to host memory at
     `host_d2h_gbps`, the device-to-host rate into fresh pageable memory, or at the one measured here
-    when not given (a given host-to-device rate does not skip measuring it)."""
+    when not given (a given host-to-device rate does not skip measuring it). `out`: the reports' directory,
+    checked writable before the run; the raw measurement is saved there as soon as the run ends."""
     tolerances = Tolerances(memory=tolerance_memory, time=tolerance_time)
     steps = _check_steps(workload, steps)
+    # Every option is checked before any GPU time is spent (the predictions below check them again).
+    check_options(predict_options.get("safety_margin_gib", 0.0), predict_options.get("host_ram_gib"),
+                  host_pageable_gbps, host_d2h_gbps)
+    if out is not None:
+        check_writable(out)
     require_cuda("verify")
     from wanfit.measure.worker import run_in_subprocess
     from wanfit.planner.api import predict_one
@@ -133,6 +163,8 @@ def run_verify(
 
     m = run_in_subprocess(workload, plan, steps=steps, memory_cap_gib=target_memory if capped else None,
                           checkpoint=checkpoint, wan_repo=wan_repo)
+    if out is not None:
+        save_raw_measurement(m, out)
     env = m.environment
     if env.gpu_name == "cpu":
         raise no_cuda_error("verify")

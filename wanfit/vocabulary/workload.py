@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
@@ -26,6 +27,14 @@ RUNTIMES: tuple[Runtime, ...] = ("diffusers", "wan")
 ATTENTIONS: tuple[Attention, ...] = ("auto", "fa2", "fa3", "cudnn")
 
 
+# Far beyond any Wan job (an hour of video at 24 fps, 16K pixels a side), and small enough that every
+# figure computed from them stays a finite float (10**300 frames overflowed the FLOP count).
+MAX_FRAMES = 100_001
+MAX_SIDE = 16_384
+MAX_STEPS = 10_000
+MAX_BATCH = 1_024
+
+
 def nearest_valid_frames(frames: int) -> tuple[int, int]:
     """The 4k+1 frame counts just below and above `frames`."""
     lower = max(1, (frames - 1) // 4 * 4 + 1)
@@ -33,6 +42,8 @@ def nearest_valid_frames(frames: int) -> tuple[int, int]:
 
 
 def check_frames(frames: int) -> None:
+    if frames > MAX_FRAMES:
+        raise WanfitError(f"frames must be at most {MAX_FRAMES} (over an hour at 24 fps), not {frames}")
     if frames < 1 or (frames - 1) % 4 != 0:
         lo, hi = nearest_valid_frames(frames)
         raise WanfitError(f"frames must be 4k+1 (the VAE packs 4 frames per latent frame): use {lo} or {hi}, "
@@ -42,10 +53,20 @@ def check_frames(frames: int) -> None:
 def check_size(spec: ModelSpec, height: int, width: int) -> None:
     stride = spec.spatial_stride
     for name, value in (("height", height), ("width", width)):
-        if value < stride or value % stride != 0:
+        if not stride <= value <= MAX_SIDE:
+            raise WanfitError(f"{name} must be from {stride} to {MAX_SIDE} pixels ({spec.key}), not {value}")
+        if value % stride != 0:
             lo = max(stride, value // stride * stride)
             raise WanfitError(f"{name} {value} is not a multiple of {stride} ({spec.key}: VAE x{spec.vae_spatial} "
                               f"x patch 2): use {lo} or {lo + stride}")
+
+
+def check_guidance(name: str, value: float | None) -> None:
+    """A guidance scale is a finite number >= 0 (<= 1 runs without classifier-free guidance): NaN or infinity
+    would pass every comparison downstream and come out as a plan with no time."""
+    if value is not None and not (math.isfinite(value) and value >= 0):
+        raise WanfitError(f"{name} must be a finite number >= 0 (> 1 runs classifier-free guidance, e.g. 5), "
+                          f"not {value:g}")
 
 
 class _ModelChoice(BaseModel):
@@ -66,10 +87,12 @@ class Workload(GenerationSettings, _ModelChoice):
         spec = get_model(self.model)
         check_frames(self.frames)
         check_size(spec, self.height, self.width)
-        if self.steps < 1:
-            raise WanfitError(f"steps must be at least 1, not {self.steps}")
-        if self.batch < 1:
-            raise WanfitError(f"batch must be at least 1, not {self.batch}")
+        for name, limit in (("steps", MAX_STEPS), ("batch", MAX_BATCH)):
+            value = getattr(self, name)
+            if not 1 <= value <= limit:
+                raise WanfitError(f"{name} must be from 1 to {limit}, not {value}")
+        for name in ("guidance", "guidance_2"):
+            check_guidance(name, getattr(self, name))
         return self
 
     @classmethod
