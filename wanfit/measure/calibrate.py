@@ -22,7 +22,12 @@ from wanfit.model.calibration import runtime_dir
 from wanfit.model.calibration_grid import CHECKPOINT_POINT, GRIDS, OFFICIAL_GRIDS, RESET_CHECK_TAG
 from wanfit.vocabulary.catalog import get_model
 from wanfit.vocabulary.errors import WanfitError
-from wanfit.vocabulary.measurements_file import gpu_session_pageable_gbps, load_measurements
+from wanfit.vocabulary.measurements_file import (
+    append_json_line,
+    gpu_session_pageable_gbps,
+    load_measurements,
+    session_windows,
+)
 from wanfit.vocabulary.workload import Plan, Runtime, Workload
 
 
@@ -110,7 +115,6 @@ def run_calibration(gpu: str, models: list[str], out_dir: Path = Path("calibrati
     """Measure each model's grid on the local GPU under `runtime`, then fit. Returns the calibration files
     written (calibration/<gpu>/ for diffusers, calibration/<gpu>/<runtime>/ otherwise)."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     console = Console(stderr=True)
     require_cuda("calibrate")
@@ -129,35 +133,43 @@ def run_calibration(gpu: str, models: list[str], out_dir: Path = Path("calibrati
         # it is saved just before its point runs, so the load reads it from the page cache.
         checkpoint_root = None if quick or runtime != "diffusers" else Path(tempfile.mkdtemp(prefix=f"wanfit-{model}-"))
         jobs = grid_jobs(model, quick, checkpoint_root / "checkpoint" if checkpoint_root else None, runtime, wan_repo)
-        done_before = {m.id for m in load_measurements(meas_path) if m.status in ("ok", "oom")}
-        with Progress(TextColumn(f"[bold]{model}[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      TextColumn("{task.description}"), console=console) as progress:
-            task = progress.add_task("", total=len(jobs))
-            progress.update(task, completed=sum(1 for j in jobs if j.id in done_before))
-
-            def on_result(m, task=task, progress=progress):
-                label = f"{m.workload.height}x{m.workload.width}x{m.workload.frames} {m.plan.label()}: {m.status}"
-                progress.update(task, advance=1, description=label)
-
-            try:
-                grid = jobs[:-1] if checkpoint_root else jobs
-                run_jobs(grid, meas_path, on_result=on_result)
-                if checkpoint_root is not None and jobs[-1].id not in done_before:
-                    progress.update(task, description="saving a random-weight checkpoint")
-                    try:
-                        save_checkpoint_dir(model, Path(jobs[-1].checkpoint))
-                    except (subprocess.CalledProcessError, OSError) as error:
-                        console.print(f"[yellow]warning:[/] {model}: no checkpoint-load point (saving the "
-                                      f"checkpoint failed: {error}); the init time stays the random builds'")
-                    else:
-                        run_jobs(jobs[-1:], meas_path, on_result=on_result)
-            finally:
-                if checkpoint_root is not None:
-                    shutil.rmtree(checkpoint_root, ignore_errors=True)
-        _record_session(meas_path.parent / f"{model}.sessions.jsonl", started, len(jobs), session_ceilings)
+        try:
+            _measure_jobs(model, jobs, meas_path, checkpoint_root is not None, console)
+        finally:
+            if checkpoint_root is not None:
+                shutil.rmtree(checkpoint_root, ignore_errors=True)
+            # An interrupted session (Ctrl-C, a crash) spent its GPU minutes too: they are recorded.
+            _record_session(meas_path.parent / f"{model}.sessions.jsonl", started, len(jobs), session_ceilings)
         if fit:
             written.append(fit_model(key, model, Path(out_dir), runtime))
     return written
+
+
+def _measure_jobs(model: str, jobs: list[Job], meas_path: Path, checkpoint_last: bool, console) -> None:
+    """Measure every job not yet in `meas_path`, with a progress bar; with `checkpoint_last` the last job is the
+    checkpoint-load point, whose checkpoint is saved just before it runs."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    done_before = {m.id for m in load_measurements(meas_path) if m.status in ("ok", "oom")}
+    with Progress(TextColumn(f"[bold]{model}[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.description}"), console=console) as progress:
+        task = progress.add_task("", total=len(jobs))
+        progress.update(task, completed=sum(1 for j in jobs if j.id in done_before))
+
+        def on_result(m, task=task, progress=progress):
+            label = f"{m.workload.height}x{m.workload.width}x{m.workload.frames} {m.plan.label()}: {m.status}"
+            progress.update(task, advance=1, description=label)
+
+        run_jobs(jobs[:-1] if checkpoint_last else jobs, meas_path, on_result=on_result)
+        if checkpoint_last and jobs[-1].id not in done_before:
+            progress.update(task, description="saving a random-weight checkpoint")
+            try:
+                save_checkpoint_dir(model, Path(jobs[-1].checkpoint))
+            except (subprocess.CalledProcessError, OSError) as error:
+                console.print(f"[yellow]warning:[/] {model}: no checkpoint-load point (saving the "
+                              f"checkpoint failed: {error}); the init time stays the random builds'")
+            else:
+                run_jobs(jobs[-1:], meas_path, on_result=on_result)
 
 
 def _record_session(path: Path, started: float, n_jobs: int, ceilings: dict | None = None) -> None:
@@ -168,15 +180,12 @@ def _record_session(path: Path, started: float, n_jobs: int, ceilings: dict | No
            "wall_s": round(time.time() - started, 1), "jobs": n_jobs}
     if ceilings is not None:
         row["ceilings"] = ceilings
-    with path.open("a") as f:
-        f.write(json.dumps(row) + "\n")
+    append_json_line(path, json.dumps(row))
 
 
 def gpu_minutes(gpu_dir: Path, model: str) -> float:
-    path = gpu_dir / f"{model}.sessions.jsonl"
-    if not path.exists():
-        return 0.0
-    return sum(json.loads(line)["wall_s"] for line in path.read_text().splitlines() if line.strip()) / 60
+    """The calibrate sessions' wall time of one model, in minutes (every recorded session, interrupted ones too)."""
+    return sum(float(row["wall_s"]) for _, _, row in session_windows(gpu_dir / f"{model}.sessions.jsonl")) / 60
 
 
 def fit_model(gpu_key: str, model: str, out_dir: Path = Path("calibration"), runtime: Runtime = "diffusers") -> Path:
@@ -185,7 +194,6 @@ def fit_model(gpu_key: str, model: str, out_dir: Path = Path("calibration"), run
     the GPU's ceilings are shared). Needs no GPU: `wanfit calibrate --fit-only` refits committed measurements."""
     from wanfit.model.calibration import save_calibration
     from wanfit.model.fit import fit_calibration
-    from wanfit.vocabulary.environment import Ceilings
 
     gpu_dir = Path(out_dir) / gpu_key
     model_dir = runtime_dir(gpu_dir, runtime)
@@ -194,10 +202,7 @@ def fit_model(gpu_key: str, model: str, out_dir: Path = Path("calibration"), run
     if not measurements:
         raise WanfitError(f"no measurements in {meas_path}: run `wanfit calibrate --gpu {gpu_key} --model {model} "
                           f"--runtime {runtime}` on that GPU first")
-    ceilings = None
-    ceilings_path = gpu_dir / "ceilings.json"
-    if ceilings_path.exists():
-        ceilings = Ceilings.model_validate(json.loads(ceilings_path.read_text())["ceilings"])
+    ceilings = _stored_ceilings(gpu_dir / "ceilings.json", gpu_key)
     siblings = [m for path in sorted(model_dir.glob("*.measurements.jsonl")) if path != meas_path
                 for m in load_measurements(path)]
     cal = fit_calibration(measurements, gpu_key, model, ceilings, gpu_minutes(model_dir, model),
@@ -206,3 +211,18 @@ def fit_model(gpu_key: str, model: str, out_dir: Path = Path("calibration"), run
     out = model_dir / f"{model}.json"
     save_calibration(cal, out)
     return out
+
+
+def _stored_ceilings(path: Path, gpu_key: str):
+    """The GPU's measured ceilings (ceilings.json), None where not measured; a corrupt file is one line."""
+    from pydantic import ValidationError
+
+    from wanfit.vocabulary.environment import Ceilings
+
+    if not path.exists():
+        return None
+    try:
+        return Ceilings.model_validate(json.loads(path.read_text())["ceilings"])
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, ValidationError) as error:
+        raise WanfitError(f"{path} is unreadable ({type(error).__name__}): delete it and run `wanfit calibrate "
+                          f"--gpu {gpu_key}` on that GPU to measure it again") from None

@@ -1,50 +1,162 @@
 """The raw measurements file of a calibration: JSON lines, one Measurement per line, appended
-atomically as each point finishes so an interrupted calibration keeps every point measured so far."""
+durably as each point finishes so an interrupted calibration keeps every point measured so far; a crash
+at any byte loses at most the line being written, which is set aside (never glued to the next record)
+and reported."""
 
 from __future__ import annotations
 
 import json
 import os
+import sys
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
-
-from pydantic import ValidationError
+from typing import TypeVar
 
 from wanfit.vocabulary.errors import WanfitError
 from wanfit.vocabulary.measurement import Measurement
 
+T = TypeVar("T")
 
-def append_measurement(path: Path, m: Measurement) -> None:
-    """Append one line and fsync: a crash after this call never loses the point."""
+
+def append_measurement(path: Path, m: Measurement) -> str | None:
+    """Append one measurement durably (append_json_line); returns what had to be set aside, if anything."""
+    return append_json_line(path, m.model_dump_json())
+
+
+def append_json_line(path: Path, text: str) -> str | None:
+    """Append one JSON line and fsync it: a crash after this call never loses the record, and one during it
+    leaves at most a torn last line, which the next append sets aside first (set_aside_torn_tail) so the
+    record is never glued to a fragment. Returns the line saying what was set aside (also on stderr)."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = m.model_dump_json() + "\n"
+    notice = set_aside_torn_tail(path)
+    created = not path.exists()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, line.encode())
+        _write_all(fd, (text + "\n").encode(), path)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if created:
+        _fsync_dir(path.parent)  # a new file's name is durable only once its directory is
+    return notice
+
+
+def _write_all(fd: int, data: bytes, path: Path) -> None:
+    """os.write may write less than asked (a full disk, a signal): keep writing until every byte is out."""
+    view = memoryview(data)
+    while view:
+        try:
+            written = os.write(fd, view)
+        except OSError as error:
+            raise WanfitError(f"cannot write {path} ({error.strerror}): free space or fix its permissions, "
+                              f"then re-run (a calibration resumes where it stopped)") from None
+        if written <= 0:
+            raise WanfitError(f"cannot write {path} (the disk took no bytes): free space, then re-run "
+                              f"(a calibration resumes where it stopped)")
+        view = view[written:]
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
         os.fsync(fd)
     finally:
         os.close(fd)
 
 
-def load_measurements(path: Path) -> list[Measurement]:
-    """All complete measurements in the file. A torn last line (the process died while writing)
-    is skipped; a corrupt line elsewhere is an error naming the file and line. Measurements that
-    predate the runner's `first_in_process` get it inferred (`infer_first_in_process`)."""
+def set_aside_torn_tail(path: Path) -> str | None:
+    """Before an append: a last line that does not parse (a write a crash cut short) moves to
+    `<file>.torn` and is cut from the file; a complete last record missing only its newline gets it.
+    Returns (and writes on stderr) the line saying what was set aside; None when nothing was."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return None
+    body = data[:-1] if data.endswith(b"\n") else data
+    cut = body.rfind(b"\n") + 1
+    last = data[cut:]
+    if not last.strip() or _is_json_object(last):
+        if last.strip() and not data.endswith(b"\n"):
+            with open(path, "ab") as f:
+                f.write(b"\n")
+                os.fsync(f.fileno())
+        return None
+    torn = Path(f"{path}.torn")
+    with open(torn, "ab") as f:  # kept before the cut: a crash in between leaves it in both, never in neither
+        f.write(last.rstrip(b"\n") + b"\n")
+        os.fsync(f.fileno())
+    with open(path, "r+b") as f:
+        f.truncate(cut)
+        os.fsync(f.fileno())
+    return _say(f"{path}: set aside a torn last line ({len(last)} bytes, a write a crash cut short) in {torn.name}")
+
+
+def _is_json_object(raw: bytes) -> bool:
+    try:
+        return isinstance(json.loads(raw.decode()), dict)
+    except (UnicodeDecodeError, ValueError):
+        return False
+
+
+_said: set[str] = set()
+
+
+def _say(line: str) -> str:
+    """A warning on stderr, once per process (the calibrate loop reads its file every few seconds)."""
+    if line not in _said:
+        _said.add(line)
+        print(f"warning: {line}", file=sys.stderr)
+    return line
+
+
+def read_json_lines(path: Path, parse: Callable[[str], T], lost: str) -> list[T]:
+    """Every record of a JSON-lines file, each through `parse`. A torn last line is dropped, saying so and what
+    that loses (`lost`); a torn fragment glued before a good record (an append after a crash, before
+    wanfit set torn tails aside) keeps the record; any other bad line is a one-line error naming it."""
     path = Path(path)
     if not path.exists():
         return []
-    lines = path.read_text().splitlines()
+    lines = path.read_text(errors="replace").splitlines()
+    last = max((i for i, line in enumerate(lines, 1) if line.strip()), default=0)
     out = []
     for i, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            out.append(Measurement.model_validate(json.loads(line)))
-        except (json.JSONDecodeError, ValidationError) as e:
-            if i == len(lines):
-                break  # torn final write of an interrupted run
-            raise WanfitError(f"{path}:{i} is not a valid measurement ({type(e).__name__}); "
-                              f"remove that line and re-run `wanfit calibrate` to measure it again") from None
+            out.append(parse(line))
+            continue
+        except (ValueError, KeyError, TypeError):  # JSON and pydantic errors are ValueErrors
+            pass
+        record = _glued_record(line, parse)
+        if record is None and i == last:
+            _say(f"{path}:{i}: dropped a torn last line ({len(line)} characters, a write a crash cut short): {lost}")
+            break
+        if record is None:
+            raise WanfitError(f"{path}:{i} is not a valid record: move that line to {path.name}.torn and re-run "
+                              f"`wanfit calibrate` to measure what it held again")
+        _say(f"{path}:{i}: dropped a torn fragment glued before a good record: {lost}")
+        out.append(record)
+    return out
+
+
+def _glued_record(line: str, parse: Callable[[str], T]) -> T | None:
+    start = line.find('{"', 1)
+    while start > 0:
+        try:
+            return parse(line[start:])
+        except (ValueError, KeyError, TypeError):
+            start = line.find('{"', start + 1)
+    return None
+
+
+def load_measurements(path: Path) -> list[Measurement]:
+    """All complete measurements in the file (read_json_lines: a torn last line is dropped with a warning,
+    its point measured again on resume). Measurements that predate the runner's `first_in_process` get it
+    inferred (`infer_first_in_process`)."""
+    out = read_json_lines(path, lambda line: Measurement.model_validate(json.loads(line)),
+                          "its point is measured again on resume")
     if any(m.first_in_process is None for m in out):
         out = infer_first_in_process(out, session_windows(sessions_path_of(path)))
     return out
@@ -86,16 +198,12 @@ def done_ids(path: Path) -> set[str]:
 
 def session_windows(sessions_path: Path) -> list[tuple[datetime, datetime, dict]]:
     """(start, end, row) of every calibrate session recorded in a sessions file (none if absent)."""
-    path = Path(sessions_path)
-    if not path.exists():
-        return []
-    windows = []
-    for line in path.read_text().splitlines():
-        if line.strip():
-            row = json.loads(line)
-            start = datetime.fromisoformat(row["started"])
-            windows.append((start, start + timedelta(seconds=row["wall_s"]), row))
-    return windows
+    def window(line: str) -> tuple[datetime, datetime, dict]:
+        row = json.loads(line)
+        start = datetime.fromisoformat(row["started"])
+        return start, start + timedelta(seconds=float(row["wall_s"])), row
+
+    return read_json_lines(sessions_path, window, "that session's GPU minutes are not counted")
 
 
 def session_pageable_gbps(sessions_path: Path, measurements: list[Measurement]) -> dict[str, float]:
