@@ -107,10 +107,10 @@ def test_every_byte_is_written_and_fsynced(tmp_path, monkeypatch):
         return real_write(fd, bytes(data[: max(1, len(data) // 3)]))
 
     monkeypatch.setattr(os, "write", short_write)
-    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd))
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")))
     append_measurement(path, point(5))
     assert [m.workload.frames for m in load_measurements(path)] == [5]
-    assert synced
+    assert str(path) in synced  # the file itself, not only its directory
 
     def full_disk(fd, data):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -127,9 +127,9 @@ def test_the_sessions_file_is_fsynced_and_a_torn_session_is_reported_not_fatal(t
     path = tmp_path / "m.sessions.jsonl"
     synced = []
     real_fsync = os.fsync
-    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd)))
     _record_session(path, 1_700_000_000.0, 3)
-    assert synced
+    assert str(path) in synced
     with path.open("a") as f:
         f.write('{"started": "2026-11-23T1')
     assert len(session_windows(path)) == 1
