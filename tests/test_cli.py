@@ -17,6 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from wanfit import cli
+from wanfit.measure.local_host import local_host_ram_gib
 from wanfit.planner import inputs
 from wanfit.vocabulary.catalog import MODELS
 from wanfit.vocabulary.errors import WanfitError
@@ -25,9 +26,9 @@ from wanfit.vocabulary.workload import PlanPins
 
 WANFIT = Path(sys.executable).parent / "wanfit"
 HEAVY = ("torch", "diffusers", "transformers", "sklearn", "scipy", "matplotlib", "pynvml")
-# Modules `wanfit plan` has no use for and that cost start-up time (the measurement records, the
-# fitter, rich: the plan report draws its own lines).
-NOT_ON_PLAN_PATH = ("wanfit.vocabulary.measurement", "wanfit.model.fit", "rich")
+# Modules `wanfit plan` has no use for and that cost start-up time (the measurement records, the fitter); rich
+# draws the table but has no business on the JSON path, which tools call in loops.
+NOT_ON_PLAN_PATH = ("wanfit.vocabulary.measurement", "wanfit.model.fit")
 CANDIDATE_FIELDS = {"plan", "fits", "peak_vram_gib", "headroom_gib", "step_s", "duration_s", "stages", "extrapolated",
                     "transferred_from"}
 PLAN_FIELDS = {"runtime", "offload", "text_encoder", "dit_dtype", "vae_tiling", "attention"}
@@ -130,7 +131,9 @@ def test_help_lists_every_command():
 def test_models_json_lists_the_catalog():
     result = wanfit("models", "--format", "json")
     assert result.returncode == 0, result.stderr
-    rows = json.loads(result.stdout)
+    listing = json.loads(result.stdout)
+    assert listing["schema_version"] == 1
+    rows = listing["models"]
     assert [r["key"] for r in rows] == list(MODELS)
     by_key = {r["key"]: r for r in rows}
     assert by_key["wan2.2-ti2v-5b"]["dit_params"] == 4_999_787_712
@@ -151,7 +154,7 @@ def test_models_table_and_calibrations_column(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "wan2.1-i2v-14b" in result.stdout
     assert "my-gpu" in result.stdout
-    rows = json.loads(wanfit("models", "--format", "json", "--calibration-dir", str(tmp_path)).stdout)
+    rows = json.loads(wanfit("models", "--format", "json", "--calibration-dir", str(tmp_path)).stdout)["models"]
     by_key = {r["key"]: r for r in rows}
     assert "my-gpu/wan2.1-t2v-1.3b" in by_key["wan2.1-t2v-1.3b"]["calibrations"]
     assert not any(c.startswith("my-gpu/") for c in by_key["wan2.1-t2v-14b"]["calibrations"])
@@ -160,7 +163,9 @@ def test_models_table_and_calibrations_column(tmp_path):
 def test_gpus_json_and_table():
     result = wanfit("gpus", "--format", "json")
     assert result.returncode == 0, result.stderr
-    profiles = json.loads(result.stdout)
+    listing = json.loads(result.stdout)
+    assert listing["schema_version"] == 1
+    profiles = listing["gpus"]
     keys = {p["key"] for p in profiles}
     assert {"l40s", "h100", "rtx4090", "rtx6000"} <= keys
     for p in profiles:
@@ -257,7 +262,9 @@ def test_planner_commands_do_not_import_heavy_modules(command, cal_args):
     assert not {m for m in imported if m.split(".")[0] in HEAVY}
     assert marker[0].endswith("CODE=0"), result.stderr[-2000:]
     if command[0] == "plan":
-        assert not {m for m in imported if m in NOT_ON_PLAN_PATH or m.split(".")[0] == "rich"}
+        assert not {m for m in imported if m in NOT_ON_PLAN_PATH}
+    if command[:1] == ["plan"] and "json" in command:
+        assert not {m for m in imported if m.split(".")[0] == "rich"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -319,7 +326,7 @@ def test_calibrate_without_a_cuda_gpu(tmp_path):
 
 
 def test_verify_without_a_cuda_gpu(tmp_path):
-    result = wanfit("verify", "--gpu", "l40s", "--steps", "1", "--offload", "model", "--out", str(tmp_path))
+    result = wanfit("verify", "--gpu", "l40s", "--run-steps", "1", "--offload", "model", "--out", str(tmp_path))
     assert_one_line_error(result)
 
 
@@ -336,7 +343,7 @@ def test_debug_variable_shows_the_traceback():
 def test_cli_runner_models_and_errors():
     ok = runner.invoke(cli.app, ["models", "--format", "json"])
     assert ok.exit_code == 0
-    assert len(json.loads(ok.stdout)) == len(MODELS)
+    assert len(json.loads(ok.stdout)["models"]) == len(MODELS)
     bad = runner.invoke(cli.app, ["plan", "--gpu", "l40s", "--frames", "8"])
     assert bad.exit_code == 2
     assert "4k+1" in bad.stderr
@@ -380,7 +387,7 @@ def fake_verify(monkeypatch):
 
 def test_verify_writes_reports_and_exits_with_the_verdict(fake_verify, tmp_path):
     out = tmp_path / "reports"
-    result = runner.invoke(cli.app, ["verify", "--gpu", "h100", "--offload", "model", "--steps", "3",
+    result = runner.invoke(cli.app, ["verify", "--gpu", "h100", "--offload", "model", "--run-steps", "3",
                                      "--tolerance-time", "0.2", "--out", str(out)])
     from wanfit.verify.report import load_report
 
@@ -391,23 +398,36 @@ def test_verify_writes_reports_and_exits_with_the_verdict(fake_verify, tmp_path)
     (call,) = fake_verify
     assert call["target_gpu"] == "h100" and call["steps"] == 3 and call["tolerance_time"] == 0.2
     assert call["plan"].offload == "model" and call["plan"].dit_dtype == "bf16"  # unpinned knobs: Plan defaults
-    assert call["workload"].steps == 50  # the job's steps; --steps is how many run
+    assert call["workload"].steps == 50  # the job's steps; --run-steps is how many run
     assert call["host_pageable_gbps"] is None  # measured by run_verify itself for an offloading plan
     assert next(out.glob("*.png")).read_bytes()[:4] == b"\x89PNG"
     fake_verify.clear()
-    runner.invoke(cli.app, ["verify", "--gpu", "h100", "--offload", "sequential", "--steps", "2",
+    runner.invoke(cli.app, ["verify", "--gpu", "h100", "--offload", "sequential", "--run-steps", "2",
                             "--host-pageable-gbps", "6.4", "--out", str(out)])
     (call,) = fake_verify
     assert call["host_pageable_gbps"] == 6.4 and call["host_d2h_gbps"] is None
     fake_verify.clear()
-    runner.invoke(cli.app, ["verify", "--gpu", "h100", "--offload", "model", "--steps", "2",
+    runner.invoke(cli.app, ["verify", "--gpu", "h100", "--offload", "model", "--run-steps", "2",
                             "--host-pageable-gbps", "6.4", "--host-d2h-gbps", "1.3", "--out", str(out)])
     (call,) = fake_verify
     assert (call["host_pageable_gbps"], call["host_d2h_gbps"]) == (6.4, 1.3)
 
 
+def test_verify_steps_is_the_deprecated_name_of_run_steps(fake_verify, tmp_path):
+    """verify's --steps (the steps run, while plan's --steps is the job's) still works, saying so in one line."""
+    old = runner.invoke(cli.app, ["verify", "--gpu", "h100", "--offload", "model", "--steps", "2", "--out",
+                                  str(tmp_path)])
+    (call,) = fake_verify
+    assert call["steps"] == 2 and call["workload"].steps == 50
+    warnings = [line for line in old.stderr.splitlines() if "deprecated" in line]
+    assert len(warnings) == 1 and "--run-steps" in warnings[0]
+    both = runner.invoke(cli.app, ["verify", "--gpu", "h100", "--steps", "2", "--run-steps", "2"])
+    assert both.exit_code == 2 and "--run-steps only" in both.stderr
+    assert "--steps" not in runner.invoke(cli.app, ["verify", "--help"]).output  # hidden: --run-steps is its name
+
+
 def test_verify_runs_the_official_runtime_with_its_own_baseline(fake_verify, tmp_path):
-    runner.invoke(cli.app, ["verify", "--gpu", "h100", "--runtime", "wan", "--wan-repo", str(tmp_path), "--steps",
+    runner.invoke(cli.app, ["verify", "--gpu", "h100", "--runtime", "wan", "--wan-repo", str(tmp_path), "--run-steps",
                             "2", "--out", str(tmp_path / "r")])
     (call,) = fake_verify
     plan = call["plan"]  # generate.py's defaults on one GPU: --offload_model True, fp32 DiT, no expandable segments
@@ -420,7 +440,7 @@ def test_verify_runs_the_official_runtime_with_its_own_baseline(fake_verify, tmp
 def test_verify_recommended_runs_the_plan_plan_recommends(fake_verify, tmp_path, cal_args):
     planned = json.loads(wanfit("plan", "--gpu", "l40s", "--frames", "81", "--format", "json", *cal_args).stdout)
     recommended = planned["results"][0]["recommended"]["plan"]
-    runner.invoke(cli.app, ["verify", "--gpu", "l40s", "--frames", "81", "--recommended", "--steps", "2",
+    runner.invoke(cli.app, ["verify", "--gpu", "l40s", "--frames", "81", "--recommended", "--run-steps", "2",
                             "--out", str(tmp_path), *cal_args])
     (call,) = fake_verify
     assert call["plan"].knobs() == recommended
@@ -429,7 +449,7 @@ def test_verify_recommended_runs_the_plan_plan_recommends(fake_verify, tmp_path,
     plan_file = tmp_path / "plan.json"
     plan_file.write_text(json.dumps(planned))
     fake_verify.clear()
-    runner.invoke(cli.app, ["verify", "--plan-file", str(plan_file), "--steps", "2", "--out", str(tmp_path),
+    runner.invoke(cli.app, ["verify", "--plan-file", str(plan_file), "--run-steps", "2", "--out", str(tmp_path),
                             *cal_args])
     (call,) = fake_verify
     assert call["plan"].knobs() == recommended and call["target_gpu"] == "l40s"
@@ -458,6 +478,45 @@ def test_default_gpu_is_the_local_one_found_through_nvidia_smi(tmp_path, cal_arg
     fake.write_text("#!/bin/sh\necho 'NVIDIA Mystery GPU, 12345'\n")
     unknown = wanfit("plan", *cal_args, env={"PATH": f"{tmp_path}{os.pathsep}{Path(sys.executable).parent}"})
     assert_one_line_error(unknown, "--gpu")
+
+
+def test_host_ram_defaults_to_this_machines_for_the_local_gpu_only(tmp_path, cal_args):
+    """Planning for the local GPU checks offloaded weights against this machine's memory; for a named GPU the
+    table says host RAM was assumed unlimited."""
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text("#!/bin/sh\necho 'NVIDIA L40S, 46068'\n")
+    fake.chmod(0o755)
+    env = {"PATH": f"{tmp_path}{os.pathsep}{Path(sys.executable).parent}"}
+    local = wanfit("plan", "--frames", "81", *cal_args, env=env)
+    assert local.returncode == 0, local.stderr
+    machine = local_host_ram_gib()
+    assert machine is not None and machine > 0
+    assert f"host RAM: {round(machine, 1):.1f} GiB (this machine's" in local.stdout
+    named = wanfit("plan", "--frames", "81", "--gpu", "l40s", *cal_args)
+    assert "host RAM assumed unlimited: give --host-ram" in named.stdout
+    given = wanfit("plan", "--frames", "81", "--gpu", "l40s", "--host-ram", "8", *cal_args)
+    assert "host RAM: 8.0 GiB (--host-ram)" in given.stdout
+    assert inputs.host_ram_source(None, ["l40s"], local_host_ram_gib) == inputs.HostRam(None)
+    assert inputs.host_ram_source(None, None, local_host_ram_gib).gib == round(machine, 1)
+    assert inputs.host_ram_source(None, None, lambda: None) == inputs.HostRam(None)  # nothing to read: unlimited
+
+
+def test_every_json_output_has_a_schema_version(cal_args):
+    plan = json.loads(wanfit("plan", "--gpu", "l40s", "--frames", "81", "--format", "json", *cal_args).stdout)
+    assert plan["schema_version"] == 1
+    for command in ("gpus", "models"):
+        assert json.loads(wanfit(command, "--format", "json").stdout)["schema_version"] == 1
+
+
+@pytest.mark.parametrize("width", ["60", "100", "200"])
+def test_plan_table_at_each_width_without_color(width, cal_args):
+    result = wanfit("plan", "--gpu", "l40s", "--frames", "361", *cal_args, env={"COLUMNS": width, "NO_COLOR": "1"})
+    assert result.returncode == 0, result.stderr
+    assert "\x1b[" not in result.stdout
+    assert all(len(line) <= int(width) for line in result.stdout.splitlines())
+    assert "(limit)" in result.stdout and "left out" in result.stdout
+    every = wanfit("plan", "--gpu", "l40s", "--frames", "361", "--all", *cal_args, env={"COLUMNS": width})
+    assert "left out" not in every.stdout and every.stdout.count("│") > result.stdout.count("│")
 
 
 def test_json_contract_doc_names_every_field():
@@ -528,7 +587,7 @@ def test_plan_host_pageable_rate_times_the_offloading_plans(cal_args):
     assert slow["model"]["duration_s"] > default["model"]["duration_s"]
     assert any("3.0 GB/s" in n for n in slow["sequential"]["notes"])
     assert_one_line_error(wanfit("plan", "--gpu", CALIBRATED_GPU, "--host-pageable-gbps", "0", *cal_args),
-                          "host-to-device rate", "GB/s")
+                          "positive number", "GB/s")
 
 
 def test_plan_host_d2h_rate_times_model_offloads_moves_down(cal_args):
@@ -546,4 +605,18 @@ def test_plan_host_d2h_rate_times_model_offloads_moves_down(cal_args):
         assert slow[offload]["duration_s"] == fast[offload]["duration_s"], offload
     assert any("0.50 GB/s" in n for n in slow["model"]["notes"])
     assert_one_line_error(wanfit("plan", "--gpu", CALIBRATED_GPU, "--host-d2h-gbps", "-1", *cal_args),
-                          "device-to-host rate", "GB/s")
+                          "positive number", "GB/s")
+
+
+def test_the_readme_example_is_what_the_command_prints(cal_args):
+    """The README's `COLUMNS=200 wanfit plan --frames 361 --gpu l40s` block, line for line (trailing spaces aside:
+    rich pads a table's title to its width)."""
+    if cal_args:
+        pytest.skip("the example is the shipped calibration's")
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    command = "$ COLUMNS=200 wanfit plan --frames 361 --gpu l40s\n"
+    block = readme[readme.index(command) + len(command):]
+    shown = block[:block.index("```")].splitlines()
+    printed = wanfit("plan", "--frames", "361", "--gpu", "l40s", env={"COLUMNS": "200"})
+    assert printed.returncode == 0, printed.stderr
+    assert shown == [line.rstrip() for line in printed.stdout.splitlines()]

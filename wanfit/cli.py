@@ -1,21 +1,21 @@
 """The `wanfit` command line: wiring only.
 
 Each command turns its flags into the objects the Python API takes (Workload, PlanPins, GPU keys),
-calls the API and prints the result through wanfit.views: a table (plan's drawn by wanfit.views.render,
-the others by rich) or JSON. Known problems (WanfitError) become one line on stderr and exit code 2;
+calls the API and prints the result through wanfit.views: a rich table or JSON (every JSON output carries
+a `schema_version`). Known problems (WanfitError) become one line on stderr and exit code 2;
 set WANFIT_DEBUG=1 for the traceback.
 
 Heavy modules are imported inside the commands that need them: `wanfit plan` must start fast and
 run without torch, so nothing here (or in what `plan` imports) pulls torch, diffusers, sklearn,
-scipy or matplotlib. No `from __future__ import annotations` here: typer reads every command's
-annotations on each run, and evaluating them from strings took 10 ms of plan's start.
+scipy or matplotlib (that last only for --plot); rich only for the table, not for --format json.
+No `from __future__ import annotations` here: typer reads every command's annotations on each run, and
+evaluating them from strings took 10 ms of plan's start.
 """
 
 import json
 import os
-import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 # pydantic scans installed entry points for plugins at first import (~20 ms); wanfit uses none.
 # Set before typer imports pydantic; a caller's own setting wins.
@@ -23,7 +23,7 @@ os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
 import typer
 
-from wanfit.planner.inputs import DEFAULT_MODEL, build_workload, plan_pins
+from wanfit.planner.inputs import DEFAULT_MODEL, build_workload, host_ram_source, plan_pins, planner_options
 from wanfit.views.output import console, missing_extras, print_json, user_errors, write_verify_outputs
 from wanfit.vocabulary.errors import WanfitError
 
@@ -85,7 +85,8 @@ ScenarioOpt = Annotated[str | None, typer.Option(
 MarginOpt = Annotated[float | None, typer.Option("--margin", help="Safety margin in GiB kept free on the GPU. "
                                                  "(default: 1)", show_default=False)]
 HostRamOpt = Annotated[float | None, typer.Option("--host-ram", help="System memory in GiB available for offloaded "
-                                                  "weights. (default: unlimited)", show_default=False)]
+                                                  "weights. (default: this machine's when planning for the local "
+                                                  "GPU, else unlimited)", show_default=False)]
 HostPageableOpt = Annotated[float | None, typer.Option(
     "--host-pageable-gbps", help="This host's host-to-device rate from pageable memory in GB/s, where measured: "
     "offloading plans copy at it (lent H100 hosts ranged 6.4 to 9.2). (default: the calibration host's, scaled "
@@ -101,6 +102,11 @@ CalibrationDirOpt = Annotated[Path | None, typer.Option(
     "--calibration-dir", help="Extra directory of calibrations (<dir>/<gpu>/<model>.json), searched before the "
     "shipped ones.", show_default=False, file_okay=False)]
 FormatOpt = Annotated[Format, typer.Option("--format", help="Output: a rich table or JSON.")]
+ShowAllOpt = Annotated[bool, typer.Option("--all", help="Table: every candidate plan. (default: the fitting ones, "
+                                          "at most 12, and the one closest to fitting)")]
+PlotOpt = Annotated[Path | None, typer.Option(
+    "--plot", help="Also write a PNG: each GPU's best plan's need and time over frame count and resolution, its "
+    "usable memory as a line (needs the plot extra).", dir_okay=False, show_default=False)]
 
 # `wanfit calibrate`'s own options.
 CalibrateGpuOpt = Annotated[str, typer.Option("--gpu", "-g", help="Profile key of the local GPU (`wanfit gpus`); "
@@ -121,8 +127,10 @@ WorkloadStepsOpt = Annotated[int | None, typer.Option(
     "--workload-steps", help="Denoising steps of the job being verified. (default: the model's/scenario's)",
     show_default=False)]
 RunStepsOpt = Annotated[int | None, typer.Option(
-    "--steps", help="Steps to actually run; fewer than the job's are extrapolated per step and marked so. "
+    "--run-steps", help="Steps to actually run; fewer than the job's are extrapolated per step and marked so. "
     "(default: all)", show_default=False)]
+# `verify --steps` meant --run-steps before plan's --steps (the job's steps) made the two words clash.
+DeprecatedStepsOpt = Annotated[int | None, typer.Option("--steps", hidden=True, show_default=False)]
 RecommendedOpt = Annotated[bool, typer.Option("--recommended", help="Verify the plan `wanfit plan` recommends for "
                                               "--gpu (flags given pin knobs as in plan).")]
 PlanFileOpt = Annotated[Path | None, typer.Option(
@@ -162,14 +170,6 @@ def resolve_gpus(gpus: list[str] | None) -> list[str]:
     return [profile.key]
 
 
-def planner_options(margin: float | None, host_ram: float | None, calibration_dir: Path | None,
-                    host_pageable: float | None = None, host_d2h: float | None = None) -> dict[str, Any]:
-    """The planner's keyword options the user gave (the API's defaults apply to the rest)."""
-    given = {"safety_margin_gib": margin, "host_ram_gib": host_ram, "host_pageable_gbps": host_pageable,
-             "host_d2h_gbps": host_d2h}
-    return {"calibration_dir": calibration_dir, **{k: v for k, v in given.items() if v is not None}}
-
-
 def plan_from_file(path: Path, gpu: str | None) -> tuple["Workload", "Plan", str]:
     """Workload, recommended plan and target GPU key from a saved `wanfit plan --format json`."""
     from wanfit.verify.run import load_plan_file
@@ -181,6 +181,17 @@ def plan_from_file(path: Path, gpu: str | None) -> tuple["Workload", "Plan", str
         return (*load_plan_file(path, key), key)
     workload, chosen = load_plan_file(path)  # checks the file holds exactly one GPU's result
     return workload, chosen, json.loads(path.read_text())["results"][0]["gpu"]
+
+
+def deprecated_steps(steps: int | None, run_steps: int | None) -> int | None:
+    """verify's old --steps: still the steps run, with a one-line warning (--run-steps names them now)."""
+    if steps is None:
+        return run_steps
+    if run_steps is not None:
+        raise WanfitError("give --run-steps only (verify's --steps is its deprecated name)")
+    typer.echo("warning: verify --steps is deprecated: use --run-steps (the steps actually run; --workload-steps "
+               "sets the job's)", err=True)
+    return steps
 
 
 # Commands
@@ -210,21 +221,31 @@ def plan(
     reused_pipeline: ReusedPipelineOpt = False,
     calibration_dir: CalibrationDirOpt = None,
     format: FormatOpt = "table",
+    show_all: ShowAllOpt = False,
+    plot: PlotOpt = None,
 ) -> None:
     """Predict peak VRAM and time of every plan on each GPU and recommend the fastest that fits."""
     from wanfit.planner.api import plan_report
 
     workload, scenario_pins = build_workload(model, height, width, size, frames, steps, guidance, scenario)
     pins = plan_pins(scenario_pins, offload, text_encoder, dit_dtype, vae_tiling, runtime, attention)
-    report = plan_report(workload, resolve_gpus(gpu), pins, reused_pipeline=reused_pipeline,
-                         **planner_options(margin, host_ram, calibration_dir, host_pageable, host_d2h))
+    if plot is not None:  # refused before any planning: a missing extra, not a PNG, no such directory
+        from wanfit.views.plan_plot import check_plot_path, write_plot
+        check_plot_path(plot)
+    from wanfit.measure.local_host import local_host_ram_gib  # a read of this machine's memory, no more
+    host = host_ram_source(host_ram, gpu, local_host_ram_gib)
+    options = {"reused_pipeline": reused_pipeline,
+               **planner_options(margin, host.gib, calibration_dir, host_pageable, host_d2h)}
+    gpus = resolve_gpus(gpu)
+    report = plan_report(workload, gpus, pins, **options)
     if format == "json":
         print_json(report)
-        return
-    from wanfit.views.render import render_plan_report
-    from wanfit.views.terminal import Terminal
+    else:
+        from wanfit.views.render import render_plan_report
 
-    sys.stdout.write(render_plan_report(report, Terminal.detect()))
+        render_plan_report(report, console(), host, show_all=show_all)
+    if plot is not None:
+        typer.echo(f"wrote {write_plot(workload, gpus, pins, options, plot)}", err=True)
 
 
 @app.command()
@@ -270,7 +291,8 @@ def verify(
     size: SizeOpt = None,
     frames: FramesOpt = None,
     workload_steps: WorkloadStepsOpt = None,
-    steps: RunStepsOpt = None,
+    run_steps: RunStepsOpt = None,
+    steps: DeprecatedStepsOpt = None,
     guidance: GuidanceOpt = None,
     offload: OffloadOpt = None,
     text_encoder: TextEncoderOpt = None,
@@ -300,6 +322,7 @@ def verify(
 
     if recommended and plan_file is not None:
         raise WanfitError("give either --recommended or --plan-file, not both")
+    run_steps = deprecated_steps(steps, run_steps)
     options = planner_options(margin, host_ram, calibration_dir)
     if plan_file is not None:
         if any(v is not None for v in (height, width, size, frames, workload_steps, guidance, scenario, model)):
@@ -323,7 +346,7 @@ def verify(
         from wanfit.views import verify_report
     except ModuleNotFoundError as missing:
         raise missing_extras("verify", "gpu", missing) from None
-    result = run_verify(workload, chosen, target, steps, tolerance_memory, tolerance_time, checkpoint,
+    result = run_verify(workload, chosen, target, run_steps, tolerance_memory, tolerance_time, checkpoint,
                         host_pageable, host_d2h, wan_repo, **options)
     written = write_verify_outputs(result, out, verify_report)
     if format == "json":
@@ -339,11 +362,12 @@ def verify(
 @user_errors
 def gpus(format: FormatOpt = "table") -> None:
     """List the GPU profiles: usable memory, throughput, bandwidth and their sources."""
+    from wanfit.vocabulary.plan_report import SCHEMA_VERSION
     from wanfit.vocabulary.profiles import load_profiles, profile_table_rows
 
     profiles = load_profiles()
     if format == "json":
-        print_json([p.model_dump(mode="json") for p in profiles.values()])
+        print_json({"schema_version": SCHEMA_VERSION, "gpus": [p.model_dump(mode="json") for p in profiles.values()]})
         return
     from wanfit.views.listing import rows_table
 
@@ -356,10 +380,11 @@ def gpus(format: FormatOpt = "table") -> None:
 def models(format: FormatOpt = "table", calibration_dir: CalibrationDirOpt = None) -> None:
     """List the Wan models wanfit knows, their defaults, and which calibrations exist for them."""
     from wanfit.views.listing import model_rows, rows_table
+    from wanfit.vocabulary.plan_report import SCHEMA_VERSION
 
     rows = model_rows(calibration_dir)
     if format == "json":
-        print_json(rows)
+        print_json({"schema_version": SCHEMA_VERSION, "models": rows})
         return
     console().print(rows_table(rows, "Wan models (size WxH in pixels; calibrations: GPUs with a calibration file)"))
 

@@ -3,7 +3,10 @@ knobs pinned. Pure and cheap: `wanfit plan` calls these before anything else (no
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from wanfit.vocabulary.errors import WanfitError
 
@@ -49,3 +52,29 @@ def plan_pins(base: PlanPins, offload: str | None, text_encoder: str | None, dit
     flags = PlanPins(offload=offload, text_encoder=text_encoder, dit_dtype=dit_dtype, vae_tiling=vae_tiling,
                      runtime=runtime, attention=attention)
     return base.overridden_by(flags)
+
+
+def planner_options(margin: float | None, host_ram: float | None, calibration_dir: Path | None,
+                    host_pageable: float | None = None, host_d2h: float | None = None) -> dict[str, Any]:
+    """The planner's keyword options the user gave (the API's defaults apply to the rest)."""
+    given = {"safety_margin_gib": margin, "host_ram_gib": host_ram, "host_pageable_gbps": host_pageable,
+             "host_d2h_gbps": host_d2h}
+    return {"calibration_dir": calibration_dir, **{k: v for k, v in given.items() if v is not None}}
+
+
+@dataclass(frozen=True)
+class HostRam:
+    """The host RAM plans are checked against: `gib` None = unlimited; `source` says where it came from."""
+    gib: float | None
+    source: str = ""
+
+
+def host_ram_source(host_ram: float | None, gpus: list[str] | None,
+                    local_gib: Callable[[], float | None]) -> HostRam:
+    """The flag; else this machine's (`local_gib()`) when planning for the local GPU (no --gpu: its offloaded
+    weights land here); else none (unlimited)."""
+    if host_ram is not None:
+        return HostRam(host_ram, "--host-ram")
+    if not gpus and (local := local_gib()) is not None:
+        return HostRam(round(local, 1), "this machine's; --host-ram to change")
+    return HostRam(None)

@@ -23,7 +23,7 @@ from wanfit.verify.measured import step_loading_s
 from wanfit.vocabulary.environment import Environment
 from wanfit.vocabulary.errors import WanfitError
 from wanfit.vocabulary.measurement import Measurement, StageRecord, switch_step
-from wanfit.vocabulary.plan_report import Candidate
+from wanfit.vocabulary.plan_report import SCHEMA_VERSION, Candidate
 from wanfit.vocabulary.workload import Plan, Workload
 
 # A step's loading row is shown where it exceeds this share of a steady-state step (else it is noise).
@@ -51,6 +51,7 @@ class VerifyReport(BaseModel):
     the per-stage comparison and the verdict. Memory in GiB, time in seconds."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+    schema_version: int = SCHEMA_VERSION  # reports written before it had none: they load as version 1
     wanfit: str = __version__
     workload: Workload
     plan: Plan

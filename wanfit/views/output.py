@@ -2,8 +2,8 @@
 commands' tables, a known error as one line on stderr (exit code 2), and the verify report's files.
 
 Light at import (json, os, sys, typer, which the CLI has imported already): the CLI imports this on every
-command, `wanfit plan` included, so rich, pydantic and the plan table's terminal module are imported only
-inside the functions that need them.
+command, `wanfit plan --format json` included, so rich and pydantic are imported only inside the functions
+that need them.
 """
 
 from __future__ import annotations
@@ -20,15 +20,27 @@ import typer
 
 from wanfit.vocabulary.errors import WanfitError
 
+PIPED_WIDTH = 200  # wide enough for every column of the candidate table when the output goes to a file
+
 
 def console():
-    """A rich console on stdout; wide enough for the candidate tables when piped to a file."""
+    """A rich console on stdout; wide enough for the candidate tables when piped to a file. rich follows
+    $COLUMNS, NO_COLOR, FORCE_COLOR and TERM=dumb."""
     from rich.console import Console
-
-    from wanfit.views.terminal import PIPED_WIDTH
 
     width = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else PIPED_WIDTH
     return Console(width=width)
+
+
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (no display needed); ModuleNotFoundError without the
+    plot extra (matplotlib), which the caller turns into missing_extras."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def print_json(data: Any) -> None:

@@ -1,38 +1,39 @@
-"""The `wanfit plan` table output: the plan report as lines of text for a terminal.
+"""The `wanfit plan` table output: the plan report printed on a rich console.
 
-Pure presentation over the pydantic objects the API returns, without rich (see wanfit.views.terminal:
-this runs on plan's path, which must start fast and work without torch). Memory is printed in GiB
-(2**30 bytes), times in seconds (or minutes past two minutes).
+Pure presentation over the pydantic objects the API returns; the tables themselves are
+wanfit.views.plan_table's. By default each GPU shows its fitting plans (the recommended one first, at most
+MAX_FITTING_SHOWN) and the one that comes closest to fitting; `--all` shows every candidate. Notes are those
+of the plans shown, each said once. Memory is printed in GiB (2**30 bytes).
 """
 
 from __future__ import annotations
 
+import re
 import textwrap
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from wanfit.views.terminal import Segment, Terminal, combine
+from rich.console import Console
+from rich.text import Text
+
+from wanfit.planner.inputs import HostRam
+from wanfit.views.plan_table import candidates_table, comparison_table, fmt_gib
 from wanfit.vocabulary.plan_report import Candidate, GpuResult, PlanReport
-from wanfit.vocabulary.stages import STAGE_SHORT_TITLES, STAGES
 
-
-def fmt_gib(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
-
-
-# Times: hundredths of a second below TENTHS_FROM_S, tenths below MINUTES_FROM_S, then minutes and
-# seconds, then hours and minutes.
-TENTHS_FROM_S = 10
+MAX_FITTING_SHOWN = 12  # enough to compare the close alternatives; `--all` shows the rest
+# Minutes and seconds past two minutes in a sentence (a 361-frame job runs for half an hour).
 MINUTES_FROM_S = 120
+# Notes the table says otherwise: the peak cell says "(limit)", the host RAM column and the host RAM line
+# say what a plan needs and what there is.
+SAID_IN_THE_TABLE = (re.compile(r"^device-level peak held at "), re.compile(r"^needs .* GiB of host RAM "))
+# The range note of each extrapolated plan (wanfit.model.predict): merged into one line per calibration.
+OUTSIDE_RANGE = re.compile(r"^outside the calibrated range of (\S+) \((.*)\): extrapolated, wider interval$")
 
 
 def fmt_seconds(value: float | None) -> str:
-    """Seconds for short times, minutes and seconds for long ones (a 361-frame job runs for an hour)."""
+    """A time in a sentence: seconds for short times, minutes and seconds (or hours and minutes) for long ones."""
     if value is None:
         return "-"
-    if value < TENTHS_FROM_S:
-        return f"{value:.2f} s"
     if value < MINUTES_FROM_S:
         return f"{value:.1f} s"
     minutes, seconds = divmod(round(value), 60)
@@ -56,236 +57,112 @@ def plan_label(plan: Mapping[str, Any]) -> str:
             f"vae={tiling}{attention}")
 
 
-def compact_plan(plan: Mapping[str, Any]) -> str:
-    """'model/int8/fp8/tiled': the knobs in the narrow table's order."""
-    knobs = f"{plan.get('offload')}/{plan.get('text_encoder')}/{plan.get('dit_dtype')}"
-    return knobs + ("/tiled" if plan.get("vae_tiling") else "")
-
-
-def stage_names(candidates: Iterable[Candidate]) -> list[str]:
-    """Every stage any candidate has, in pipeline order."""
-    seen: list[str] = []
-    for cand in candidates:
-        for stage in cand.stages:
-            if stage.name not in seen:
-                seen.append(stage.name)
-    known = [s for s in STAGES if s in seen]
-    return known + [s for s in seen if s not in STAGES]
-
-
-def _is_recommended(cand: Candidate, result: GpuResult) -> bool:
-    return result.recommended is not None and cand.plan == result.recommended.plan
+def shown_candidates(result: GpuResult, show_all: bool) -> list[Candidate]:
+    """The candidates a GPU's table shows: every one with `show_all`, else the fitting ones (fastest first, at
+    most MAX_FITTING_SHOWN) and the first that does not fit (the ranking puts the smallest need first)."""
+    if show_all:
+        return list(result.candidates)
+    fitting = [c for c in result.candidates if c.fits][:MAX_FITTING_SHOWN]
+    closest = next((c for c in result.candidates if not c.fits), None)
+    return fitting + ([closest] if closest is not None else [])
 
 
 def _provenance(result: GpuResult) -> str:
-    """Which calibration the predictions came from and whether they transfer or extrapolate."""
-    calibration = result.calibration or "none"
-    sources = {c.transferred_from for c in result.candidates if c.transferred_from}
-    extrapolated = sum(c.extrapolated for c in result.candidates)
-    parts = [f"calibration: {calibration}"]
-    if sources:
-        parts.append(f"time transferred from {', '.join(sorted(sources))} to {result.gpu} (wider interval)")
-    else:
-        parts.append("measured on this GPU")
-    if extrapolated:
-        parts.append(f"{extrapolated}/{len(result.candidates)} candidates outside the calibrated range (extrapolated)")
-    return "; ".join(parts)
+    """Which calibration the predictions came from (a transfer to another GPU is one of the notes)."""
+    where = "" if any(c.transferred_from for c in result.candidates) else " (measured on this GPU)"
+    return f"calibration: {result.calibration or 'none'}{where}"
 
 
-Cell = str | tuple[str, str]  # plain text, or (text, style) such as ("yes", "green")
+def note_lines(cands: Sequence[Candidate]) -> tuple[list[str], list[str]]:
+    """(the extrapolation legend, the other notes) of the plans shown: each note once, the range notes merged
+    per calibration, the notes the table already says left out."""
+    ranges: dict[str, list[str]] = {}
+    notes: list[str] = []
+    for note in (n for c in cands for n in c.notes):
+        if (outside := OUTSIDE_RANGE.match(note)) is not None:
+            features = ranges.setdefault(outside[1], [])
+            features += [f for f in outside[2].split(", ") if f not in features]
+        elif note not in notes and not any(p.match(note) for p in SAID_IN_THE_TABLE):
+            notes.append(note)
+    extrapolated = sum(c.extrapolated for c in cands)
+    legend = [f"* extrapolated ({extrapolated}/{len(cands)} shown): outside the calibrated range of {label} "
+              f"({', '.join(features)}), wider interval" for label, features in ranges.items()]
+    if extrapolated and not legend:
+        legend = ["* extrapolated: outside the calibrated range, wider interval"]
+    return legend, notes
 
 
-def _text(cell: Cell) -> str:
-    return cell if isinstance(cell, str) else cell[0]
+def host_ram_line(host_ram: HostRam, report: PlanReport) -> Text:
+    """What host RAM the offloading plans were checked against, or that none was."""
+    if host_ram.gib is None:
+        return Text("host RAM assumed unlimited: give --host-ram GIB (offloaded weights live in it)", style="yellow")
+    short = sum(not c.host_ram_fits for r in report.results for c in r.candidates)
+    more = f"; {short} plan(s) need more" if short else ""
+    return Text(f"host RAM: {host_ram.gib:.1f} GiB ({host_ram.source}){more}")
 
 
-def _cell_style(cell: Cell) -> str | None:
-    return None if isinstance(cell, str) else cell[1]
-
-
-@dataclass
-class BoxTable:
-    """A table drawn with box characters, one pre-aligned line per row. When the terminal is narrower
-    than the table it shows `narrow` (the same rows with fewer columns) where there is one."""
-
-    title: str
-    caption: str
-    columns: Sequence[tuple[str, str]]  # (header, "left" | "right")
-    rows: Sequence[tuple[Sequence[Cell], str | None]]  # (cells, the row's style)
-    narrow: BoxTable | None = None
-
-    def widths(self) -> list[int]:
-        return [max([len(header)] + [len(_text(cells[i])) for cells, _ in self.rows])
-                for i, (header, _) in enumerate(self.columns)]
-
-    def lines(self, term: Terminal) -> list[str]:
-        widths = self.widths()
-        if _table_width(widths) > term.width and self.narrow is not None:
-            return self.narrow.lines(term)
-        widths = _shrunk(widths, term.width)
-
-        def rule(left: str, fill: str, cross: str, right: str) -> str:
-            return left + cross.join(fill * (w + 2) for w in widths) + right
-
-        def line(cells: Sequence[Cell], style: str | None, edge: str) -> str:
-            parts = [edge]
-            for cell, width, (_, justify) in zip(cells, widths, self.columns, strict=True):
-                text = _text(cell)
-                if len(text) > width:  # a column shrunk to fit the terminal
-                    text = text[:width - 1] + "…"
-                pad = " " * (width - len(text))
-                padded = f" {pad}{text} " if justify == "right" else f" {text}{pad} "
-                parts += [term.paint(padded, combine(style, _cell_style(cell))), edge]
-            return "".join(parts)
-
-        out = [term.paint(self.title[:term.width], "italic"), rule("┏", "━", "┳", "┓"),
-               line([(h, "bold") for h, _ in self.columns], None, "┃"), rule("┡", "━", "╇", "┩")]
-        out += [line(cells, style, "│") for cells, style in self.rows]
-        out.append(rule("└", "─", "┴", "┘"))
-        if self.caption:
-            out += term.wrap([(self.caption, "dim italic")])
-        return out
-
-
-def _table_width(widths: Sequence[int]) -> int:
-    return sum(widths) + 3 * len(widths) + 1  # a space each side of every cell, a border between
-
-
-def _shrunk(widths: Sequence[int], room: int, narrowest: int = 4) -> list[int]:
-    """Column widths cut down to fit `room` terminal cells, the widest column first (its cells end in
-    '…'); columns no wider than `narrowest` are left whole, so a very narrow terminal still overflows."""
-    widths = list(widths)
-    while _table_width(widths) > room:
-        widest = max(range(len(widths)), key=lambda i: widths[i])
-        if widths[widest] <= narrowest:
-            break
-        widths[widest] -= 1
-    return widths
-
-
-def candidates_table(result: GpuResult) -> BoxTable:
-    """Every candidate plan for one GPU: peak VRAM, headroom, per-stage and total time, fits.
-    On a narrow console the per-stage times are left out and the four knobs share one column."""
-    stages = stage_names(result.candidates)
-    memory = [("peak GiB", "right"), ("need GiB", "right"), ("headroom GiB", "right"), ("binding", "left")]
-    times = [("step", "right"), ("total", "right"), ("fits", "left")]
-    columns = [("", "left"), ("offload", "left"), ("text enc", "left"), ("DiT", "left"), ("VAE tiling", "left"),
-               *memory, *[(STAGE_SHORT_TITLES.get(name, name), "right") for name in stages], *times]
-    # Narrow: one plan column, no per-stage times, no binding stage (the recommendation line names it).
-    narrow_columns = [("", "left"), ("offload/te/DiT[/tiled]", "left"), ("peak", "right"), ("need", "right"),
-                      ("headroom", "right"), ("total", "right"), ("fits", "left")]
-    rows, narrow_rows = [], []
-    for cand in result.candidates:
-        recommended = _is_recommended(cand, result)
-        style = "bold green" if recommended else ("dim" if not cand.fits else None)
-        by_stage = {s.name: s for s in cand.stages}
-        knobs = [str(cand.plan.get("offload")), str(cand.plan.get("text_encoder")), str(cand.plan.get("dit_dtype")),
-                 "on" if cand.plan.get("vae_tiling") else "off"]
-        mark = "★" if recommended else ""
-        memory_cells = [fmt_gib(cand.peak_vram_gib), fmt_gib(cand.need_gib), fmt_gib(cand.headroom_gib),
-                        cand.binding_stage]
-        time_cells = [fmt_seconds(cand.step_s), fmt_seconds(cand.duration_s) + ("*" if cand.extrapolated else ""),
-                      ("yes", "green") if cand.fits else ("no", "red")]
-        stage_cells = [fmt_seconds(by_stage[name].time_s) if name in by_stage else "-" for name in stages]
-        rows.append(([mark, *knobs, *memory_cells, *stage_cells, *time_cells], style))
-        narrow_rows.append(([mark, compact_plan(cand.plan), *memory_cells[:3], *time_cells[1:]], style))
-    title = f"{result.gpu}: {result.memory_gib:.1f} GiB usable"
-    narrow = BoxTable(title + " (peak, need, headroom in GiB)", _provenance(result), narrow_columns, narrow_rows)
-    return BoxTable(title, _provenance(result), columns, rows, narrow=narrow)
-
-
-def recommendation_line(result: GpuResult) -> list[Segment]:
+def recommendation_line(result: GpuResult) -> Text:
     """'Recommended on l40s: offload=model ... — <reason>' or why nothing fits."""
     if result.recommended is None:
-        return [("No plan fits ", "bold red"), (result.gpu, "bold"), (" — ", None), (result.reason, None)]
+        return Text.assemble(("No plan fits ", "bold red"), (result.gpu, "bold"), " — ", result.reason)
     cand = result.recommended
-    line: list[Segment] = [("Recommended on ", "bold"), (result.gpu, "bold"), (": ", None),
-                           (plan_label(cand.plan), "bold green"),
-                           (f" ({fmt_seconds(cand.duration_s)}, peak {fmt_gib(cand.peak_vram_gib)} GiB) — ", None),
-                           (result.reason, None)]
+    line = Text.assemble(("Recommended on ", "bold"), (result.gpu, "bold"), ": ", (plan_label(cand.plan), "bold green"),
+                         f" ({fmt_seconds(cand.duration_s)}, peak {fmt_gib(cand.peak_vram_gib)} GiB) — ", result.reason)
     if cand.duration_interval_s is not None:
         low, high = cand.duration_interval_s
-        line.append((f" [time {fmt_seconds(low)}–{fmt_seconds(high)}]", "dim"))
+        line.append(f" [time {fmt_seconds(low)}–{fmt_seconds(high)}]", style="dim")
     return line
 
 
-def command_lines(result: GpuResult, term: Terminal) -> list[str]:
-    """The recommended plan's command (dim) under the recommendation line, each of its lines wrapped to the
-    terminal (a continuation indented); nothing when none is recommended or it has no command."""
+def command_lines(result: GpuResult, width: int) -> list[Text]:
+    """The recommended plan's command (dim) under the recommendation line, each of its lines wrapped to
+    `width` (a continuation indented); nothing when none is recommended or it has no command."""
     if result.recommended is None or not result.recommended.command:
         return []
-    lines = [term.paint("Run it:", "dim")]
+    lines = [Text("Run it:", style="dim")]
     for raw in result.recommended.command.splitlines():
-        pieces = textwrap.wrap(raw, max(term.width, 20), subsequent_indent="    ", break_on_hyphens=False) or [""]
-        lines += [term.paint(piece, "dim") for piece in pieces]
+        pieces = textwrap.wrap(raw, max(width, 20), subsequent_indent="    ", break_on_hyphens=False) or [""]
+        lines += [Text(piece, style="dim") for piece in pieces]
     return lines
 
 
-def _notes(result: GpuResult) -> list[str]:
-    seen: list[str] = []
-    for cand in result.candidates:
-        for note in cand.notes:
-            if note not in seen:
-                seen.append(note)
-    return seen
-
-
-def comparison_table(report: PlanReport) -> BoxTable:
-    """Side by side: the best plan per GPU, its time and peak (hardware choice), fastest first."""
-    columns = [("GPU", "left"), ("usable GiB", "right"), ("best: offload/te/DiT[/tiled]", "left"),
-               ("peak GiB", "right"), ("headroom GiB", "right"), ("step", "right"), ("total", "right"),
-               ("fitting plans", "right"), ("time", "left")]
-    narrow_columns = [("GPU", "left"), ("best plan", "left"), ("peak", "right"), ("total", "right"),
-                      ("fitting", "right")]
-    ranked = sorted(report.results,
-                    key=lambda r: (r.recommended is None, r.recommended.duration_s if r.recommended else 0.0))
-    rows, narrow_rows = [], []
-    for result in ranked:
-        cand = result.recommended
-        fitting = f"{sum(c.fits for c in result.candidates)}/{len(result.candidates)}"
-        style = "bold" if result is ranked[0] and cand is not None else None
-        if cand is None:
-            none = ("none fits", "red")
-            rows.append(([result.gpu, fmt_gib(result.memory_gib), none, "-", "-", "-", "-", fitting, "-"], None))
-            narrow_rows.append(([result.gpu, none, "-", "-", fitting], None))
-            continue
-        source = f"from {cand.transferred_from}" if cand.transferred_from else "measured here"
-        rows.append(([result.gpu, fmt_gib(result.memory_gib), compact_plan(cand.plan), fmt_gib(cand.peak_vram_gib),
-                      fmt_gib(cand.headroom_gib), fmt_seconds(cand.step_s), fmt_seconds(cand.duration_s), fitting,
-                      source], style))
-        narrow_rows.append(([result.gpu, compact_plan(cand.plan), fmt_gib(cand.peak_vram_gib),
-                             fmt_seconds(cand.duration_s), fitting], style))
-    title = "GPU comparison (best plan per GPU)"
-    return BoxTable(title, "", columns, rows, narrow=BoxTable(title + " (peak in GiB)", "", narrow_columns,
-                                                              narrow_rows))
-
-
-def render_plan_report(report: PlanReport, term: Terminal) -> str:
-    """The whole `wanfit plan` table output, ending in a newline."""
+def _workload_line(report: PlanReport) -> Text:
     w = report.workload
     cfg = f"CFG {w.guidance:g}" if w.guidance > 1.0 else "no CFG"
-    lines = term.wrap([("Workload: ", "bold"),
-                       (f"{w.model} {w.width}x{w.height} (WxH), {w.frames} frames, {w.steps} steps, {cfg}, "
-                        f"batch {w.batch}; safety margin {report.safety_margin_gib:g} GiB"
-                        f"{'; a reused pipeline (no init)' if report.reused_pipeline else ''}. "
-                        "Memory in GiB (2^30 bytes); peak = device-level (nvidia-smi), need = what decides OOM.",
-                        None)])
+    reused = "; a reused pipeline (no init)" if report.reused_pipeline else ""
+    return Text.assemble(("Workload: ", "bold"),
+                         f"{w.model} {w.width}x{w.height} (WxH), {w.frames} frames, {w.steps} steps, {cfg}, batch "
+                         f"{w.batch}; safety margin {report.safety_margin_gib:g} GiB{reused}. Memory in GiB (2^30 "
+                         "bytes); peak = device-level (nvidia-smi), need = what decides OOM; (limit): held at the "
+                         "card's limit, the allocator giving cached memory back.")
+
+
+def _print_gpu(console: Console, result: GpuResult, show_all: bool) -> None:
+    cands = shown_candidates(result, show_all)
+    console.print()
+    console.print(candidates_table(console, result, cands))
+    left_out = len(result.candidates) - len(cands)
+    if left_out:
+        console.print(Text(f"{left_out} of {len(result.candidates)} candidates left out (the slower fitting ones and "
+                           "those that do not fit): --all shows every one", style="dim"))
+    legend, notes = note_lines(cands)
+    for line in [_provenance(result), *legend, *(f"note: {n}" for n in notes)]:
+        console.print(Text(line, style="dim"))
+    console.print(recommendation_line(result))
+    for line in command_lines(result, console.width):
+        console.print(line, no_wrap=True, crop=False)
+
+
+def render_plan_report(report: PlanReport, console: Console, host_ram: HostRam, show_all: bool = False) -> None:
+    """The whole `wanfit plan` table output, printed on `console`."""
+    console.print(_workload_line(report))
     if any(c.plan.get("runtime") == "wan" for r in report.results for c in r.candidates):
-        lines += term.wrap([("Runtime: ", "bold"), ("the official Wan2.2 code (generate.py): offload model = "
-                                                     "--offload_model True, te cpu = --t5_cpu, DiT bf16 = "
-                                                     "--convert_model_dtype (fp32 without it)", None)])
+        console.print(Text.assemble(("Runtime: ", "bold"), "the official Wan2.2 code (generate.py): offload model = "
+                                    "--offload_model True, te cpu = --t5_cpu, DiT bf16 = --convert_model_dtype (fp32 "
+                                    "without it)"))
+    console.print(host_ram_line(host_ram, report))
     for result in report.results:
-        lines.append("")
-        lines += candidates_table(result).lines(term)
-        if any(c.extrapolated for c in result.candidates):
-            lines += term.wrap([("* extrapolated: outside the calibrated range", "dim")])
-        for note in _notes(result):
-            lines += term.wrap([(f"note: {note}", "dim")])
-        lines += term.wrap(recommendation_line(result))
-        lines += command_lines(result, term)
+        _print_gpu(console, result, show_all)
     if len(report.results) > 1:
-        lines.append("")
-        lines += comparison_table(report).lines(term)
-    return "\n".join(lines) + "\n"
-
-
+        console.print()
+        console.print(comparison_table(console, report))

@@ -277,11 +277,9 @@ def _plot_limits(ax, r: VerifyReport, end_s: float) -> None:
 def plot_memory(report: VerifyReport, path: Path) -> Path:
     """PNG of device memory over time (the measured NVML timeline), the predicted peak of each stage
     drawn over the span where that stage ran, and the target's usable memory as a line."""
-    import matplotlib
+    from wanfit.views.output import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     r = report
     fig, ax = plt.subplots(figsize=(10, 5), dpi=110)
     try:

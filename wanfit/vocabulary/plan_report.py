@@ -17,6 +17,9 @@ from wanfit.vocabulary.workload import Plan, Workload
 # GiB kept free on every GPU before a plan counts as fitting, unless the user gives another
 # (`--margin`; the JSON contract's `safety_margin_gib`).
 SAFETY_MARGIN_GIB = 1.0
+# The layout version of every JSON output (plan, verify, gpus, models: their `schema_version`). Raised when a
+# field is renamed or removed or changes meaning; a field added keeps it (docs/json-contract.md).
+SCHEMA_VERSION = 1
 
 
 class StagePrediction(BaseModel):
@@ -71,6 +74,7 @@ class GpuResult(BaseModel):
 
 class PlanReport(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+    schema_version: int = SCHEMA_VERSION
     workload: Workload
     safety_margin_gib: float
     reused_pipeline: bool = False  # predicted for a process that keeps its pipeline built: no init
