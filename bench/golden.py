@@ -82,7 +82,7 @@ def run_plan(args: list[str]) -> dict:
 
 
 def refit_all() -> dict[str, dict]:
-    """Every shipped calibration refitted from its committed measurements (`calibrate --fit-only`)."""
+    """Every shipped calibration refitted from its committed measurements (`calibrate --fit-only`), each runtime's."""
     from wanfit.measure.calibrate import fit_model
 
     out = {}
@@ -91,10 +91,13 @@ def refit_all() -> dict[str, dict]:
             if not gpu_dir.is_dir():
                 continue
             shutil.copytree(gpu_dir, Path(tmp) / gpu_dir.name)
-            for meas in sorted(gpu_dir.glob("*.measurements.jsonl")):
-                model = meas.name.removesuffix(".measurements.jsonl")
-                path = fit_model(gpu_dir.name, model, Path(tmp))
-                out[f"{gpu_dir.name}/{model}"] = json.loads(path.read_text())
+            for runtime in ("diffusers", "wan"):
+                model_dir = gpu_dir if runtime == "diffusers" else gpu_dir / runtime
+                for meas in sorted(model_dir.glob("*.measurements.jsonl")):
+                    model = meas.name.removesuffix(".measurements.jsonl")
+                    path = fit_model(gpu_dir.name, model, Path(tmp), runtime)
+                    label = f"{gpu_dir.name}/{model}" if runtime == "diffusers" else f"{gpu_dir.name}/{runtime}/{model}"
+                    out[label] = json.loads(path.read_text())
     return out
 
 

@@ -71,11 +71,25 @@ def test_the_official_runtime_covers_only_wan2_2_tasks():
         predict_one(Workload.for_model("wan2.1-t2v-14b"), Plan(runtime="wan"), "h100")
 
 
-def test_official_plans_from_a_diffusers_calibration_say_so_and_widen():
+def test_official_plans_from_a_diffusers_calibration_say_so_and_widen(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    from wanfit.model.calibration import find_calibration
+    from wanfit.model.predict import predict
+    from wanfit.vocabulary.profiles import get_profile
+
+    diffusers_only = tmp_path / "h100"
+    diffusers_only.mkdir()
+    for path in (Path(__file__).resolve().parents[1] / "calibration" / "h100").glob("*.json"):
+        shutil.copy(path, diffusers_only)
     wl = Workload.for_model("wan2.2-ti2v-5b", frames=121)
     same_knobs = {"offload": "model", "text_encoder": "gpu", "dit_dtype": "bf16"}
-    official = predict_one(wl, Plan(runtime="wan", **same_knobs), "h100")
-    diffusers = predict_one(wl, Plan(**same_knobs), "h100")
+    cal, _ = find_calibration("h100", wl.model, [tmp_path], runtime="wan")
+    assert cal.runtime == "diffusers"
+    h100 = get_profile("h100")
+    official = predict(wl, Plan(runtime="wan", **same_knobs), cal, h100).candidate(h100.memory_gib)
+    diffusers = predict(wl, Plan(**same_knobs), cal, h100).candidate(h100.memory_gib)
     assert any("wan runtime is not calibrated" in n for n in official.notes)
     assert not any("runtime is not calibrated" in n for n in diffusers.notes)
 
@@ -110,3 +124,43 @@ def test_the_official_calibration_grid_measures_the_official_knobs_only():
     assert len({j.id for j in jobs}) == len(jobs)
     with pytest.raises(WanfitError, match=r"no wan calibration grid for wan2\.1-t2v-14b"):
         grid_jobs("wan2.1-t2v-14b", runtime="wan")
+
+
+def test_official_plans_use_the_official_calibration_and_carry_it_to_other_dits():
+    from wanfit.model.calibration import find_calibration
+
+    cal, how = find_calibration("h100", "wan2.2-ti2v-5b", runtime="wan")
+    assert (cal.runtime, cal.model, how) == ("wan", "wan2.2-ti2v-5b", "exact")
+    cal, how = find_calibration("h100", "wan2.2-t2v-a14b", runtime="wan")
+    assert (cal.runtime, how) == ("wan", "other-dit")
+    assert find_calibration("h100", "wan2.2-ti2v-5b")[0].runtime == "diffusers"
+    c = predict_one(Workload.for_model("wan2.2-ti2v-5b"), Plan(runtime="wan"), "h100")
+    assert not any("not calibrated for this DiT" in n for n in c.notes)
+
+
+REPORTS = __import__("pathlib").Path(__file__).resolve().parents[1] / "verify-reports"
+
+
+def _measured(name: str):
+    from wanfit.vocabulary.measurement import Measurement
+
+    return Measurement.model_validate(json.loads((REPORTS / name).read_text())["measurement"])
+
+
+def test_the_official_calibration_predicts_runs_it_never_saw():
+    """Two verify runs of the official code on the H100, off the calibration grid: 161 frames (beyond the grid's
+    121) without offload, and the users' long-duration case (361 frames, generate.py's defaults) capped to an
+    L40S, which ran out of memory at its first step."""
+    from wanfit.vocabulary.measurement import median_steady_step_s
+
+    m = _measured("wan2.2-ti2v-5b_1280x704x161f_3of50st_none-tegpu-bf16-untiled-noexp_h100.json")
+    c = predict_one(m.workload, m.plan, "h100")
+    assert c.step_s == pytest.approx(median_steady_step_s(m.steps()), rel=0.05)
+    stages = {s.name: s for s in c.stages}
+    assert stages["vae_decode"].time_s == pytest.approx(m.stage("vae_decode").time_s, rel=0.05)
+    assert stages["vae_decode"].peak_vram_gib == pytest.approx(m.stage("vae_decode").device_used_peak_gib, rel=0.03)
+    assert stages["denoise"].peak_vram_gib == pytest.approx(max(s.device_used_peak_gib for s in m.steps()), rel=0.03)
+    assert stages["text_encode"].peak_vram_gib == pytest.approx(m.stage("text_encode").device_used_peak_gib, rel=0.03)
+    long = _measured("wan2.2-ti2v-5b_1280x704x361f_50st_model-tegpu-fp32-untiled-noexp_l40s-capped.json")
+    assert long.status == "oom" and (long.failed_stage or "").startswith("step")
+    assert not predict_one(long.workload, long.plan, "l40s").fits

@@ -17,7 +17,7 @@ from wanfit.model.calibration import Calibration, LinearModel
 from wanfit.model.features import size_features
 from wanfit.model.fitting import Group, Row
 from wanfit.model.transfer import TimeScale, time_scale
-from wanfit.model.weights import Weights, component_weight, plan_weights
+from wanfit.model.weights import Weights, component_weight, moved_before_work, plan_weights
 from wanfit.vocabulary.catalog import ModelSpec, get_model
 from wanfit.vocabulary.environment import Ceilings
 from wanfit.vocabulary.errors import WanfitError
@@ -48,6 +48,16 @@ def transient(s: StageRecord) -> float | None:
     if s.torch_peak_allocated_gib is None or s.torch_allocated_start_gib is None:
         return None
     return s.torch_peak_allocated_gib - s.torch_allocated_start_gib
+
+
+def stage_transient(m: Measurement, s: StageRecord) -> float | None:
+    """What a stage's own work allocated: its transient, less the weights moved up inside the stage before
+    the work and plus those moved down (an official-code run moves whole models at fixed points)."""
+    t = transient(s)
+    if t is None or (s.name == "step" and s.index != 1):
+        return t
+    before = moved_before_work(m, "denoise" if s.name == "step" else s.name)
+    return t - before.h2d + before.d2h
 
 
 def first_in_process(m: Measurement) -> bool:

@@ -265,19 +265,36 @@ def _official_weights(m: Measurement) -> dict[str, float]:
     return {k.removeprefix(prefix): v for k, v in m.extra.items() if k.startswith(prefix)}
 
 
+def _recorded_weights(m: Measurement) -> Weights | None:
+    """An official-code run's weights as its runner recorded them (None for another runtime, or without them)."""
+    weights = _official_weights(m) if m.plan.runtime == "wan" else {}
+    if "transformer" not in weights:
+        return None
+    te = weights.get("text_encoder", 0.0)
+    return Weights(dit=weights["transformer"], text_encoder=te if m.plan.text_encoder == "gpu" else 0.0,
+                   text_encoder_host=te if m.plan.text_encoder == "cpu" else 0.0, vae=weights.get("vae", 0.0),
+                   image_encoder=0.0, experts=m.workload.spec.experts,
+                   dit_layers=m.workload.spec.transformer["num_layers"])
+
+
+def moved_before_work(m: Measurement, stage: str) -> Moves:
+    """The weights an official-code run moves inside `stage` before the stage's own work (T5 up before the
+    encode, the DiT up before the first step, an expert swapped, the DiT down before the decode), which the
+    stage's allocated start does not yet show. None counted for diffusers runs: their fits keep to plans whose
+    stages move no weights."""
+    w = _recorded_weights(m)
+    if w is None:
+        return Moves()
+    moves = weight_moves(stage, m.plan, w)
+    return Moves(h2d=moves.h2d) if stage == "text_encode" else moves  # T5 goes back down after the encode
+
+
 def measured_resident_gib(m: Measurement, stage: str) -> float | None:
     """The weights on the GPU during `stage` of a measured run (None where the run does not tell): diffusers
     without offload, everything it placed; the official code, its placement of the weights it recorded."""
     if m.plan.runtime == "wan":
-        weights = _official_weights(m)
-        if "transformer" not in weights:
-            return None
-        te = weights.get("text_encoder", 0.0)
-        w = Weights(dit=weights["transformer"], text_encoder=te if m.plan.text_encoder == "gpu" else 0.0,
-                    text_encoder_host=te if m.plan.text_encoder == "cpu" else 0.0, vae=weights.get("vae", 0.0),
-                    image_encoder=0.0, experts=m.workload.spec.experts,
-                    dit_layers=m.workload.spec.transformer["num_layers"])
-        return resident_gib(stage, m.plan, w)
+        w = _recorded_weights(m)
+        return resident_gib(stage, m.plan, w) if w is not None else None
     if m.plan.offload != "none" or not m.resident_weights_gib:
         return None
     return sum(m.resident_weights_gib.values())

@@ -25,7 +25,7 @@ from wanfit.model.context import (
     StageDemand,
     StageEstimate,
     size_key,
-    transient,
+    stage_transient,
 )
 from wanfit.model.fitting import Row, fit_linear, median_or
 from wanfit.model.stages import denoise
@@ -129,7 +129,7 @@ def _growth_rows(fc: FitContext) -> tuple[dict[str, list[Row]], list[GroupStep]]
                 prev = s.torch_allocated_start_gib if s.torch_allocated_start_gib is not None else 0.0
             if cache_emptied_before(s.name, m.plan, s.index):
                 prev = 0.0  # the stage's reservation is its own working set
-            kind, t = slack_kind(s.name, m.plan.vae_tiling), transient(s)
+            kind, t = slack_kind(s.name, m.plan.vae_tiling), stage_transient(m, s)
             if s.name == "step" and m.plan.offload == "group":
                 if s.index == 1:
                     before_denoise = prev
@@ -158,7 +158,7 @@ def _sequential_slack_rows(fc: FitContext) -> dict[str, list[Row]]:
             if m.plan.offload != "sequential" or m.plan.vae_tiling:
                 continue
             for s in m.stages:
-                t = transient(s) if s.name in ("text_encode", "step", "vae_decode") else None
+                t = stage_transient(m, s) if s.name in ("text_encode", "step", "vae_decode") else None
                 if t is None or s.torch_peak_reserved_gib is None or s.torch_peak_allocated_gib is None:
                     continue
                 rows[f"{slack_kind(s.name, False)}:sequential"].append(

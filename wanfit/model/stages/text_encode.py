@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from wanfit.model.context import FitContext, PredictContext, first_in_process, size_key, transient
+from wanfit.model.context import FitContext, PredictContext, first_in_process, size_key, stage_transient
 from wanfit.model.fitting import Row, fit_constant, fit_linear
 from wanfit.model.weights import GROUPS_IN_FLIGHT, Moves, WeightsTable, weight_moves
 from wanfit.vocabulary.units import GIB, transfer_s
@@ -61,7 +61,7 @@ UNCALIBRATED_FALLBACKS = (time_key("cpu"), time_key("int8"))
 def fit_memory(fc: FitContext) -> None:
     def transient_row(m: Measurement) -> tuple[str, Row] | None:
         s, p = m.stage("text_encode"), m.plan
-        t = transient(s) if s is not None else None
+        t = stage_transient(m, s) if s is not None else None
         if t is None or _upload_fitted_apart(p):
             return None
         return transient_key(_placement(p)), Row({}, t, size_key(m))

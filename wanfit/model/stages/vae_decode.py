@@ -13,10 +13,17 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from wanfit.model.calibration import LinearModel
-from wanfit.model.context import FitContext, PredictContext, size_key, transient
+from wanfit.model.context import FitContext, PredictContext, size_key, stage_transient
 from wanfit.model.fitting import Row, fit_constant, fit_linear
 from wanfit.model.transfer import vae_non_gemm_share
-from wanfit.model.weights import Moves, WeightsTable, analytic_weights_gib, measured_resident_gib, weight_moves
+from wanfit.model.weights import (
+    Moves,
+    WeightsTable,
+    analytic_weights_gib,
+    measured_resident_gib,
+    moved_before_work,
+    weight_moves,
+)
 from wanfit.vocabulary.catalog import get_model
 from wanfit.vocabulary.units import transfer_s
 
@@ -72,14 +79,15 @@ def fit_memory(fc: FitContext) -> None:
         dec = m.stage("vae_decode")
         resident = measured_resident_gib(m, "vae_decode")
         if resident is not None and dec is not None and dec.torch_allocated_start_gib is not None:
-            persistent.append(Row({}, dec.torch_allocated_start_gib - resident, size_key(m)))
+            start = dec.torch_allocated_start_gib - moved_before_work(m, "vae_decode").d2h
+            persistent.append(Row({}, start - resident, size_key(m)))
     fc.put(PERSISTENT, fit_constant(persistent, target="allocated at decode start above the resident weights, GiB",
                                     unit="GiB", held_out=fc.held))
     rows: dict[bool, list[Row]] = defaultdict(list)
     tiled, borrowed = tiled_decodes(fc)
     for m in fc.ms + (tiled if borrowed else []):
         dec = m.stage("vae_decode")
-        if dec is not None and _resident_vae(m) and (t := transient(dec)) is not None:
+        if dec is not None and _resident_vae(m) and (t := stage_transient(m, dec)) is not None:
             rows[m.plan.vae_tiling].append(Row(fc.x(m), t, size_key(m)))
     fc.put(transient_key(False), fit_linear(rows[False], ["frame_mpix", "video_fp32_gib"], held_out=fc.held,
            target="VAE decode transient (allocated peak - start), GiB", unit="GiB"))
