@@ -397,6 +397,7 @@ def test_verify_writes_reports_and_exits_with_the_verdict(fake_verify, tmp_path)
     assert result.exit_code == report.exit_code, result.output
     (call,) = fake_verify
     assert call["target_gpu"] == "h100" and call["steps"] == 3 and call["tolerance_time"] == 0.2
+    assert call["out"] == out  # checked writable by run_verify before the GPU run
     assert call["plan"].offload == "model" and call["plan"].dit_dtype == "bf16"  # unpinned knobs: Plan defaults
     assert call["workload"].steps == 50  # the job's steps; --run-steps is how many run
     assert call["host_pageable_gbps"] is None  # measured by run_verify itself for an offloading plan

@@ -347,7 +347,7 @@ def verify(
     except ModuleNotFoundError as missing:
         raise missing_extras("verify", "gpu", missing) from None
     result = run_verify(workload, chosen, target, run_steps, tolerance_memory, tolerance_time, checkpoint,
-                        host_pageable, host_d2h, wan_repo, **options)
+                        host_pageable, host_d2h, wan_repo, out=out, **options)
     written = write_verify_outputs(result, out, verify_report)
     if format == "json":
         print_json(result)

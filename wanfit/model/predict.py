@@ -103,10 +103,6 @@ def _round_pair(pair: tuple[float, float], digits: int) -> tuple[float, float]:
     return round(pair[0], digits), round(pair[1], digits)
 
 
-def _round_pair(pair: tuple[float, float], digits: int) -> tuple[float, float]:
-    return round(pair[0], digits), round(pair[1], digits)
-
-
 # ---- composing the stages --------------------------------------------------------------------
 
 
