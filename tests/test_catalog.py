@@ -102,3 +102,16 @@ def test_defaults_come_from_each_model():
     wl = Workload.for_model("wan2.2-t2v-a14b")
     assert (wl.height, wl.width, wl.frames, wl.steps, wl.guidance, wl.guidance_2) == (720, 1280, 81, 40, 4.0, 3.0)
     assert Workload.for_model(frames=361).frames == 361
+
+
+def test_shipped_data_is_found_inside_an_installed_package():
+    """A wheel ships profiles/ and calibration/ in wanfit/data/ (pyproject's force-include): the path must
+    point into the package whichever module of it asks."""
+    from pathlib import Path
+
+    import wanfit
+    from wanfit.vocabulary import paths
+
+    assert Path(wanfit.__file__).resolve().parent / "data" == paths._PACKAGE_DATA
+    assert paths.profiles_dir().is_dir() and any(paths.profiles_dir().glob("*.json"))
+    assert (paths.shipped_calibration_dir() / "h100").is_dir()

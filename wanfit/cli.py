@@ -23,7 +23,14 @@ os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
 import typer
 
-from wanfit.planner.inputs import DEFAULT_MODEL, build_workload, host_ram_source, plan_pins, planner_options
+from wanfit.planner.inputs import (
+    DEFAULT_MODEL,
+    build_workload,
+    deprecated_steps,
+    host_ram_source,
+    plan_pins,
+    planner_options,
+)
 from wanfit.views.output import console, missing_extras, print_json, user_errors, write_verify_outputs
 from wanfit.vocabulary.errors import WanfitError
 
@@ -154,6 +161,13 @@ VerifyHostD2hOpt = Annotated[float | None, typer.Option(
 
 # Flags -> API objects
 
+def _local_host_ram_gib() -> float | None:
+    """This machine's memory, read only when planning for the local GPU (the import waits until then)."""
+    from wanfit.measure.local_host import local_host_ram_gib
+
+    return local_host_ram_gib()
+
+
 def resolve_gpus(gpus: list[str] | None) -> list[str]:
     """The GPUs named, else the local one's profile key (through nvidia-smi, never torch: `plan` must not
     import it)."""
@@ -181,17 +195,6 @@ def plan_from_file(path: Path, gpu: str | None) -> tuple["Workload", "Plan", str
         return (*load_plan_file(path, key), key)
     workload, chosen = load_plan_file(path)  # checks the file holds exactly one GPU's result
     return workload, chosen, json.loads(path.read_text())["results"][0]["gpu"]
-
-
-def deprecated_steps(steps: int | None, run_steps: int | None) -> int | None:
-    """verify's old --steps: still the steps run, with a one-line warning (--run-steps names them now)."""
-    if steps is None:
-        return run_steps
-    if run_steps is not None:
-        raise WanfitError("give --run-steps only (verify's --steps is its deprecated name)")
-    typer.echo("warning: verify --steps is deprecated: use --run-steps (the steps actually run; --workload-steps "
-               "sets the job's)", err=True)
-    return steps
 
 
 # Commands
@@ -232,8 +235,7 @@ def plan(
     if plot is not None:  # refused before any planning: a missing extra, not a PNG, no such directory
         from wanfit.views.plan_plot import check_plot_path, write_plot
         check_plot_path(plot)
-    from wanfit.measure.local_host import local_host_ram_gib  # a read of this machine's memory, no more
-    host = host_ram_source(host_ram, gpu, local_host_ram_gib)
+    host = host_ram_source(host_ram, gpu, _local_host_ram_gib)
     options = {"reused_pipeline": reused_pipeline,
                **planner_options(margin, host.gib, calibration_dir, host_pageable, host_d2h)}
     gpus = resolve_gpus(gpu)

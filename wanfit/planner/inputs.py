@@ -3,6 +3,7 @@ knobs pinned. Pure and cheap: `wanfit plan` calls these before anything else (no
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,3 +79,14 @@ def host_ram_source(host_ram: float | None, gpus: list[str] | None,
     if not gpus and (local := local_gib()) is not None:
         return HostRam(round(local, 1), "this machine's; --host-ram to change")
     return HostRam(None)
+
+
+def deprecated_steps(steps: int | None, run_steps: int | None) -> int | None:
+    """verify's old --steps: still the steps run, with a one-line warning (--run-steps names them now)."""
+    if steps is None:
+        return run_steps
+    if run_steps is not None:
+        raise WanfitError("give --run-steps only (verify's --steps is its deprecated name)")
+    print("warning: verify --steps is deprecated: use --run-steps (the steps actually run; --workload-steps "
+          "sets the job's)", file=sys.stderr)
+    return steps

@@ -12,7 +12,9 @@ from pathlib import Path
 
 from wanfit.vocabulary.errors import WanfitError
 
-_PACKAGE_DATA = Path(__file__).resolve().parent / "data"
+# wanfit/vocabulary/paths.py: the package is one folder up (a wheel ships its data in wanfit/data/), the
+# repository root two (a checkout keeps it in profiles/ and calibration/ there).
+_PACKAGE_DATA = Path(__file__).resolve().parents[1] / "data"
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -91,7 +91,8 @@ def which_wan(pkg: Path, shims: list[str]) -> WanCode:
     commit = _git(pkg.parent, "rev-parse", "HEAD")
     dirty = None
     if commit is not None:
-        dirty = bool(_git(pkg.parent, "status", "--porcelain", "--", "wan"))
+        # Changes to tracked files only: importing the package writes __pycache__ folders into the checkout.
+        dirty = bool(_git(pkg.parent, "status", "--porcelain", "--untracked-files=no", "--", "wan"))
     return WanCode(path=str(pkg), version=_installed_version(pkg), commit=commit, dirty=dirty, shims=shims)
 
 
