@@ -168,9 +168,23 @@ READING = [
     "(the decode's cache predicted to fill the card). The 14B at 832x480x81 ({r4080_14b}: group offload of an "
     "fp8 DiT, the text encoder streamed) fits as predicted, step -4.5 %, decode peak -3.5 %, but its steps' "
     "peak is 18 % under (7.84 against 9.59 GiB): fp8 casts on streamed blocks are not calibrated.",
+    "- The official Wan2.2 code (runtime wan, `h100/wan/wan2.2-ti2v-5b`: 12 points of its own generate(), "
+    "attention routed to SDPA's flash backend, the FA2 kernel, and at two points its cuDNN backend): the step "
+    "fit puts the FA2-class attention at 1.75x the cuDNN ceiling, the ratio of the two kernels measured on the "
+    "H100 (640 / 366 TFLOP/s), and cuDNN at 1.09x; the elementwise term is 235x a bf16 pass where diffusers' is "
+    "a few (fp32 norms and modulation, float64 RoPE). Off the grid ({wan_161}: 161 frames, bf16, no offload) "
+    "the steps came -0.2 % and the decode -0.7 %; the denoise and decode device peaks -3.2 and +1.3 % as run, "
+    "and the encode's +72 % before the fit took T5's upload out of the encode's transient (+0.5 % refitted). "
+    "Its text encode, T5 moved up from host memory inside it, was 3.1 s against 2.3 predicted: the 12 "
+    "calibration points ran in one process, so the one-time setup of a process's first encode is not "
+    "separated (fitted -0.17 s). The users' long-duration case at generate.py's defaults (fp32 DiT, "
+    "--offload_model True) capped to an L40S ({wan_361}) was predicted not to fit (44.1 GiB needed of 45.0 "
+    "usable) and ran out of memory at its first step.",
 ]
 # Which report each remark names: a fragment of exactly one report file name.
 READING_RUNS = {
+    "wan_161": "1280x704x161f_3of50st_none-tegpu-bf16-untiled-noexp_h100",
+    "wan_361": "1280x704x361f_50st_model-tegpu-fp32-untiled-noexp_l40s-capped",
     "r4080_5b": "wan2.2-ti2v-5b_1280x704x121f_2of50st_none-tecpu-fp8-tiled_rtx4080-capped",
     "r4080_14b": "wan2.1-t2v-14b_832x480x81f_2of50st_group-tegpu-fp8-untiled_rtx4080-capped",
     "far_5b": "wan2.2-ti2v-5b_1920x1088x121f",
