@@ -164,3 +164,20 @@ def test_the_official_calibration_predicts_runs_it_never_saw():
     long = _measured("wan2.2-ti2v-5b_1280x704x361f_50st_model-tegpu-fp32-untiled-noexp_l40s-capped.json")
     assert long.status == "oom" and (long.failed_stage or "").startswith("step")
     assert not predict_one(long.workload, long.plan, "l40s").fits
+
+
+def test_a_first_encode_never_saves_time():
+    """The official calibration's points ran in one process: its first-encode setup fitted below zero
+    (-0.17 s), which a prediction must not subtract."""
+    from wanfit.model.calibration import find_calibration
+
+    cal, _ = find_calibration("h100", "wan2.2-ti2v-5b", runtime="wan")
+    assert cal.models["text_encode_first_s"].intercept < 0
+    wl = Workload.for_model("wan2.2-ti2v-5b")
+    plan = Plan(runtime="wan", offload="none", dit_dtype="bf16")
+    first = predict_one(wl, plan, "h100")
+    reused = predict_one(wl, plan, "h100", reused_pipeline=True)
+    def encode_s(c):
+        return next(s.time_s for s in c.stages if s.name == "text_encode")
+
+    assert encode_s(first) == pytest.approx(encode_s(reused))

@@ -154,8 +154,9 @@ def time_s(pc: PredictContext, host_seconds: Callable[[PredictContext, Moves], f
     """The encode on the target, with its weights' traffic: model offload's upload (fitted, or timed by
     `host_seconds` of wanfit.model.stages.host), the stream of group or sequential offload."""
     plan = pc.plan
-    # A GPU-side encoder's first call in a process pays the one-time setup (lazily loaded kernels).
-    first = pc.value(FIRST, 0.0) if pc.first_in_process and plan.text_encoder != "cpu" else 0.0
+    # A GPU-side encoder's first call in a process pays the one-time setup (lazily loaded kernels): a cost,
+    # never a saving (a calibration whose points ran in one process can fit it below zero).
+    first = max(0.0, pc.value(FIRST, 0.0)) if pc.first_in_process and plan.text_encoder != "cpu" else 0.0
     if plan.runtime == pc.cal.runtime == "wan" and (moved := pc.model(time_key(_placement(plan)))) is not None:
         # The official encode with its T5 moves, as measured on the calibration host.
         if plan.text_encoder == "cpu":
