@@ -181,3 +181,12 @@ def test_a_first_encode_never_saves_time():
         return next(s.time_s for s in c.stages if s.name == "text_encode")
 
     assert encode_s(first) == pytest.approx(encode_s(reused))
+
+
+def test_the_official_code_runs_both_cfg_forwards_whatever_the_guidance():
+    no_cfg = Workload.for_model("wan2.2-ti2v-5b", guidance=1.0)
+    cfg = Workload.for_model("wan2.2-ti2v-5b")
+    official = Plan(runtime="wan", offload="none", dit_dtype="bf16")
+    assert predict_one(no_cfg, official, "h100").step_s == pytest.approx(predict_one(cfg, official, "h100").step_s)
+    # diffusers skips the unconditional forward without guidance
+    assert predict_one(no_cfg, Plan(), "h100").step_s < 0.6 * predict_one(cfg, Plan(), "h100").step_s

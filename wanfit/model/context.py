@@ -60,6 +60,11 @@ def stage_transient(m: Measurement, s: StageRecord) -> float | None:
     return t - before.h2d + before.d2h
 
 
+def official_cfg(plan: Plan) -> bool:
+    """The official Wan2.2 pipelines compute the unconditional prediction at every step, guidance or not."""
+    return plan.runtime == "wan"
+
+
 def first_in_process(m: Measurement) -> bool:
     """The first point its process ran: it paid the one-time setup (lazily loaded kernels, library
     handles) that a user's one-video job pays; later points of the process ran warm."""
@@ -117,7 +122,7 @@ class FitContext:
     def x(self, m: Measurement) -> dict[str, float]:
         key = id(m.workload)
         if key not in self._x:
-            self._x[key] = size_features(m.workload, self.fc)
+            self._x[key] = size_features(m.workload, self.fc, cfg_always=official_cfg(m.plan))
         return self._x[key]
 
     def put(self, name: str, model: LinearModel | None) -> None:
@@ -164,7 +169,7 @@ class PredictContext:
         if host_pageable_gbps is not None:  # the user's own host, measured: it replaces the profile's estimate
             self.scale = replace(self.scale, host_pageable=cal.feature_ceilings.h2d_pageable_gbps / host_pageable_gbps)
         self.notes: list[str] = list(self.scale.notes)
-        self.x = size_features(workload, cal.feature_ceilings)
+        self.x = size_features(workload, cal.feature_ceilings, cfg_always=official_cfg(plan))
         self.extrapolated_by: list[str] = []
         self.weights: Weights = self._plan_weights()
 

@@ -40,15 +40,16 @@ def vae_tiles(spec: ModelSpec, height: int, width: int) -> tuple[int, float]:
 
 
 @lru_cache(maxsize=256)
-def size_features(workload: Workload, ceilings: Ceilings) -> Mapping[str, float]:
-    """Per-step and per-decode features of one workload (time features in seconds at `ceilings`). Read-only
-    and cached: `plan` predicts every plan of a workload from the same features (72 a GPU)."""
-    return MappingProxyType(_size_features(workload, ceilings))
+def size_features(workload: Workload, ceilings: Ceilings, cfg_always: bool = False) -> Mapping[str, float]:
+    """Per-step and per-decode features of one workload (time features in seconds at `ceilings`; `cfg_always`:
+    the runtime's steps run both CFG forwards whatever the guidance). Read-only and cached: `plan` predicts
+    every plan of a workload from the same features (72 a GPU)."""
+    return MappingProxyType(_size_features(workload, ceilings, cfg_always))
 
 
-def _size_features(workload: Workload, ceilings: Ceilings) -> dict[str, float]:
+def _size_features(workload: Workload, ceilings: Ceilings, cfg_always: bool) -> dict[str, float]:
     spec = workload.spec
-    g = geometry(workload)
+    g = geometry(workload, cfg_always)
     layers = spec.transformer["num_layers"]
     pixel_frames = float(g.pixels_per_frame) * g.frames * workload.batch
     tiles, tile_pixels = vae_tiles(spec, workload.height, workload.width)

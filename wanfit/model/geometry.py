@@ -54,7 +54,9 @@ def latent_shape(spec: ModelSpec, frames: int, height: int, width: int) -> tuple
     return spec.vae["z_dim"], t, height // spec.vae_spatial, width // spec.vae_spatial
 
 
-def geometry(wl: Workload) -> Geometry:
+def geometry(wl: Workload, cfg_always: bool = False) -> Geometry:
+    """`cfg_always`: the runtime runs the unconditional forward whatever the guidance (the official Wan2.2
+    pipelines compute both predictions at every step)."""
     spec = wl.spec
     c, t, h, w = latent_shape(spec, wl.frames, wl.height, wl.width)
     p_t, p_h, p_w = spec.transformer["patch_size"]
@@ -76,7 +78,7 @@ def geometry(wl: Workload) -> Geometry:
         context_tokens=ctx, linear_flops=linear, attention_flops=attention,
         token_elements=float(tokens) * d * layers * b,
         modulation_bytes=float(tokens) * d * layers * b * PER_TOKEN_MODULATION_BYTES if spec.expand_timesteps else 0.0,
-        forwards_per_step=2 if wl.cfg else 1,
+        forwards_per_step=2 if wl.cfg or cfg_always else 1,
         pixels_per_frame=pixels, frames=wl.frames, video_bytes_fp32=4.0 * 3 * wl.frames * pixels * b,
         latent_bytes_fp32=4.0 * c * t * h * w * b,
     )
