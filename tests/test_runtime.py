@@ -190,3 +190,30 @@ def test_the_official_code_runs_both_cfg_forwards_whatever_the_guidance():
     assert predict_one(no_cfg, official, "h100").step_s == pytest.approx(predict_one(cfg, official, "h100").step_s)
     # diffusers skips the unconditional forward without guidance
     assert predict_one(no_cfg, Plan(), "h100").step_s < 0.6 * predict_one(cfg, Plan(), "h100").step_s
+
+
+def test_a_pinned_attention_kernel_is_timed_from_the_profiles_kernel_rates():
+    """The diffusers calibrations ran SDPA's own pick on the H100 (cuDNN); pinning the FA2 class there costs the
+    attention work 640 / 366 times as long (the profile's measured kernel rates); pinning cuDNN costs nothing."""
+    from wanfit.vocabulary.profiles import get_profile
+
+    wl = Workload.for_model("wan2.2-ti2v-5b")
+    auto, fa2, cudnn = (predict_one(wl, Plan(attention=a), "h100") for a in ("auto", "fa2", "cudnn"))
+    rates = get_profile("h100").attention_tflops_by_kernel
+    assert cudnn.step_s == pytest.approx(auto.step_s)
+    from wanfit.model.calibration import find_calibration
+    from wanfit.model.features import size_features
+
+    cal, _ = find_calibration("h100", wl.model)
+    attention = cal.models["step_time"].terms(size_features(wl, cal.feature_ceilings))["attention_s"]
+    assert fa2.step_s - auto.step_s == pytest.approx(attention * (rates["cudnn"] / rates["fa2"] - 1), rel=1e-3)
+    assert any("measured kernel rates" in n for n in fa2.notes)
+    # The official calibration measured cuDNN itself: its fit wins over the profile's rates.
+    official = Plan(runtime="wan", offload="none", dit_dtype="bf16")
+    pinned = predict_one(wl, official.model_copy(update={"attention": "cudnn"}), "h100")
+    assert pinned.step_s < predict_one(wl, official, "h100").step_s
+    assert not any("measured kernel rates" in n for n in pinned.notes)
+    # No rates for a kernel on a GPU: not modelled, said so.
+    fa3 = predict_one(wl, Plan(attention="fa3"), "h100")
+    assert fa3.step_s == pytest.approx(auto.step_s) and any("nor measured on h100" in n for n in fa3.notes)
+    assert rates["cudnn"] / rates["fa2"] > 1.7

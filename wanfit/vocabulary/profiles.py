@@ -69,6 +69,12 @@ class GpuProfile(BaseModel):
                                   "GEMMs on this GPU, per Wan VAE (bench/device/vae_kernels.py): norms, SiLU, "
                                   "upsampling, the causal caches' copies, layout transforms")
     cuda_context_gib: float | None = Field(default=None, gt=0, description="measured device memory a CUDA context takes")
+    attention_tflops_by_kernel: dict[str, float] | None = Field(
+        default=None, description="measured bf16 attention TFLOP/s per kernel class (fa2, fa3, cudnn), at a Wan "
+                                  "sequence: what a pinned attention kernel is timed at against the runtime's own")
+    default_attention: dict[str, str] | None = Field(
+        default=None, description="the kernel class each runtime picks here by itself (`auto`): diffusers through "
+                                  "torch SDPA's own choice, wan through what the official attention call imports")
     notes: str = Field(default="", description="caveats that apply to the whole profile")
     sources: dict[str, str] = Field(description="field name -> where its value came from (or why it is null)")
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from wanfit.model.context import FitContext, PredictContext, first_in_process, size_key, transient
 from wanfit.model.fitting import FIXED_PRIOR_STRENGTH, PRIOR_STRENGTH, Row, fit_constant, fit_linear
-from wanfit.model.transfer import TERM_BOUND
+from wanfit.model.transfer import TERM_BOUND, profile_or_none
 from wanfit.model.weights import GROUPS_IN_FLIGHT, WeightsTable, analytic_weights_gib, measured_resident_gib
 from wanfit.vocabulary.catalog import get_model
 from wanfit.vocabulary.errors import WanfitError
@@ -299,15 +299,26 @@ def step_s(pc: PredictContext, base: float) -> float:
 
 
 def _attention_extra_s(pc: PredictContext) -> float:
+    """A pinned attention kernel against the runtime's own: calibrated where the calibration measured it, else
+    from the GPU profile's measured kernel rates, else not modelled (noted)."""
     kernel = pc.plan.attention
     if kernel == "auto":
         return 0.0
     m = pc.model(extra_time(f"attention:{kernel}"))
-    if m is None:
-        pc.note(f"attention kernel {kernel} not calibrated in {pc.cal.label}: the step as with the runtime's own "
-                f"kernel")
+    if m is not None:
+        return m.predict({"attention_s": pc.x["attention_s"]}) * pc.scale.attention
+    profile = pc.target if pc.target is not None else profile_or_none(pc.cal.gpu)
+    rates = getattr(profile, "attention_tflops_by_kernel", None) or {}
+    own = (getattr(profile, "default_attention", None) or {}).get(pc.plan.runtime)
+    if own not in rates or kernel not in rates:
+        pc.note(f"attention kernel {kernel} not calibrated in {pc.cal.label} nor measured on "
+                f"{getattr(profile, 'key', pc.cal.gpu)}: the step as with the runtime's own kernel")
         return 0.0
-    return m.predict({"attention_s": pc.x["attention_s"]}) * pc.scale.attention
+    pc.note(f"attention kernel {kernel} timed from {profile.key}'s measured kernel rates ({kernel} "
+            f"{rates[kernel]:g} against {own} {rates[own]:g} TFLOP/s, the {pc.plan.runtime} runtime's own there)")
+    step = pc.model(STEP)
+    attention = step.terms(pc.x)["attention_s"] * pc.scale.attention if step is not None else 0.0
+    return attention * (rates[own] / rates[kernel] - 1.0)
 
 
 def _cast_extra_s(pc: PredictContext, base: float) -> float:
