@@ -133,6 +133,8 @@ def test_official_plans_use_the_official_calibration_and_carry_it_to_other_dits(
     assert (cal.runtime, cal.model, how) == ("wan", "wan2.2-ti2v-5b", "exact")
     cal, how = find_calibration("h100", "wan2.2-t2v-a14b", runtime="wan")
     assert (cal.runtime, how) == ("wan", "other-dit")
+    a14b = predict_one(Workload.for_model("wan2.2-t2v-a14b"), Plan(runtime="wan"), "h100")
+    assert any("no calibration of the wan runtime has the dit-14b DiT" in n for n in a14b.notes)
     assert find_calibration("h100", "wan2.2-ti2v-5b")[0].runtime == "diffusers"
     c = predict_one(Workload.for_model("wan2.2-ti2v-5b"), Plan(runtime="wan"), "h100")
     assert not any("not calibrated for this DiT" in n for n in c.notes)

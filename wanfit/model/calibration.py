@@ -306,7 +306,8 @@ def source_note(model_key: str, cal: Calibration) -> str | None:
     spec = get_model(model_key)
     if spec.dit_family == cal.dit_family:
         return f"predicted from the {cal.model} calibration (same DiT: {cal.dit_family})"
-    return (f"predicted from the {cal.label} calibration: no calibration has the {spec.dit_family} DiT; "
+    runtime = "" if cal.runtime == "diffusers" else f" of the {cal.runtime} runtime"
+    return (f"predicted from the {cal.label} calibration: no calibration{runtime} has the {spec.dit_family} DiT; "
             f"carried over through its FLOPs and shapes (wider interval)")
 
 
