@@ -92,3 +92,20 @@ def test_file_lines_are_plain_json(tmp_path):
     path = tmp_path / "m.jsonl"
     append_measurement(path, point(5))
     assert json.loads(path.read_text().splitlines()[0])["status"] == "ok"
+
+
+def test_stored_points_keep_their_ids_as_the_plan_gains_fields():
+    """Each shipped measurement's id is its point_id (the resume key a rerun of calibrate matches): fields the
+    Plan gained later must not change the ids of points stored before them."""
+    from pathlib import Path
+
+    from wanfit.vocabulary.measurement import point_id
+
+    root = Path(__file__).resolve().parents[1] / "calibration"
+    files = sorted(root.glob("*/*.measurements.jsonl")) + sorted(root.glob("*/wan/*.measurements.jsonl"))
+    assert len(files) >= 4
+    for path in files:
+        for m in load_measurements(path):
+            ids = {point_id(m.workload, m.plan, steps, m.source, m.tag, m.decoded, m.environment.memory_cap_gib)
+                   for steps in (m.steps_run, m.workload.steps)}  # an OOM point ran fewer steps than asked
+            assert m.id in ids, (path.name, m.id)

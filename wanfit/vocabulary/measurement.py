@@ -118,10 +118,17 @@ class Measurement(BaseModel):
         return max(peaks) if peaks else None
 
 
+LATER_PLAN_FIELDS = ("runtime", "attention")
+
+
 def point_id(workload: Workload, plan: Plan, steps: int, source: str = "random", tag: str = "",
              decode: bool = True, memory_cap_gib: float | None = None) -> str:
-    """Stable id of a measured point (resume key): same workload, plan, steps, options -> same id."""
-    key = f"{workload.model_dump_json()}|{plan.model_dump_json()}|{steps}|{source}|{tag}|{decode}|{memory_cap_gib}"
+    """Stable id of a measured point (resume key): same workload, plan, steps, options -> same id. A plan the
+    Plan fields added later (runtime, attention) leave at their defaults hashes as it did before them, so the
+    stored points' ids stay theirs and a resumed calibration does not measure them again."""
+    before_them = all(getattr(plan, f) == Plan.model_fields[f].default for f in LATER_PLAN_FIELDS)
+    plan_json = plan.model_dump_json(exclude=set(LATER_PLAN_FIELDS) if before_them else None)
+    key = f"{workload.model_dump_json()}|{plan_json}|{steps}|{source}|{tag}|{decode}|{memory_cap_gib}"
     return hashlib.sha1(key.encode()).hexdigest()[:12]
 
 
