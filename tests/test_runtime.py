@@ -217,5 +217,5 @@ def test_a_pinned_attention_kernel_is_timed_from_the_profiles_kernel_rates():
     assert not any("measured kernel rates" in n for n in pinned.notes)
     # No rates for a kernel on a GPU: not modelled, said so.
     fa3 = predict_one(wl, Plan(attention="fa3"), "h100")
-    assert fa3.step_s == pytest.approx(auto.step_s) and any("nor measured on h100" in n for n in fa3.notes)
+    assert fa3.step_s == pytest.approx(auto.step_s) and any("no measured fa3 rate on h100" in n for n in fa3.notes)
     assert rates["cudnn"] / rates["fa2"] > 1.7

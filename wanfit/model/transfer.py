@@ -163,3 +163,16 @@ def context_gib(cal: Calibration, target: Any | None) -> tuple[float, bool]:
             return ctx, True
         return cal.context_gib, False
     return cal.context_gib, True
+
+
+def kernel_time_ratio(profile: Any | None, runtime: str, kernel: str) -> tuple[float | None, str]:
+    """(attention time with `kernel` / with the runtime's own kernel on this GPU, and what that rests on), from
+    the profile's measured kernel rates; (None, why not) where the profile has no such rates."""
+    rates = getattr(profile, "attention_tflops_by_kernel", None) or {}
+    own = (getattr(profile, "default_attention", None) or {}).get(runtime)
+    where = getattr(profile, "key", "this GPU")
+    if own not in rates or kernel not in rates:
+        return None, f"no measured {kernel} rate on {where}: the step as with the runtime's own kernel"
+    return rates[own] / rates[kernel], (f"attention kernel {kernel} timed from {where}'s measured kernel rates "
+                                        f"({kernel} {rates[kernel]:g} against {own} {rates[own]:g} TFLOP/s, the "
+                                        f"{runtime} runtime's own there)")

@@ -3,10 +3,10 @@
 memory  persistent tensors at a step's start (latents, embeddings), the step's transient (DiT activations,
         linear in the hidden-state size), and what a knob adds above a bf16 resident DiT: fp8 / fp32 weight
         casts, the blocks in flight of group offload, the leaf in flight of sequential offload.
-time    the steady step (matmul, attention, elementwise, per-block terms, each an inverse efficiency at the
-        calibrated GPU's ceilings, so each scales to another GPU by its own kind of work), the first step's
-        warm-up, and each knob's extra: weight casts per forward, the part of group offload's block stream
-        the compute does not hide, sequential offload's stream from pageable memory.
+time    the steady step (matmul, attention, elementwise, per-block terms: inverse efficiencies at the calibrated
+        GPU's ceilings, each scaled to another GPU by its kind of work), the first step's warm-up, and each knob's
+        extra: weight casts per forward, group offload's unhidden block stream, sequential offload's stream, a
+        pinned attention kernel.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from wanfit.model.context import FitContext, PredictContext, first_in_process, size_key, transient
 from wanfit.model.fitting import FIXED_PRIOR_STRENGTH, PRIOR_STRENGTH, Row, fit_constant, fit_linear
-from wanfit.model.transfer import TERM_BOUND, profile_or_none
+from wanfit.model.transfer import TERM_BOUND, kernel_time_ratio, profile_or_none
 from wanfit.model.weights import GROUPS_IN_FLIGHT, WeightsTable, analytic_weights_gib, measured_resident_gib
 from wanfit.vocabulary.catalog import get_model
 from wanfit.vocabulary.errors import WanfitError
@@ -300,7 +300,7 @@ def step_s(pc: PredictContext, base: float) -> float:
 
 def _attention_extra_s(pc: PredictContext) -> float:
     """A pinned attention kernel against the runtime's own: calibrated where the calibration measured it, else
-    from the GPU profile's measured kernel rates, else not modelled (noted)."""
+    from the GPU profile's measured kernel rates on the step's attention term, else not modelled (noted)."""
     kernel = pc.plan.attention
     if kernel == "auto":
         return 0.0
@@ -308,17 +308,11 @@ def _attention_extra_s(pc: PredictContext) -> float:
     if m is not None:
         return m.predict({"attention_s": pc.x["attention_s"]}) * pc.scale.attention
     profile = pc.target if pc.target is not None else profile_or_none(pc.cal.gpu)
-    rates = getattr(profile, "attention_tflops_by_kernel", None) or {}
-    own = (getattr(profile, "default_attention", None) or {}).get(pc.plan.runtime)
-    if own not in rates or kernel not in rates:
-        pc.note(f"attention kernel {kernel} not calibrated in {pc.cal.label} nor measured on "
-                f"{getattr(profile, 'key', pc.cal.gpu)}: the step as with the runtime's own kernel")
+    ratio, note = kernel_time_ratio(profile, pc.plan.runtime, kernel)
+    pc.note(note if ratio is not None else f"attention kernel {kernel} not calibrated in {pc.cal.label}; {note}")
+    if ratio is None:
         return 0.0
-    pc.note(f"attention kernel {kernel} timed from {profile.key}'s measured kernel rates ({kernel} "
-            f"{rates[kernel]:g} against {own} {rates[own]:g} TFLOP/s, the {pc.plan.runtime} runtime's own there)")
-    step = pc.model(STEP)
-    attention = step.terms(pc.x)["attention_s"] * pc.scale.attention if step is not None else 0.0
-    return attention * (rates[own] / rates[kernel] - 1.0)
+    return pc.model(STEP).terms(pc.x)["attention_s"] * pc.scale.attention * (ratio - 1.0)
 
 
 def _cast_extra_s(pc: PredictContext, base: float) -> float:
