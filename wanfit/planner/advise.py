@@ -41,10 +41,7 @@ def baseline_plan(pins: PlanPins | None = None) -> Plan:
 def describe(plan: Plan) -> str:
     """A plan in words: 'no offload', 'model offload + fp8 DiT', ...; an official-code plan in its flags."""
     if plan.runtime == "wan":
-        flags = [f"--offload_model {plan.offload == 'model'}"]
-        flags += ["--t5_cpu"] if plan.text_encoder == "cpu" else []
-        flags += ["--convert_model_dtype"] if plan.dit_dtype == "bf16" else []
-        return " ".join(flags)
+        return " ".join(plan.official_flags())
     words = [OFFLOAD_WORDS[plan.offload]]
     if plan.text_encoder == "cpu":
         words.append("text encoder on the CPU")

@@ -103,10 +103,7 @@ def official_command(workload: Workload, plan: Plan) -> str:
                         f"{workload.batch}")
     guide_flags, guide_comments = _guide_scale(task, workload)
     args = ["python", "generate.py", "--task", task, "--size", size, "--frame_num", str(workload.frames),
-            "--sample_steps", str(workload.steps), *guide_flags, "--ckpt_dir", ckpt_dir,
-            "--offload_model", str(plan.offload == "model")]
-    args += ["--t5_cpu"] if plan.text_encoder == "cpu" else []
-    args += ["--convert_model_dtype"] if plan.dit_dtype == "bf16" else []
+            "--sample_steps", str(workload.steps), *guide_flags, "--ckpt_dir", ckpt_dir, *plan.official_flags()]
     args += ["--image", IMAGE] if spec.is_i2v else []
     args += ["--prompt", f'"{PROMPT}"']
     env = [ALLOC_CONF] if plan.expandable_segments else []

@@ -19,6 +19,7 @@ from rich.text import Text
 from wanfit.planner.inputs import HostRam
 from wanfit.views.plan_table import candidates_table, comparison_table, fmt_gib
 from wanfit.vocabulary.plan_report import Candidate, GpuResult, PlanReport
+from wanfit.vocabulary.workload import Plan
 
 MAX_FITTING_SHOWN = 12  # enough to compare the close alternatives; `--all` shows the rest
 # Minutes and seconds past two minutes in a sentence (a 361-frame job runs for half an hour).
@@ -48,10 +49,7 @@ def plan_label(plan: Mapping[str, Any]) -> str:
     its own flags, e.g. 'generate.py --offload_model True --t5_cpu'."""
     attention = "" if plan.get("attention", "auto") == "auto" else f" attention={plan['attention']}"
     if plan.get("runtime") == "wan":
-        flags = f"--offload_model {plan.get('offload') == 'model'}"
-        flags += " --t5_cpu" if plan.get("text_encoder") == "cpu" else ""
-        flags += " --convert_model_dtype" if plan.get("dit_dtype") == "bf16" else ""
-        return f"generate.py {flags}{attention}"
+        return f"generate.py {' '.join(Plan(**plan).official_flags())}{attention}"
     tiling = "tiled" if plan.get("vae_tiling") else "untiled"
     return (f"offload={plan.get('offload')} te={plan.get('text_encoder')} dit={plan.get('dit_dtype')} "
             f"vae={tiling}{attention}")

@@ -164,6 +164,12 @@ class Plan(BaseModel):
         attention = "" if self.attention == "auto" else f" attn={self.attention}"
         return f"{runtime}offload={self.offload} te={self.text_encoder} dit={self.dit_dtype} vae={tiling}{alloc}{attention}"
 
+    def official_flags(self) -> list[str]:
+        """The knobs as the official code's generate.py flags (for a runtime wan plan; see the class)."""
+        flags = ["--offload_model", str(self.offload == "model")]
+        flags += ["--t5_cpu"] if self.text_encoder == "cpu" else []
+        return flags + (["--convert_model_dtype"] if self.dit_dtype == "bf16" else [])
+
     def knobs(self) -> dict:
         """The user-facing knobs (the JSON contract's `plan` object)."""
         return {"runtime": self.runtime, "offload": self.offload, "text_encoder": self.text_encoder,
