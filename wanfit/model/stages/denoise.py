@@ -20,7 +20,7 @@ from wanfit.model.transfer import TERM_BOUND, kernel_time_ratio, profile_or_none
 from wanfit.model.weights import GROUPS_IN_FLIGHT, WeightsTable, analytic_weights_gib, measured_resident_gib
 from wanfit.vocabulary.catalog import get_model
 from wanfit.vocabulary.errors import WanfitError
-from wanfit.vocabulary.units import GB, GIB, transfer_s
+from wanfit.vocabulary.units import transfer_s
 
 if TYPE_CHECKING:
     from wanfit.vocabulary.measurement import Measurement
@@ -58,7 +58,7 @@ def block_gib(fc: FitContext, weights: WeightsTable, dtype: str) -> float:
 
 def cast_s(gib: float, forwards: float, copy_gbps: float) -> float:
     """One cast of every DiT weight per forward, at the device's copy bandwidth (fp8 storage, fp32 autocast)."""
-    return gib * GIB * forwards / (copy_gbps * GB)
+    return transfer_s(gib * forwards, copy_gbps)
 
 
 # ---- fit: memory ---------------------------------------------------------------------------------
