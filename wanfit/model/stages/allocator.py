@@ -51,9 +51,12 @@ def slack_kind(stage: str, vae_tiling: bool) -> str:
 
 
 def cache_emptied_before(stage: str, plan: Plan, index: int | None = None) -> bool:
-    """Whether the runtime empties the CUDA cache as the stage starts (every earlier reservation gone): the
-    official code calls torch.cuda.empty_cache() after moving its DiT up for the first step and, with
-    --offload_model, after sending it down before the decode (wan/textimage2video.py, text2video.py)."""
+    """Whether the cache is emptied as the stage starts (every earlier reservation gone): under sequential
+    offload accelerate empties it at every leaf's weight load; the official code calls torch.cuda.empty_cache()
+    after moving its DiT up for the first step and, with --offload_model, after sending it down before the
+    decode (wan/textimage2video.py, text2video.py)."""
+    if plan.offload == "sequential":
+        return True
     if plan.runtime != "wan":
         return False
     if stage in ("denoise", "step"):
@@ -289,10 +292,8 @@ def device_level(pc: PredictContext, demands: dict[str, StageDemand], bf16_activ
             if kind == "denoise" and plan.dit_dtype != "bf16" and plan.offload in ("none", "model"):
                 grown_by = bf16_activation  # cast slack is fitted against the bf16 activations
             grow = slack_gib(pc, kind, grown_by) if name != "prepare" else 0.0
-            # Under sequential offload accelerate empties the cache at every leaf's weight load, and the
-            # official code empties it at fixed points (cache_emptied_before): the stage keeps no earlier
-            # stage's reservation.
-            kept = 0.0 if plan.offload == "sequential" or cache_emptied_before(name, plan) else reserved
+            # Where the cache was emptied the stage keeps no earlier stage's reservation.
+            kept = 0.0 if cache_emptied_before(name, plan) else reserved
             reserved = held = max(kept, default_stream + grow)
         stages.append(StageEstimate(name=name, time_s=max(0.0, d.time_s), allocated_gib=d.allocated_gib,
                                     peak_vram_gib=outside + held + pool, need_gib=d.allocated_gib + outside + margin))
