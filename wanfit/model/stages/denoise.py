@@ -290,7 +290,7 @@ def base_step_s(pc: PredictContext) -> float:
 
 def step_s(pc: PredictContext, base: float) -> float:
     """The plan's steady step: the bf16 step plus its attention kernel's, its weight casts' and its offload's."""
-    extra = _cast_extra_s(pc, base) + _attention_extra_s(pc)
+    extra = cast_extra_s(pc, base) + _attention_extra_s(pc)
     if pc.plan.offload == "group":
         extra += _group_extra_s(pc, base + extra)
     elif pc.plan.offload == "sequential":
@@ -315,7 +315,7 @@ def _attention_extra_s(pc: PredictContext) -> float:
     return pc.model(STEP).terms(pc.x)["attention_s"] * pc.scale.attention * (ratio - 1.0)
 
 
-def _cast_extra_s(pc: PredictContext, base: float) -> float:
+def cast_extra_s(pc: PredictContext, base: float) -> float:
     dtype = pc.plan.dit_dtype
     if dtype == "bf16":
         return 0.0
