@@ -31,7 +31,8 @@ HEAVY = ("torch", "diffusers", "transformers", "sklearn", "scipy", "matplotlib",
 NOT_ON_PLAN_PATH = ("wanfit.vocabulary.measurement", "wanfit.model.fit")
 CANDIDATE_FIELDS = {"plan", "fits", "peak_vram_gib", "headroom_gib", "step_s", "duration_s", "stages", "extrapolated",
                     "transferred_from"}
-PLAN_FIELDS = {"runtime", "offload", "text_encoder", "dit_dtype", "vae_tiling", "attention"}
+PLAN_FIELDS = {"runtime", "offload", "text_encoder", "dit_dtype", "vae_tiling", "attention", "gpus", "ulysses", "ring",
+               "dit_fsdp", "t5_fsdp"}
 STAGE_FIELDS = {"name", "time_s", "peak_vram_gib"}
 # The GPU the shipped TI2V-5B calibration was measured on, and one it transfers to.
 CALIBRATED_GPU = "h100"

@@ -12,17 +12,20 @@ device level and need: stages.allocator (the reservation walked through the stag
 time = init + text encode + prepare + steps x steady step + warm-up + the plan's host transfers
     (model offload moves whole models, pageable) + expert switch + VAE decode, each scaled to the
     target GPU by transfer.py.
+several GPUs: per rank (the worst rank: the one that decodes), by sharding.py from the same stage figures.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from wanfit.model import sharding
 from wanfit.model.calibration import Calibration
 from wanfit.model.context import PredictContext, StageDemand, StageEstimate
 from wanfit.model.geometry import high_noise_steps
 from wanfit.model.stages import allocator, denoise, host, text_encode, vae_decode
+from wanfit.model.transfer import profile_or_none
 from wanfit.model.weights import host_ram_gib, resident_gib
 from wanfit.vocabulary.errors import WanfitError
 from wanfit.vocabulary.plan_report import Candidate, StagePrediction
@@ -167,19 +170,49 @@ def _compose(pc: PredictContext) -> Prediction:
     step = denoise.step_s(pc, base)
     persistent = denoise.persistent_gib(pc)
     act, bf16_activation = denoise.transient_gib(pc)
+    ranks = _Ranks(pc, base, step, act, bf16_activation) if pc.plan.gpus > 1 else None
+    if ranks is not None:
+        step, (act, bf16_activation) = ranks.step.step_s, ranks.activation
     demands = {"init": _init_demand(pc)}
-    te_transient = text_encode.transient_gib(pc)
+    te_transient = text_encode.transient_gib(pc) + (sharding.t5_in_flight_gib(pc) if ranks else 0.0)
     demands["text_encode"] = StageDemand(
         time_s=text_encode.time_s(pc, host.move_s),
         allocated_gib=resident_gib("text_encode", pc.plan, pc.weights) + te_transient, transient_gib=te_transient)
     demands["prepare"] = _prepare_demand(pc, persistent)
     demands.update(_denoise_demands(pc, step, persistent, act))
     demands["vae_decode"] = _decode_demand(pc, persistent)
+    if ranks is not None:
+        demands = ranks.with_communication(demands)
     stages = allocator.device_level(pc, demands, bf16_activation)
-    return _with_intervals(pc, stages, step)
+    if ranks is not None:
+        stages = ranks.with_nccl_buffers(stages)
+    return _with_intervals(pc, stages, step, ranks.comm_s if ranks else 0.0)
 
 
-def _with_intervals(pc: PredictContext, stages: list[StageEstimate], step: float) -> Prediction:
+class _Ranks:
+    """One rank of a several-GPU plan (wanfit.model.sharding): its step, its activations, the collectives the
+    text encode and the build add, NCCL's buffers."""
+
+    def __init__(self, pc: PredictContext, base: float, step: float, act: float, bf16_activation: float) -> None:
+        self.pc = pc
+        self.net = sharding.links(pc.target if pc.target is not None else profile_or_none(pc.cal.gpu),
+                                  pc.plan.gpus)
+        self.step = sharding.rank_step(pc, base, step, self.net)
+        self.activation = sharding.rank_activation_gib(pc, act, bf16_activation)
+        self.t5_s = sharding.t5_gather_s(pc, self.net)
+        self.comm_s = self.step.comm_s * pc.wl.steps + self.t5_s
+        pc.note(sharding.assumptions_note(pc, self.net))
+
+    def with_communication(self, demands: dict[str, StageDemand]) -> dict[str, StageDemand]:
+        extra = {"text_encode": self.t5_s, "init": sharding.init_broadcast_s(self.pc, self.net)}
+        return {name: replace(d, time_s=d.time_s + extra.get(name, 0.0)) for name, d in demands.items()}
+
+    def with_nccl_buffers(self, stages: list[StageEstimate]) -> list[StageEstimate]:
+        buffers = sharding.NCCL_BUFFERS_GIB
+        return [replace(s, peak_vram_gib=s.peak_vram_gib + buffers, need_gib=s.need_gib + buffers) for s in stages]
+
+
+def _with_intervals(pc: PredictContext, stages: list[StageEstimate], step: float, comm_s: float) -> Prediction:
     """Totals and intervals: the held-out error of the fits behind them, widened where the workload is
     outside the calibrated range, transferred to another GPU or carried over from another DiT."""
     cal = pc.cal
@@ -196,6 +229,10 @@ def _with_intervals(pc: PredictContext, stages: list[StageEstimate], step: float
     time_rel = _time_rel(pc) * (EXTRAPOLATION_WIDEN if extrapolated else 1.0)
     if pc.scale.transferred_from is not None:
         time_rel += TRANSFER_TIME_REL
+    if pc.plan.gpus > 1:  # the split over ranks and every collective are assumed until measured
+        time_rel += sharding.SPLIT_TIME_REL + comm_s / max(duration, 1e-9)
+        mem_half += sharding.NCCL_BUFFERS_GIB + sharding.in_flight_gib(pc) / (sharding.FSDP_BLOCKS_IN_FLIGHT
+                                                                              + sharding.FSDP_ROOT_BLOCKS)
     if cal.dit_family != pc.spec.dit_family:
         time_rel += CROSS_DIT_TIME_REL
         mem_half += CROSS_DIT_PEAK_REL * peak

@@ -82,6 +82,8 @@ def resident_gib(stage: str, plan: Plan, w: Weights) -> float:
     (counted in the stage's transient), VAE / image encoder resident. sequential: every leaf
     streams. A weight-only int8 text encoder is placed on the GPU outside the offload chain, so it
     stays resident under every offload mode."""
+    if plan.gpus > 1:
+        return _rank_resident_gib(stage, plan, w)
     if plan.runtime == "wan":
         return _official_resident_gib(stage, plan, w)
     te_int8 = w.text_encoder if plan.text_encoder == "int8" else 0.0
@@ -112,10 +114,25 @@ def _official_resident_gib(stage: str, plan: Plan, w: Weights) -> float:
             "vae_decode": w.vae + te_kept + dit_kept}[stage]
 
 
+def _rank_resident_gib(stage: str, plan: Plan, w: Weights) -> float:
+    """One rank of a several-GPU plan (never offloaded). The official code builds every DiT expert on the GPU
+    when N > 1 (FSDP or sequence parallelism turn init_on_cpu off), sharded 1/N by --dit_fsdp; T5 is sharded
+    onto the GPU at build by --t5_fsdp, else it comes up for the encode (not with --t5_cpu) and stays; the VAE
+    is on every rank. diffusers: each rank holds the whole pipeline, its transformer's blocks sharded 1/N by
+    FSDP. FSDP's gathered blocks in flight are in the step's transient (wanfit.model.sharding)."""
+    dit = w.dit * w.experts / (plan.gpus if plan.dit_fsdp else 1)
+    te = w.text_encoder / (plan.gpus if plan.t5_fsdp else 1)
+    if plan.runtime == "wan" and stage == "init" and not plan.t5_fsdp:
+        te = 0.0
+    return dit + te + w.vae + w.image_encoder
+
+
 def host_ram_gib(plan: Plan, w: Weights) -> float:
     """System memory the plan needs for weights kept off the GPU (GiB). The official code builds T5 and every
     DiT expert in host memory before anything moves: it needs them all there at init, whatever the plan."""
     dits = w.dit * w.experts
+    if plan.gpus > 1:  # every rank builds its own copy in host memory before placing it (at the same time)
+        return plan.gpus * (dits + (w.text_encoder or w.text_encoder_host) + w.vae + w.image_encoder)
     if plan.runtime == "wan":
         return dits + (w.text_encoder or w.text_encoder_host)
     te_host = w.text_encoder_host if plan.text_encoder == "cpu" else 0.0
@@ -174,6 +191,14 @@ def _official_moves(stage: str, plan: Plan, w: Weights) -> Moves:
     swap, and with `--offload_model` the DiT down before the decode."""
     te_up = w.text_encoder if plan.text_encoder == "gpu" else 0.0
     offload = plan.offload == "model"
+    if plan.gpus > 1:
+        # Every expert goes up at build (init_on_cpu off), 1/N of it under FSDP, and nothing comes down; counted
+        # where one GPU moves it (the first step's loading) so that the duration holds. A sharded T5 goes up
+        # at build too.
+        dit_share = w.dit * w.experts / (plan.gpus if plan.dit_fsdp else 1)
+        te_share = w.text_encoder / plan.gpus if plan.t5_fsdp else 0.0
+        return {"text_encode": Moves(h2d=0.0 if plan.t5_fsdp else te_up),
+                "denoise": Moves(h2d=dit_share + te_share)}.get(stage, Moves())
     if stage == "text_encode":
         return Moves(h2d=te_up, d2h=te_up if offload else 0.0)
     if stage == "denoise":

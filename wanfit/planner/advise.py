@@ -11,31 +11,48 @@ Pure Python (the `plan` path).
 from __future__ import annotations
 
 import itertools
+import math
 
 from wanfit.model.calibration import Calibration, source_note
 from wanfit.model.predict import Prediction, predict
 from wanfit.planner.command import plan_command
+from wanfit.planner.layouts import layouts
+from wanfit.vocabulary.catalog import ModelSpec
+from wanfit.vocabulary.errors import WanfitError
 from wanfit.vocabulary.plan_report import SAFETY_MARGIN_GIB, Candidate, GpuResult
 from wanfit.vocabulary.profiles import GpuProfile
 from wanfit.vocabulary.stages import stage_title
-from wanfit.vocabulary.workload import EXTRA_PINS, Plan, PlanPins, Workload
+from wanfit.vocabulary.workload import EXTRA_PINS, GPU_COUNTS, LAYOUT_KNOBS, Plan, PlanPins, Workload
 
 OFFLOAD_WORDS = {"none": "no offload", "model": "model offload", "group": "group offload",
                  "sequential": "sequential offload"}
 
 
-def plan_space(pins: PlanPins | None = None) -> list[Plan]:
-    """Every plan the knobs allow, the pinned ones fixed (pins are checked where they are built)."""
+def plan_space(pins: PlanPins | None = None, spec: ModelSpec | None = None) -> list[Plan]:
+    """Every plan the knobs allow on the pinned GPU count (default 1) for the DiT of `spec` (None: any head
+    count), the pinned knobs fixed. Combinations the runtime does not have on several GPUs are left out; when
+    the pins leave none, the first one's one-line error says which constraint they break."""
     pins = pins or PlanPins()
     given, choices = pins.given(), pins.choices()
-    extra = {k: given[k] for k in EXTRA_PINS if k in given}
+    extra = {k: given[k] for k in EXTRA_PINS if k in given and k not in LAYOUT_KNOBS}
     names = list(choices)
-    return [Plan(**dict(zip(names, combo, strict=True)), **extra) for combo in itertools.product(*choices.values())]
+    heads = spec.transformer["num_attention_heads"] if spec else math.lcm(*GPU_COUNTS)
+    plans, refused = [], None
+    for layout in layouts(given.get("runtime", "diffusers"), given.get("gpus", 1), heads, given):
+        for combo in itertools.product(*choices.values()):
+            try:
+                plans.append(Plan(**dict(zip(names, combo, strict=True)), **extra, **layout))
+            except WanfitError as error:
+                refused = refused or error
+    if not plans:
+        raise refused
+    return plans
 
 
-def baseline_plan(pins: PlanPins | None = None) -> Plan:
-    """The plan users start from (no offload, text encoder on the GPU, bf16, no tiling) with the pins applied."""
-    return (pins or PlanPins()).apply()
+def baseline_plan(pins: PlanPins | None = None, spec: ModelSpec | None = None) -> Plan:
+    """The plan users start from (no offload, text encoder on the GPU, bf16, no tiling; on several GPUs the
+    runtime's usual layout) with the pins applied."""
+    return (pins or PlanPins()).apply(heads=spec.transformer["num_attention_heads"] if spec else None)
 
 
 def describe(plan: Plan) -> str:
@@ -133,14 +150,14 @@ def advise(workload: Workload, calibration: Calibration, target: GpuProfile, pin
     family_note = source_note(workload.model, calibration)
     options = {"host_d2h_gbps": host_d2h_gbps, "reused_pipeline": reused_pipeline}
     predictions = [predict(workload, plan, calibration, target, host_pageable_gbps, **options)
-                   for plan in plan_space(pins)]
+                   for plan in plan_space(pins, workload.spec)]
     candidates = []
     for p in predictions:
         cand = p.candidate(usable, safety_margin_gib, host_ram_gib)
         if family_note:
             cand = cand.model_copy(update={"notes": [family_note, *cand.notes]})
         candidates.append(cand)
-    base_plan = baseline_plan(pins)
+    base_plan = baseline_plan(pins, workload.spec)
     base_pred = next((p for p in predictions if p.plan == base_plan), None)
     if base_pred is None:
         base_pred = predict(workload, base_plan, calibration, target, host_pageable_gbps, **options)

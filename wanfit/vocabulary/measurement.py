@@ -118,16 +118,20 @@ class Measurement(BaseModel):
         return max(peaks) if peaks else None
 
 
-LATER_PLAN_FIELDS = ("runtime", "attention")
+# Plan fields added after points were stored, by the release that added them: a group left at its defaults is
+# left out of a point's hash, so the points stored before it keep their ids.
+LATER_PLAN_FIELDS = (("runtime", "attention"), ("gpus", "ulysses", "ring", "dit_fsdp", "t5_fsdp"))
 
 
 def point_id(workload: Workload, plan: Plan, steps: int, source: str = "random", tag: str = "",
              decode: bool = True, memory_cap_gib: float | None = None) -> str:
-    """Stable id of a measured point (resume key): same workload, plan, steps, options -> same id. A plan the
-    Plan fields added later (runtime, attention) leave at their defaults hashes as it did before them, so the
-    stored points' ids stay theirs and a resumed calibration does not measure them again."""
-    before_them = all(getattr(plan, f) == Plan.model_fields[f].default for f in LATER_PLAN_FIELDS)
-    plan_json = plan.model_dump_json(exclude=set(LATER_PLAN_FIELDS) if before_them else None)
+    """Stable id of a measured point (resume key): same workload, plan, steps, options -> same id. A group of
+    Plan fields added later (runtime and attention; the several-GPU layout) that a plan leaves at its defaults
+    hashes as before them, so the stored points' ids stay theirs and a resumed calibration does not measure
+    them again."""
+    unset = {f for group in LATER_PLAN_FIELDS
+             if all(getattr(plan, f) == Plan.model_fields[f].default for f in group) for f in group}
+    plan_json = plan.model_dump_json(exclude=unset or None)
     key = f"{workload.model_dump_json()}|{plan_json}|{steps}|{source}|{tag}|{decode}|{memory_cap_gib}"
     return hashlib.sha1(key.encode()).hexdigest()[:12]
 

@@ -33,6 +33,10 @@ MAX_FRAMES = 100_001
 MAX_SIDE = 16_384
 MAX_STEPS = 10_000
 MAX_BATCH = 1_024
+# GPUs of one host for one video (torchrun --nproc_per_node): the largest hosts carry 16; several hosts are
+# not modelled.
+MAX_GPUS = 16
+GPU_COUNTS: tuple[int, ...] = tuple(range(1, MAX_GPUS + 1))
 
 
 def nearest_valid_frames(frames: int) -> tuple[int, int]:
@@ -67,6 +71,65 @@ def check_guidance(name: str, value: float | None) -> None:
     if value is not None and not (math.isfinite(value) and value >= 0):
         raise WanfitError(f"{name} must be a finite number >= 0 (> 1 runs classifier-free guidance, e.g. 5), "
                           f"not {value:g}")
+
+
+def check_layout(plan: Plan) -> None:
+    """A several-GPU layout the runtime really has, else a one-line error naming the constraint (the heads
+    that Ulysses must divide are the model's: check_layout_for)."""
+    gpus, fsdp = plan.gpus, plan.dit_fsdp or plan.t5_fsdp
+    if not 1 <= gpus <= MAX_GPUS:
+        raise WanfitError(f"gpus must be from 1 to {MAX_GPUS} (the GPUs of one host for one video), not {gpus}")
+    if plan.ulysses < 1 or plan.ring < 1:
+        raise WanfitError("ulysses and ring are degrees of sequence parallelism: 1 (off) or more")
+    if gpus == 1:
+        if plan.sequence_parallel > 1 or fsdp:
+            raise WanfitError("ulysses, ring, dit_fsdp and t5_fsdp split a job over several GPUs: give the GPU "
+                              "count too (--gpus N)")
+        return
+    if plan.offload != "none":
+        raise WanfitError("a several-GPU plan runs without offload (the official code turns --offload_model off "
+                          "for N > 1; diffusers' context parallelism takes no offload hooks): use offload none")
+    (_check_official_layout if plan.runtime == "wan" else _check_diffusers_layout)(plan)
+
+
+def _check_official_layout(plan: Plan) -> None:
+    """generate.py's own asserts and the pipelines' documented limits (Wan2.2 generate.py, textimage2video.py)."""
+    if plan.ring > 1:
+        raise WanfitError("the official code has no ring attention: use ulysses (--ulysses_size)")
+    if plan.ulysses not in (1, plan.gpus):
+        raise WanfitError(f"the official code's --ulysses_size must equal the GPU count: use ulysses {plan.gpus} "
+                          f"(or 1 with dit_fsdp, sharding memory only)")
+    if plan.t5_fsdp and plan.text_encoder == "cpu":
+        raise WanfitError("the official code's --t5_cpu only works without --t5_fsdp: use one of them")
+    if plan.dit_fsdp and plan.dit_dtype == "bf16":
+        raise WanfitError("--convert_model_dtype has no effect under --dit_fsdp (FSDP keeps the checkpoint's fp32 "
+                          "weights sharded and gathers them in bf16): use dit_dtype fp32")
+    if plan.ulysses == 1 and not (plan.dit_fsdp or plan.t5_fsdp):
+        raise WanfitError(f"{plan.gpus} GPUs with neither Ulysses nor FSDP run the same job {plan.gpus} times: use "
+                          f"ulysses {plan.gpus} or dit_fsdp")
+
+
+def _check_diffusers_layout(plan: Plan) -> None:
+    """diffusers' context parallelism (ContextParallelConfig(ulysses_degree, ring_degree) over every rank) with
+    FSDP of the transformer's blocks as the only weight sharding it can take."""
+    if plan.t5_fsdp:
+        raise WanfitError("diffusers has no T5 FSDP: use text_encoder cpu or int8, or the official runtime "
+                          "(--runtime wan)")
+    if plan.sequence_parallel != plan.gpus:
+        raise WanfitError(f"diffusers' context parallelism needs ulysses x ring = gpus ({plan.ulysses} x "
+                          f"{plan.ring} != {plan.gpus}): e.g. ulysses {plan.gpus}")
+    if plan.dit_fsdp and plan.dit_dtype == "fp8":
+        raise WanfitError("fp8 layerwise casting under FSDP is not a path diffusers runs: use dit_dtype bf16 "
+                          "with dit_fsdp")
+
+
+def check_layout_for(spec: ModelSpec, plan: Plan) -> None:
+    """Ulysses splits the attention heads: its degree must divide the DiT's head count."""
+    heads = spec.transformer["num_attention_heads"]
+    if heads % plan.ulysses:
+        fits = [str(d) for d in GPU_COUNTS if heads % d == 0]
+        raise WanfitError(f"ulysses {plan.ulysses} does not divide the {spec.key} DiT's {heads} attention heads: "
+                          f"use ulysses {' | '.join(fits)}")
 
 
 class _ModelChoice(BaseModel):
@@ -128,6 +191,12 @@ class Plan(BaseModel):
     `--offload_model True`, text encoder cpu = `--t5_cpu`, DiT bf16 = `--convert_model_dtype`; it has no
     group / sequential offload, no int8 encoder, no fp8 DiT and no VAE tiling).
     attention: the attention kernel class (see Attention).
+    gpus, ulysses, ring, dit_fsdp, t5_fsdp: the layout over several GPUs of one host for one video (see
+    check_layout): `gpus` ranks; Ulysses sequence parallelism of degree `ulysses` (all-to-all of q, k, v and
+    the output around self-attention) and ring attention of degree `ring` (diffusers' context parallelism:
+    ulysses x ring = gpus); the DiT's blocks (`dit_fsdp`) and the T5 encoder (`t5_fsdp`, official code only)
+    sharded by FSDP. The official code's flags: `torchrun --nproc_per_node N generate.py --dit_fsdp --t5_fsdp
+    --ulysses_size N`.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -138,6 +207,11 @@ class Plan(BaseModel):
     expandable_segments: bool = True
     runtime: Runtime = "diffusers"
     attention: Attention = "auto"
+    gpus: int = 1
+    ulysses: int = 1
+    ring: int = 1
+    dit_fsdp: bool = False
+    t5_fsdp: bool = False
 
     @model_validator(mode="before")
     @classmethod
@@ -154,6 +228,7 @@ class Plan(BaseModel):
                 words = " | ".join(str(c).lower() for c in allowed)
                 raise WanfitError(f"the {self.runtime} runtime has no {knob} {str(getattr(self, knob)).lower()}: "
                                   f"use {words}")
+        check_layout(self)
         return self
 
     def label(self) -> str:
@@ -162,18 +237,40 @@ class Plan(BaseModel):
             (" no-expandable" if not self.expandable_segments else " expandable")
         runtime = "" if self.runtime == "diffusers" else f"runtime={self.runtime} "
         attention = "" if self.attention == "auto" else f" attn={self.attention}"
-        return f"{runtime}offload={self.offload} te={self.text_encoder} dit={self.dit_dtype} vae={tiling}{alloc}{attention}"
+        return (f"{runtime}offload={self.offload} te={self.text_encoder} dit={self.dit_dtype} vae={tiling}{alloc}"
+                f"{attention}{self.layout_label()}")
+
+    def layout_label(self) -> str:
+        """' gpus=4 ulysses=4 dit-fsdp t5-fsdp' for a several-GPU plan, '' for one GPU."""
+        if self.gpus == 1:
+            return ""
+        parts = [f"gpus={self.gpus}"] + [f"{name}={getattr(self, name)}" for name in ("ulysses", "ring")
+                                         if getattr(self, name) > 1]
+        return " " + " ".join(parts + [name.replace("_", "-") for name in ("dit_fsdp", "t5_fsdp") if getattr(self, name)])
+
+    @property
+    def sequence_parallel(self) -> int:
+        """How many ways the DiT's sequence is split (Ulysses x ring): each rank computes 1/that of a step."""
+        return self.ulysses * self.ring
 
     def official_flags(self) -> list[str]:
         """The knobs as the official code's generate.py flags (for a runtime wan plan; see the class)."""
         flags = ["--offload_model", str(self.offload == "model")]
         flags += ["--t5_cpu"] if self.text_encoder == "cpu" else []
-        return flags + (["--convert_model_dtype"] if self.dit_dtype == "bf16" else [])
+        flags += ["--convert_model_dtype"] if self.dit_dtype == "bf16" else []
+        flags += ["--dit_fsdp"] if self.dit_fsdp else []
+        flags += ["--t5_fsdp"] if self.t5_fsdp else []
+        return flags + (["--ulysses_size", str(self.ulysses)] if self.ulysses > 1 else [])
 
     def knobs(self) -> dict:
         """The user-facing knobs (the JSON contract's `plan` object)."""
         return {"runtime": self.runtime, "offload": self.offload, "text_encoder": self.text_encoder,
-                "dit_dtype": self.dit_dtype, "vae_tiling": self.vae_tiling, "attention": self.attention}
+                "dit_dtype": self.dit_dtype, "vae_tiling": self.vae_tiling, "attention": self.attention,
+                **self.layout()}
+
+    def layout(self) -> dict:
+        """The several-GPU layout knobs: gpus, ulysses, ring, dit_fsdp, t5_fsdp."""
+        return {name: getattr(self, name) for name in LAYOUT_KNOBS}
 
 
 # The values each enumerated knob may take: the plan space the planner searches, per runtime. The official
@@ -186,9 +283,12 @@ RUNTIME_KNOB_CHOICES: dict[str, dict[str, tuple]] = {
 }
 KNOB_CHOICES: dict[str, tuple] = RUNTIME_KNOB_CHOICES["diffusers"]
 # Plan fields a caller may pin that the planner does not enumerate (they keep Plan's default unless pinned).
-EXTRA_PINS = ("expandable_segments", "runtime", "attention")
+# The several-GPU layout is searched per GPU count by the planner (planner.layouts), not enumerated here.
+LAYOUT_KNOBS = ("gpus", "ulysses", "ring", "dit_fsdp", "t5_fsdp")
+EXTRA_PINS = ("expandable_segments", "runtime", "attention", *LAYOUT_KNOBS)
 EXTRA_PIN_CHOICES: dict[str, tuple] = {"expandable_segments": (False, True), "runtime": RUNTIMES,
-                                       "attention": ATTENTIONS}
+                                       "attention": ATTENTIONS, "gpus": GPU_COUNTS, "ulysses": GPU_COUNTS,
+                                       "ring": GPU_COUNTS, "dit_fsdp": (False, True), "t5_fsdp": (False, True)}
 
 
 class PlanPins(BaseModel):
@@ -206,6 +306,11 @@ class PlanPins(BaseModel):
     expandable_segments: bool | None = None
     runtime: Runtime | None = None
     attention: Attention | None = None
+    gpus: int | None = None
+    ulysses: int | None = None
+    ring: int | None = None
+    dit_fsdp: bool | None = None
+    t5_fsdp: bool | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -230,10 +335,11 @@ class PlanPins(BaseModel):
         """These pins with `other`'s pinned knobs on top (explicit flags over a scenario's pins)."""
         return self.model_copy(update=other.given())
 
-    def apply(self, plan: Plan | None = None) -> Plan:
-        """`plan` (default: the pinned runtime's baseline) with the pinned knobs set."""
+    def apply(self, plan: Plan | None = None, heads: int | None = None) -> Plan:
+        """`plan` (default: the pinned runtime's baseline on the pinned GPU count, for a DiT of `heads` attention
+        heads) with the pinned knobs set."""
         given = self.given()
-        start = plan or baseline(given.get("runtime", "diffusers"))
+        start = plan or baseline(given.get("runtime", "diffusers"), given.get("gpus", 1), heads)
         return Plan(**{**start.model_dump(), **given})
 
     def choices(self) -> dict[str, tuple]:
@@ -243,10 +349,18 @@ class PlanPins(BaseModel):
         return {knob: (given[knob],) if knob in given else values for knob, values in knobs.items()}
 
 
-def baseline(runtime: Runtime = "diffusers") -> Plan:
+def baseline(runtime: Runtime = "diffusers", gpus: int = 1, heads: int | None = None) -> Plan:
     """The plan users of a runtime start from: diffusers with every component on the GPU in bf16; the official
     code with its `generate.py` defaults on one GPU (`--offload_model` True, T5 on the GPU, the DiT's fp32
-    weights under bf16 autocast)."""
+    weights under bf16 autocast). On several GPUs: the official READMEs' `--dit_fsdp --t5_fsdp --ulysses_size
+    N` (no offload); diffusers' context parallelism with the largest Ulysses degree that divides the DiT's
+    `heads` (unknown: N) and ring attention for the rest."""
+    if gpus > 1:
+        ulysses = max(d for d in GPU_COUNTS if gpus % d == 0 and (heads is None or heads % d == 0))
+        if runtime == "wan":  # --ulysses_size is the GPU count or off
+            ulysses = gpus if ulysses == gpus else 1
+            return Plan(runtime="wan", dit_dtype="fp32", gpus=gpus, ulysses=ulysses, dit_fsdp=True, t5_fsdp=True)
+        return Plan(gpus=gpus, ulysses=ulysses, ring=gpus // ulysses)
     if runtime == "wan":
         return Plan(runtime="wan", offload="model", text_encoder="gpu", dit_dtype="fp32")
     return Plan()

@@ -161,7 +161,9 @@ def init_s(pc: PredictContext) -> float:
         return checkpoint.predict({"weights_gib": stored})
     pc.note("init time: CUDA start and building the weights as measured (random weights), not loading "
             "a checkpoint from disk")
-    x = {"weights_gib": built_gib(w), "host_gib": host_ram_gib(pc.plan, w),
+    # Several ranks build their copies at the same time: each builds one (their share of the host's memory
+    # bandwidth is not modelled; the several-GPU note says the build is not measured with N ranks).
+    x = {"weights_gib": built_gib(w), "host_gib": host_ram_gib(pc.plan, w) / pc.plan.gpus,
          "fresh_process": 1.0 if pc.first_in_process else 0.0,
          "int8_gib": w.text_encoder if pc.plan.text_encoder == "int8" else 0.0}
     return max(0.0, pc.value(INIT, 0.0, "init time not calibrated (no point built a pipeline): 0 s", x=x))
