@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from wanfit.vocabulary.profiles import GpuProfile, load_profiles, numeric_fields
+from wanfit.vocabulary.profiles import RATE_CLASSES, TABLE_CLASSES, GpuProfile, load_profiles, numeric_fields, rate_cell
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "gpus.md"
 
@@ -28,10 +28,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("host link", "host_link"),
     ("host GB/s per dir.", "host_link_gbps"),
     ("TDP W", "tdp_w"),
-    ("measured matmul TFLOP/s", "achieved_matmul_tflops"),
-    ("measured SDPA TFLOP/s", "achieved_attention_tflops"),
-    ("measured copy GB/s", "achieved_d2d_gbps"),
-    ("measured elementwise chain GB/s", "achieved_elementwise_gbps"),
+    ("GPU-to-GPU GB/s per dir.", "gpu_p2p_gbps"),
 )
 
 
@@ -53,8 +50,7 @@ def render_markdown(profiles: dict[str, GpuProfile]) -> str:
         "Memory in GiB (2^30 bytes); bandwidth in GB/s (10^9 bytes/s); throughput in TFLOP/s, dense (no 2:4",
         "sparsity). *Usable GiB* is what the driver reports (nvidia-smi `memory.total` / 1024); *bf16 dense* is",
         "the tensor-core rate with FP32 accumulate, the one a PyTorch bf16 matmul runs at (half the headline",
-        "figure on GeForce cards). *Measured* columns are public or wanfit's own measurements; `–` means no",
-        "figure was found, and the source below says why.",
+        "figure on GeForce cards). `–` means no figure was found, and the source below says why.",
         "",
         "| key | device name | " + " | ".join(header for header, _ in COLUMNS) + " |",
         "|---|---|" + "|".join("---:" for _ in COLUMNS) + "|",
@@ -62,6 +58,7 @@ def render_markdown(profiles: dict[str, GpuProfile]) -> str:
     for p in ordered:
         cells = [_cell(getattr(p, field)) for _, field in COLUMNS]
         lines.append(f"| `{p.key}` | {p.name} | " + " | ".join(cells) + " |")
+    lines += _rates_table(ordered)
     lines += ["", "## Sources", ""]
     for p in ordered:
         lines += [f"### `{p.key}` — {p.name}", ""]
@@ -74,8 +71,33 @@ def render_markdown(profiles: dict[str, GpuProfile]) -> str:
         lines.append("")
         for field in numeric_fields():
             lines.append(f"- `{field}` = {_cell(getattr(p, field))}: {p.sources[field]}")
+        attention = ", ".join(f"{runtime} {backend}" for runtime, backend in p.default_attention.items())
+        lines.append(f"- `default_attention` = {attention}: {p.sources['default_attention']}")
+        lines.append(f"- `interconnect` = {p.interconnect or '–'}: {p.sources['interconnect']}")
+        for name, rate in p.class_rates.items():
+            lines.append(f"- `class_rates.{name}` = {rate.value:g} {rate.unit} ({rate.basis}): {rate.source}")
         lines.append("")
     return "\n".join(lines)
+
+
+def _rates_table(ordered: list[GpuProfile]) -> list[str]:
+    """The class rates, one row per GPU: value and basis (m measured by wanfit, p public, d derived)."""
+    lines = ["", "## Kernel-class rates", "",
+             "What `wanfit plan` scales each part of a calibrated time by (`model/transfer`). Each cell is the",
+             "achieved rate and its basis: **m** measured by wanfit on the device, **p** a published measurement,",
+             "**d** derived from the datasheet by the rule its source states (`python bench/transfer_rates.py`",
+             "writes those; a derived rate widens a transferred prediction's interval more). `–`: the GPU cannot",
+             "run that kernel (FA3 off sm90, FA4 off sm90/sm100) or has no figure to derive it from. *attn* is the",
+             "backend each runtime picks by itself (diffusers / the official code).", "",
+             "| class | unit | meaning |", "|---|---|---|"]
+    lines += [f"| {TABLE_CLASSES[name]} | {unit} | {meaning} |" for name, (unit, meaning) in RATE_CLASSES.items()]
+    lines += ["", "| key | attn | " + " | ".join(TABLE_CLASSES.values()) + " |",
+              "|---|---|" + "|".join("---:" for _ in TABLE_CLASSES) + "|"]
+    for p in ordered:
+        cells = [rate_cell(p.rate(name)) or "–" for name in TABLE_CLASSES]
+        attention = f"{p.default_attention['diffusers']} / {p.default_attention['wan']}"
+        lines.append(f"| `{p.key}` | {attention} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

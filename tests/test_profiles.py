@@ -15,6 +15,8 @@ from pydantic import ValidationError
 from wanfit.vocabulary.errors import WanfitError
 from wanfit.vocabulary.paths import profiles_dir
 from wanfit.vocabulary.profiles import (
+    RATE_CLASSES,
+    ClassRate,
     GpuProfile,
     get_profile,
     known_names,
@@ -28,7 +30,11 @@ REQUIRED_KEYS = {"rtx6000", "l40s", "rtx4090", "rtx4080", "rtx3090", "rtx5090", 
                  "h100-pcie", "h200", "h20", "b200", "l4", "a10g", "rtx-a6000"}
 # What the planner's transfer code reads; renaming any of these breaks it.
 PLANNER_FIELDS = {"key", "name", "memory_gib", "bf16_dense_tflops", "memory_bandwidth_gbps", "host_link_gbps",
-                  "architecture", "achieved_matmul_tflops", "achieved_attention_tflops", "cuda_context_gib"}
+                  "architecture", "class_rates", "default_attention", "interconnect", "gpu_p2p_gbps",
+                  "cuda_context_gib"}
+# The class keys the multi-GPU planner and the transfer read.
+CLASS_KEYS = {"gemm_bf16", "attention_fa2", "attention_fa3", "attention_cudnn", "attention_fa4", "conv3d_vae",
+              "elementwise", "fp64", "h2d_pinned", "nccl_all_gather", "nccl_all_to_all"}
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -57,7 +63,7 @@ def test_every_numeric_field_has_a_source_and_nulls_say_why(profiles):
 
 def test_usable_memory_is_the_driver_total(profiles):
     for profile in profiles.values():
-        assert profile.memory_gib == pytest.approx(profile.nvidia_smi_total_mib / 1024, abs=1e-3)
+        assert profile.memory_gib == pytest.approx(profile.nvidia_smi_total_mib / 1024, rel=5e-3)
         # the driver keeps a little; never more than 7 % (ECC on GDDR takes 6.25 %)
         assert 0.93 * profile.memory_total_gib <= profile.memory_gib <= profile.memory_total_gib
 
@@ -104,15 +110,22 @@ PINS = [
     ("rtx6000", "memory_total_gib", 96), ("rtx6000", "bf16_dense_tflops", 503.8), ("rtx6000", "tdp_w", 600),
     # PCIe 5.0 x16 = 32 GT/s x 16 x 128/130 / 8 = 63.0 GB/s per direction; PCIe 4.0 x16 = 31.5
     ("h100", "host_link_gbps", 63.0), ("l40s", "host_link_gbps", 31.5),
-    # wanfit device measurement 2026-11-22 (shared/reference/h100-2026-11-22.json ceilings)
-    ("h100", "achieved_matmul_tflops", 797.3), ("h100", "achieved_attention_tflops", 623.3),
-    ("h100", "achieved_h2d_gbps", 53.1), ("h100", "achieved_d2d_gbps", 2975),
+    # wanfit device measurement 2026-11-22 (shared/reference/h100-2026-11-22.json ceilings) and the kernel
+    # comparison of ../shared/DESIGN.md (SDPA cuDNN 640, flash 366 at 27,280 tokens)
+    ("h100", "gemm_bf16", 797.3), ("h100", "attention_cudnn", 640), ("h100", "attention_fa2", 366),
+    ("h100", "h2d_pinned", 53.1), ("h100", "d2d_copy", 2975),
+    # FlashAttention-3 paper Fig. 5 (head dim 128, 16k, non-causal): FA3 648; nccl-tests issue 326: 360 GB/s
+    ("h100", "attention_fa3", 648), ("h100", "nccl_all_gather", 360),
+    # NVIDIA H100 / HGX B200 datasheets: NVLink 900 GB/s and 1.8 TB/s bidirectional
+    ("h100", "gpu_p2p_gbps", 450), ("b200", "gpu_p2p_gbps", 900),
 ]
 
 
 @pytest.mark.parametrize(("key", "field", "published"), PINS)
 def test_pinned_published_values(profiles, key, field, published):
-    assert getattr(profiles[key], field) == pytest.approx(published, rel=0.01)
+    profile = profiles[key]
+    value = profile.rate(field).value if field in RATE_CLASSES else getattr(profile, field)
+    assert value == pytest.approx(published, rel=0.01)
 
 
 @pytest.mark.parametrize(("name", "key"), [
@@ -175,7 +188,10 @@ def test_profile_table_rows(profiles):
     rows = profile_table_rows(profiles)
     assert [r["key"] for r in rows] == sorted(REQUIRED_KEYS)
     h100 = next(r for r in rows if r["key"] == "h100")
-    assert h100["memory_gib"] == 79.65 and h100["bf16_tflops"] == 989.4 and h100["measured_matmul_tflops"] == 797.3
+    assert h100["memory_gib"] == 79.65 and h100["bf16_tflops"] == 989.4
+    assert (h100["gemm"], h100["fa3"], h100["attn"], h100["allgather"]) == ("797 m", "648 p", "cudnn/fa2", "360 p")
+    l40s = next(r for r in rows if r["key"] == "l40s")
+    assert l40s["fa3"] is None and l40s["fa4"] is None and l40s["gemm"] == "269 p" and l40s["fa2"].endswith(" d")
     assert profile_table_rows() == rows
 
 
@@ -247,3 +263,110 @@ def test_profiles_load_without_torch():
     code = ("import sys; from wanfit.vocabulary.profiles import get_profile; get_profile('l40s'); "
             "assert 'torch' not in sys.modules and 'sklearn' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_every_profile_has_the_class_table_and_runtime_backends(profiles):
+    assert set(RATE_CLASSES) >= CLASS_KEYS
+    for p in profiles.values():
+        assert set(p.default_attention) == {"diffusers", "wan"}
+        assert p.sources["default_attention"] and p.sources["interconnect"]
+        major = int(p.compute_capability.split(".")[0])
+        assert ("attention_fa3" in p.class_rates) == (major == 9 and p.rate("gemm_bf16") is not None), p.key
+        assert "attention_fa4" not in p.class_rates or major in (9, 10)
+        # SDPA prefers cuDNN on sm90/sm100 only; the official code runs FA2 with flash-attn 2 installed
+        assert p.default_attention == {"diffusers": "cudnn" if major in (9, 10) else "fa2", "wan": "fa2"}, p.key
+        for name, rate in p.class_rates.items():
+            assert rate.unit == RATE_CLASSES[name][0] and len(rate.source) > 20
+            assert rate.basis != "derived" or rate.source.startswith("derived:") or name == "fp64"
+    h100 = profiles["h100"]
+    assert (h100.rate("gemm_bf16").basis, h100.rate("attention_cudnn").value, h100.rate("attention_fa2").value) == (
+        "measured", 640.0, 366.0)
+    assert profiles["h100"].rate("fp64").value / profiles["rtx4090"].rate("fp64").value > 20
+
+
+def test_interconnect_figures_the_multi_gpu_planner_reads(profiles):
+    assert profiles["h100"].gpu_p2p_gbps == 450.0 and profiles["b200"].gpu_p2p_gbps == 900.0
+    assert profiles["rtx4090"].gpu_p2p_gbps is None and "no P2P" in profiles["rtx4090"].interconnect
+    for p in profiles.values():
+        ag, a2a = p.rate("nccl_all_gather"), p.rate("nccl_all_to_all")
+        if ag is not None:
+            assert a2a is not None and ag.unit == "GB/s"
+            link = p.gpu_p2p_gbps or p.host_link_gbps
+            assert ag.value <= link, p.key  # a bus bandwidth never beats the link it runs on
+
+
+def _h100_data() -> dict:
+    return json.loads((profiles_dir() / "h100.json").read_text())
+
+
+@pytest.mark.parametrize(("mutate", "message"), [
+    (lambda d: d["class_rates"].update(flops={"value": 1.0, "unit": "TFLOP/s", "basis": "public",
+                                              "source": "a made-up class of kernels"}), "unknown class"),
+    (lambda d: d["class_rates"]["gemm_bf16"].update(unit="GB/s"), "unit GB/s"),
+    (lambda d: d["class_rates"]["gemm_bf16"].update(basis="guessed"), "basis"),
+    (lambda d: d.update(compute_capability="8.9"), "attention_fa3"),
+    (lambda d: d["default_attention"].pop("wan"), "runtime wan"),
+    (lambda d: d["sources"].pop("interconnect"), "interconnect without a source"),
+])
+def test_bad_class_tables_are_rejected(mutate, message):
+    data = _h100_data()
+    mutate(data)
+    with pytest.raises(ValidationError) as err:
+        GpuProfile.model_validate(data)
+    assert message in str(err.value)
+
+
+def test_pre_class_rates_names_read_achieved_figures_only(profiles):
+    h200, l40s = profiles["h200"], profiles["l40s"]
+    assert h200.achieved_elementwise_gbps == h200.rate("elementwise").value == 19.04
+    assert l40s.rate("elementwise").basis == "derived" and l40s.achieved_elementwise_gbps is None
+    assert h200.achieved_attention_tflops == 601.15  # SDPA's own pick there: cuDNN
+    unmeasured = h200.model_copy(update={"achieved_elementwise_gbps": None})
+    assert unmeasured.rate("elementwise") is None and h200.rate("elementwise") is not None
+    assert h200.model_copy(update={"achieved_matmul_tflops": 700.0}).rate("gemm_bf16") == ClassRate(
+        value=700.0, unit="TFLOP/s", basis="measured", source="set through achieved_matmul_tflops (model_copy)")
+
+
+def _rates_module():
+    spec = importlib.util.spec_from_file_location("transfer_rates", REPO / "bench" / "transfer_rates.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_derived_rates_are_current():
+    assert _rates_module().main(["--check"]) == 0, "derived class rates are stale: run python bench/transfer_rates.py"
+
+
+def test_derivation_rules_on_synthetic_profiles():
+    """Two reference GPUs of one family and one target: every derived rate is the target's datasheet figure times
+    the median ratio of the references, achieved entries untouched, FA3 only on sm90."""
+    rates = _rates_module()
+
+    def gpu(key, arch, cc, dense, bw, link, p2p, **achieved):
+        units = {"elementwise": "GB/s", "h2d_pinned": "GB/s", "nccl_all_gather": "GB/s"}
+        return {"key": key, "architecture": arch, "compute_capability": cc, "bf16_dense_tflops": dense,
+                "memory_bandwidth_gbps": bw, "host_link_gbps": link, "gpu_p2p_gbps": p2p, "interconnect": "x",
+                "class_rates": {c: {"value": v, "unit": units.get(c, "TFLOP/s"), "basis": "public", "source": "s"}
+                                for c, v in achieved.items()}}
+
+    profiles = {"a": gpu("a", "Ada", "8.9", 100.0, 1000.0, 30.0, None, gemm_bf16=80.0, attention_fa2=60.0,
+                         elementwise=4.0, h2d_pinned=24.0),
+                "b": gpu("b", "Ada", "8.9", 200.0, 1000.0, 30.0, None, gemm_bf16=180.0, attention_fa2=90.0,
+                         elementwise=6.0, h2d_pinned=27.0),
+                "h": gpu("h", "Hopper", "9.0", 1000.0, 3000.0, 60.0, 400.0, gemm_bf16=800.0, attention_fa3=640.0,
+                         nccl_all_gather=320.0),
+                "c": gpu("c", "Ada", "8.9", 100.0, 1000.0, 30.0, None, gemm_bf16=50.0),
+                "t": gpu("t", "Ada", "8.9", 300.0, 500.0, 30.0, None)}
+    out = rates.rederive(profiles)
+    t = out["t"]["class_rates"]
+    assert t["gemm_bf16"]["value"] == pytest.approx(300 * 0.8, rel=5e-3)   # median of 0.5, 0.8, 0.9
+    gemm = t["gemm_bf16"]["value"]
+    assert t["attention_fa2"]["value"] == pytest.approx(gemm * (0.75 + 0.5) / 2, rel=5e-3)
+    assert t["elementwise"]["value"] == pytest.approx(500 * 0.005, rel=5e-3)
+    assert t["h2d_pinned"]["value"] == pytest.approx(30 * 0.85, rel=5e-3)
+    assert t["nccl_all_gather"]["value"] == pytest.approx(t["h2d_pinned"]["value"] / 2, rel=5e-3)  # no P2P
+    assert "attention_fa3" not in t and all(e["basis"] == "derived" for e in t.values())
+    assert out["a"]["class_rates"]["gemm_bf16"]["basis"] == "public"
+    h = out["h"]["class_rates"]
+    assert h["attention_fa4"]["value"] == 640.0 and h["nccl_all_to_all"]["value"] == 320.0  # FA3's / all-gather's

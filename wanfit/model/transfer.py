@@ -97,7 +97,7 @@ def target_throughputs(cal_ceilings: Ceilings, cal_profile: Any | None, target: 
     if matmul is None:  # no throughput figure at all: compute scaled like memory bandwidth
         notes.append(f"{target.key} has no bf16 throughput figure: compute time scaled by memory bandwidth")
         matmul = cal_ceilings.matmul_tflops * bandwidth / cal_ceilings.device_copy_gbps
-    attention = _opt(target, "achieved_attention_tflops")
+    attention = _measured_sdpa(target)
     if attention is None:  # scale attention like matmul (keep the calibrated GPU's attention/matmul ratio)
         attention = matmul * cal_ceilings.attention_tflops / cal_ceilings.matmul_tflops
     host = _opt(target, "host_link_gbps")
@@ -111,6 +111,15 @@ def target_throughputs(cal_ceilings: Ceilings, cal_profile: Any | None, target: 
         bandwidth = float(target.achieved_d2d_gbps)
     return Ceilings(matmul_tflops=matmul, attention_tflops=attention, device_copy_gbps=bandwidth,
                     h2d_pinned_gbps=pinned, h2d_pageable_gbps=pageable), notes
+
+
+def _measured_sdpa(profile: Any) -> float | None:
+    """The SDPA rate wanfit measured on this GPU (its own pick there), else None."""
+    rates = getattr(profile, "class_rates", None)
+    if rates is None:  # a duck-typed profile (tests) with the pre-class_rates field
+        return _opt(profile, "achieved_attention_tflops")
+    rate = rates.get(f"attention_{profile.default_attention['diffusers']}")
+    return rate.value if rate is not None and rate.basis == "measured" else None
 
 
 def elementwise_rates(cal_ceilings: Ceilings, cal_profile: Any | None, target: Any) -> tuple[float, float] | None:
@@ -167,8 +176,11 @@ def context_gib(cal: Calibration, target: Any | None) -> tuple[float, bool]:
 
 def kernel_time_ratio(profile: Any | None, runtime: str, kernel: str) -> tuple[float | None, str]:
     """(attention time with `kernel` / with the runtime's own kernel on this GPU, and what that rests on), from
-    the profile's measured kernel rates; (None, why not) where the profile has no such rates."""
-    rates = getattr(profile, "attention_tflops_by_kernel", None) or {}
+    the profile's measured kernel rates (one session's: a published figure of another shape does not set a ratio
+    between kernels on one GPU); (None, why not) where the profile has no such rates."""
+    rates = {name.removeprefix("attention_"): rate.value
+             for name, rate in (getattr(profile, "class_rates", None) or {}).items()
+             if name.startswith("attention_") and rate.basis == "measured"}
     own = (getattr(profile, "default_attention", None) or {}).get(runtime)
     where = getattr(profile, "key", "this GPU")
     if own not in rates or kernel not in rates:

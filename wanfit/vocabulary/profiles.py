@@ -34,6 +34,64 @@ MATCH_TOLERANCE = 0.08
 
 _KEY = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
+RateUnit = Literal["TFLOP/s", "GB/s"]
+RateBasis = Literal["measured", "public", "derived"]
+AttentionBackend = Literal["fa2", "fa3", "cudnn", "fa4"]
+Runtime = Literal["diffusers", "wan"]
+
+# The kernel classes a Wan job's time splits into, each with its unit and what its rate means. A profile's
+# `class_rates` holds the *achieved* rate of each class this GPU can run: measured by wanfit on the device,
+# a published measurement, or a datasheet figure times a stated rule (bench/transfer_rates.py writes those).
+RATE_CLASSES: dict[str, tuple[RateUnit, str]] = {
+    "gemm_bf16": ("TFLOP/s", "dense bf16 matmul with fp32 accumulate at large square sizes (torch.mm)"),
+    "attention_fa2": ("TFLOP/s", "FlashAttention-2 class kernels (flash-attn 2, torch SDPA's flash backend; the "
+                                 "mma.sync path on every architecture), bf16 forward, head dim 128, long sequences"),
+    "attention_fa3": ("TFLOP/s", "FlashAttention-3 (flash_attn_interface; Hopper's wgmma/TMA path, sm90 only), bf16 "
+                                 "forward, head dim 128, long sequences"),
+    "attention_cudnn": ("TFLOP/s", "torch SDPA's cuDNN backend (cuDNN fused flash attention), bf16 forward, head dim "
+                                   "128, long sequences"),
+    "attention_fa4": ("TFLOP/s", "FlashAttention-4 (flash_attn.cute; sm90 and sm100), bf16 forward, head dim 128, "
+                                 "long sequences"),
+    "conv3d_vae": ("TFLOP/s", "the Wan VAE decode's cuDNN convolutions as they run (fp32 tensors, TF32 tensor cores: "
+                              "torch allows TF32 for cuDNN by default), convolution FLOPs per second of their "
+                              "implicit-GEMM kernels"),
+    "elementwise": ("GB/s", "the Wan block's elementwise chain (fp32 norms with modulation, gated residuals, GELU), "
+                            "GB of one bf16 hidden state per second (wanfit.measure.ceilings.elementwise_gbps)"),
+    "fp64": ("TFLOP/s", "non-tensor FP64 (the official code's float64 RoPE: 1/2 of FP32 on GH100/GA100/B200, 1/64 "
+                        "on GA10x/AD10x/GB20x)"),
+    "h2d_pinned": ("GB/s", "pinned host-to-device copy"),
+    "d2d_copy": ("GB/s", "device-to-device copy, bytes read + written"),
+    "nccl_all_gather": ("GB/s", "NCCL all-gather bus bandwidth per GPU at large messages, several GPUs of this kind "
+                                "in one host (nccl-tests busbw)"),
+    "nccl_all_to_all": ("GB/s", "NCCL all-to-all bus bandwidth per GPU at large messages, several GPUs of this kind "
+                                "in one host (nccl-tests busbw)"),
+}
+# The pre-class_rates field names, read as properties for readers not yet moved to class_rates (achieved figures
+# only: a derived rate reads as None, as the field did).
+LEGACY_FIELDS: dict[str, str] = {
+    "achieved_matmul_tflops": "gemm_bf16",
+    "achieved_h2d_gbps": "h2d_pinned",
+    "achieved_d2d_gbps": "d2d_copy",
+    "achieved_elementwise_gbps": "elementwise",
+}
+
+
+class ClassRate(BaseModel):
+    """One kernel class's achieved rate on one GPU, and what it rests on."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    value: float = Field(gt=0)
+    unit: RateUnit
+    basis: RateBasis = Field(description="measured: wanfit's own device run; public: a published measurement; "
+                                         "derived: a datasheet figure times a stated rule")
+    source: str = Field(min_length=10)
+
+    @property
+    def achieved(self) -> bool:
+        return self.basis != "derived"
+
+
 
 class GpuProfile(BaseModel):
     """One GPU as wanfit plans for it. Read by the planner (transfer between GPUs, fit verdicts)."""
@@ -57,24 +115,24 @@ class GpuProfile(BaseModel):
     host_link: str | None = Field(default=None, description="host interface, e.g. 'PCIe Gen5 x16'")
     host_link_gbps: float | None = Field(default=None, gt=0, description="theoretical host-link GB/s per direction")
     tdp_w: float = Field(gt=0, description="board power limit (TDP / TBP), W")
-    achieved_matmul_tflops: float | None = Field(default=None, gt=0, description="measured bf16 matmul TFLOP/s")
-    achieved_attention_tflops: float | None = Field(default=None, gt=0, description="measured bf16 SDPA TFLOP/s")
-    achieved_h2d_gbps: float | None = Field(default=None, gt=0, description="measured pinned host-to-device GB/s")
-    achieved_d2d_gbps: float | None = Field(default=None, gt=0, description="measured device-to-device copy GB/s")
-    achieved_elementwise_gbps: float | None = Field(
-        default=None, gt=0, description="measured Wan-block elementwise chain, GB of one bf16 hidden state per second "
-                                        "(wanfit.measure.ceilings.elementwise_gbps)")
     vae_decode_non_gemm_share: dict[str, float] | None = Field(
         default=None, description="measured share of a VAE decode's kernel time outside its convolutions' implicit "
                                   "GEMMs on this GPU, per Wan VAE (bench/device/vae_kernels.py): norms, SiLU, "
                                   "upsampling, the causal caches' copies, layout transforms")
     cuda_context_gib: float | None = Field(default=None, gt=0, description="measured device memory a CUDA context takes")
-    attention_tflops_by_kernel: dict[str, float] | None = Field(
-        default=None, description="measured bf16 attention TFLOP/s per kernel class (fa2, fa3, cudnn), at a Wan "
-                                  "sequence: what a pinned attention kernel is timed at against the runtime's own")
-    default_attention: dict[str, str] | None = Field(
-        default=None, description="the kernel class each runtime picks here by itself (`auto`): diffusers through "
-                                  "torch SDPA's own choice, wan through what the official attention call imports")
+    class_rates: dict[str, ClassRate] = Field(
+        default_factory=dict, description="achieved rate per kernel class (RATE_CLASSES), each with its basis and "
+                                          "source; a class this GPU cannot run (FA3 off Hopper, FA4 off sm90/sm100) "
+                                          "is absent")
+    default_attention: dict[Runtime, AttentionBackend] = Field(
+        description="the attention backend each runtime picks here by itself (`auto`): diffusers through torch "
+                    "SDPA's own priority, wan through what the official attention call imports (flash-attn 2 "
+                    "installed, no flash_attn_interface)")
+    interconnect: str | None = Field(
+        default=None, description="how GPUs of this kind in one host exchange data, e.g. 'NVLink 4, 18 links, "
+                                  "900 GB/s bidirectional' or 'PCIe Gen4 x16, no P2P on GeForce'")
+    gpu_p2p_gbps: float | None = Field(
+        default=None, gt=0, description="datasheet GPU-to-GPU GB/s per direction (null: no peer-to-peer path)")
     notes: str = Field(default="", description="caveats that apply to the whole profile")
     sources: dict[str, str] = Field(description="field name -> where its value came from (or why it is null)")
 
@@ -82,6 +140,65 @@ class GpuProfile(BaseModel):
     def device_names(self) -> tuple[str, ...]:
         """Every name the driver may report for a board this profile describes."""
         return (self.name, *self.other_device_names)
+
+    def backends(self) -> tuple[str, ...]:
+        """The attention backends that run here: FA2 and cuDNN everywhere (sm80 on), FA3's kernels on sm90 only,
+        FA4 on sm90 and sm100 (Dao-AILab/flash-attention: hopper/ and flash_attn/cute/)."""
+        major = int(self.compute_capability.split(".")[0])
+        return ("fa2", "cudnn", *(("fa3",) if major == 9 else ()), *(("fa4",) if major in (9, 10) else ()))
+
+    def rate(self, name: str) -> ClassRate | None:
+        """The class rate `name` (a RATE_CLASSES key), None where this GPU has none."""
+        return self.class_rates.get(name)
+
+    def achieved(self, name: str) -> float | None:
+        """The rate of `name` where it is achieved (measured or public), else None."""
+        rate = self.class_rates.get(name)
+        return rate.value if rate is not None and rate.achieved else None
+
+    # ---- the pre-class_rates names (readers outside this module; to go once they read class_rates) ----------
+    @property
+    def achieved_matmul_tflops(self) -> float | None:
+        return self.achieved("gemm_bf16")
+
+    @property
+    def achieved_attention_tflops(self) -> float | None:
+        """SDPA's own pick here (what diffusers runs), achieved."""
+        return self.achieved(f"attention_{self.default_attention['diffusers']}")
+
+    @property
+    def achieved_h2d_gbps(self) -> float | None:
+        return self.achieved("h2d_pinned")
+
+    @property
+    def achieved_d2d_gbps(self) -> float | None:
+        return self.achieved("d2d_copy")
+
+    @property
+    def achieved_elementwise_gbps(self) -> float | None:
+        return self.achieved("elementwise")
+
+    @property
+    def attention_tflops_by_kernel(self) -> dict[str, float]:
+        """Attention rates per backend (fa2, fa3, cudnn, fa4), whatever their basis."""
+        return {name.removeprefix("attention_"): rate.value for name, rate in self.class_rates.items()
+                if name.startswith("attention_")}
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> GpuProfile:
+        """pydantic's model_copy; an update of a pre-class_rates name sets (or, with None, removes) its class."""
+        update = dict(update or {})
+        legacy = [k for k in update if k in LEGACY_FIELDS]
+        if legacy:
+            rates = dict(update.get("class_rates", self.class_rates))
+            for key in legacy:
+                value, name = update.pop(key), LEGACY_FIELDS[key]
+                if value is None:
+                    rates.pop(name, None)
+                else:
+                    rates[name] = ClassRate(value=value, unit=RATE_CLASSES[name][0], basis="measured",
+                                            source=f"set through {key} (model_copy)")
+            update["class_rates"] = rates
+        return super().model_copy(update=update, deep=deep)
 
     @model_validator(mode="after")
     def _consistent(self) -> GpuProfile:
@@ -98,6 +215,25 @@ class GpuProfile(BaseModel):
                              f"({self.nvidia_smi_total_mib / 1024:.3f})")
         if self.memory_gib > self.memory_total_gib + 0.01:
             raise ValueError(f"usable memory_gib {self.memory_gib} exceeds memory_total_gib {self.memory_total_gib}")
+        for name, rate in self.class_rates.items():
+            if name not in RATE_CLASSES:
+                raise ValueError(f"class_rates: unknown class '{name}' (known: {', '.join(RATE_CLASSES)})")
+            if rate.unit != RATE_CLASSES[name][0]:
+                raise ValueError(f"class_rates.{name}: unit {rate.unit}, expected {RATE_CLASSES[name][0]}")
+        for name in self.class_rates:
+            if name.startswith("attention_") and name.removeprefix("attention_") not in self.backends():
+                raise ValueError(f"class_rates.{name}: that kernel does not run on compute capability "
+                                 f"{self.compute_capability}")
+        for runtime, backend in self.default_attention.items():
+            if backend not in self.backends():
+                raise ValueError(f"default_attention.{runtime}: {backend} does not run on compute capability "
+                                 f"{self.compute_capability}")
+        missing = [r for r in typing.get_args(Runtime) if r not in self.default_attention]
+        if missing:
+            raise ValueError(f"default_attention has no entry for runtime {', '.join(missing)}")
+        for field in ("default_attention", "interconnect"):
+            if not self.sources.get(field, "").strip():
+                raise ValueError(f"{field} without a source")
         if (self.host_link is None) != (self.host_link_gbps is None):
             raise ValueError("host_link and host_link_gbps must both be given or both be null")
         return self
@@ -200,21 +336,41 @@ def match_local_gpu(device_name: str, total_gib: float, directory: Path | None =
     return min(fitting, key=lambda p: abs(total_gib - p.memory_gib), default=None)
 
 
+# Short column names of the class rates in `wanfit gpus`; a cell is the rate and its basis's initial
+# (m measured, p public, d derived), '-' where the GPU has no such class.
+TABLE_CLASSES: dict[str, str] = {
+    "gemm_bf16": "gemm", "attention_fa2": "fa2", "attention_fa3": "fa3", "attention_cudnn": "cudnn",
+    "attention_fa4": "fa4", "conv3d_vae": "conv3d", "elementwise": "elemwise", "fp64": "fp64", "h2d_pinned": "h2d",
+    "d2d_copy": "copy", "nccl_all_gather": "allgather", "nccl_all_to_all": "all2all",
+}
+
+
+def rate_cell(rate: ClassRate | None) -> str | None:
+    """A class rate as `wanfit gpus` shows it: '797 m' (3 significant figures, whole numbers from 100; basis
+    initial)."""
+    if rate is None:
+        return None
+    return f"{rate.value:.0f} {rate.basis[0]}" if rate.value >= 100 else f"{rate.value:.3g} {rate.basis[0]}"
+
+
 def profile_table_rows(profiles: Mapping[str, GpuProfile] | None = None) -> list[dict[str, Any]]:
-    """One flat row per GPU for `wanfit gpus` (memory GiB, throughput TFLOP/s, bandwidth GB/s)."""
+    """One flat row per GPU for `wanfit gpus`: datasheet figures (memory GiB, TFLOP/s, GB/s), the attention backend
+    each runtime picks (diffusers/wan), and every class rate with its basis (TABLE_CLASSES; units: RATE_CLASSES)."""
     profiles = load_profiles() if profiles is None else profiles
-    return [
-        {
+    rows = []
+    for p in sorted(profiles.values(), key=lambda p: p.key):
+        row: dict[str, Any] = {
             "key": p.key,
-            "name": p.name,
             "arch": p.architecture,
+            "cc": p.compute_capability,
             "memory_gib": round(p.memory_gib, 2),
             "bf16_tflops": p.bf16_dense_tflops,
-            "measured_matmul_tflops": p.achieved_matmul_tflops,
             "mem_bw_gbps": p.memory_bandwidth_gbps,
-            "host_link": p.host_link,
             "host_gbps": p.host_link_gbps,
             "tdp_w": p.tdp_w,
+            "attn": f"{p.default_attention['diffusers']}/{p.default_attention['wan']}",
         }
-        for p in sorted(profiles.values(), key=lambda p: p.key)
-    ]
+        row.update({short: rate_cell(p.rate(name)) for name, short in TABLE_CLASSES.items()})
+        row["p2p_gbps"] = p.gpu_p2p_gbps
+        rows.append(row)
+    return rows
