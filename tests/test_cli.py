@@ -525,14 +525,14 @@ def test_json_contract_doc_names_every_field():
     """docs/json-contract.md documents every field `plan --format json` prints (and no field that is gone)."""
     import re
 
-    from wanfit.vocabulary.plan_report import Candidate, GpuResult, PlanReport, StagePrediction
+    from wanfit.vocabulary.plan_report import Candidate, GpuResult, HardwareOption, PlanReport, StagePrediction
     from wanfit.vocabulary.workload import Workload
 
     doc = (Path(__file__).parents[1] / "docs" / "json-contract.md").read_text()
     documented = set(re.findall(r"^\| `(\w+)`", doc, flags=re.MULTILINE))
     documented |= {name for cell in re.findall(r"^\| `(\w+)`, `(\w+)`", doc, flags=re.MULTILINE) for name in cell}
     fields = set()
-    for model in (PlanReport, GpuResult, Candidate, StagePrediction, Workload):
+    for model in (PlanReport, GpuResult, Candidate, StagePrediction, Workload, HardwareOption):
         fields |= set(model.model_fields)
     assert fields - documented == set()
     assert documented - fields == set()

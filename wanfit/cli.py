@@ -15,7 +15,7 @@ evaluating them from strings took 10 ms of plan's start.
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING
 
 # pydantic scans installed entry points for plugins at first import (~20 ms); wanfit uses none.
 # Set before typer imports pydantic; a caller's own setting wins.
@@ -28,8 +28,62 @@ from wanfit.planner.inputs import (
     build_workload,
     deprecated_steps,
     host_ram_source,
+    parse_gpu_counts,
     plan_pins,
     planner_options,
+)
+from wanfit.views.options import (  # the option declarations the commands below take
+    TOLERANCE_MEMORY,
+    TOLERANCE_TIME,
+    AttentionOpt,
+    CalibrateGpuOpt,
+    CalibrateModelsOpt,
+    CalibrationDirOpt,
+    CalibrationOutOpt,
+    CheckpointOpt,
+    DeprecatedStepsOpt,
+    DitDtypeOpt,
+    DitFsdpOpt,
+    FitOnlyOpt,
+    FormatOpt,
+    FramesOpt,
+    GpuCountOpt,
+    GpuCountsOpt,
+    GpusOpt,
+    GuidanceOpt,
+    HeightOpt,
+    HostD2hOpt,
+    HostPageableOpt,
+    HostRamOpt,
+    MarginOpt,
+    ModelOpt,
+    OffloadOpt,
+    PlanFileOpt,
+    PlotOpt,
+    QuickOpt,
+    RecommendedOpt,
+    ResumeOpt,
+    ReusedPipelineOpt,
+    RingOpt,
+    RunStepsOpt,
+    RuntimeOpt,
+    ScenarioOpt,
+    ShowAllOpt,
+    SizeOpt,
+    StepsOpt,
+    T5FsdpOpt,
+    TextEncoderOpt,
+    ToleranceMemoryOpt,
+    ToleranceTimeOpt,
+    UlyssesOpt,
+    VaeTilingOpt,
+    VerifyGpuOpt,
+    VerifyHostD2hOpt,
+    VerifyHostPageableOpt,
+    VerifyOutOpt,
+    WanRepoOpt,
+    WidthOpt,
+    WorkloadStepsOpt,
 )
 from wanfit.views.output import console, missing_extras, print_json, user_errors, write_verify_outputs
 from wanfit.vocabulary.errors import WanfitError
@@ -45,118 +99,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-Format = Literal["table", "json"]
-TOLERANCE_MEMORY, TOLERANCE_TIME = 0.05, 0.10  # verify's default allowed relative errors, as wanfit.verify.run's
-
-# Shared options (huggingface_hub CLI style): one alias per option, reused by every command that takes it.
-# Every workload/plan option defaults to None = "not given": the model's default applies and the knob is free.
-ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help=f"Model key (`wanfit models`). (default: "
-                                              f"{DEFAULT_MODEL})", show_default=False)]
-GpusOpt = Annotated[list[str] | None, typer.Option(
-    "--gpu", "-g", help="GPU profile key or alias (`wanfit gpus`); repeat to compare GPUs. (default: the local GPU)",
-    show_default=False)]
-HeightOpt = Annotated[int | None, typer.Option("--height", help="Height in pixels. (default: the model's)",
-                                               show_default=False)]
-WidthOpt = Annotated[int | None, typer.Option("--width", help="Width in pixels. (default: the model's)",
-                                              show_default=False)]
-SizeOpt = Annotated[str | None, typer.Option("--size", help="WIDTHxHEIGHT in pixels, e.g. 1280x704 (instead of "
-                                             "--width/--height).", show_default=False)]
-FramesOpt = Annotated[int | None, typer.Option("--frames", "-f", help="Frame count, 4k+1. (default: the model's)",
-                                               show_default=False)]
-StepsOpt = Annotated[int | None, typer.Option("--steps", help="Denoising steps. (default: the model's)",
-                                              show_default=False)]
-GuidanceOpt = Annotated[float | None, typer.Option("--guidance", help="Guidance scale; > 1 runs classifier-free "
-                                                   "guidance (two DiT forwards per step). (default: the model's)",
-                                                   show_default=False)]
-OffloadOpt = Annotated[Literal["none", "model", "group", "sequential"] | None, typer.Option(
-    "--offload", help="Pin CPU offload: none | model | group | sequential. (default: free)", show_default=False)]
-TextEncoderOpt = Annotated[Literal["gpu", "cpu", "int8"] | None, typer.Option(
-    "--text-encoder", help="Pin the text encoder: gpu | cpu | int8. (default: free)", show_default=False)]
-DitDtypeOpt = Annotated[Literal["bf16", "fp8", "fp32"] | None, typer.Option(
-    "--dit-dtype", help="Pin the DiT weight dtype: bf16 | fp8 | fp32. (default: free)", show_default=False)]
-VaeTilingOpt = Annotated[bool | None, typer.Option(
-    "--vae-tiling/--no-vae-tiling", help="Pin VAE tiled decoding on or off. (default: free)", show_default=False)]
-RuntimeOpt = Annotated[Literal["diffusers", "wan"] | None, typer.Option("--runtime", show_default=False, help=(
-    "diffusers | wan: the official Wan2.2 generate.py (--offload model = --offload_model True, --text-encoder cpu "
-    "= --t5_cpu, --dit-dtype bf16 = --convert_model_dtype). (default: diffusers)"))]
-AttentionOpt = Annotated[Literal["auto", "fa2", "fa3", "cudnn"] | None, typer.Option("--attention", help=(
-    "Pin the attention kernel: fa2 | fa3 (Hopper) | cudnn | auto (the runtime's pick). (default: auto)"),
-    show_default=False)]
-WanRepoOpt = Annotated[Path | None, typer.Option(
-    "--wan-repo", help="Runtime wan: your Wan2.2 checkout or fork (`wan` imported from it). (default: the "
-    "installed wan22)", exists=True, file_okay=False, show_default=False)]
-ScenarioOpt = Annotated[str | None, typer.Option(
-    "--scenario", help="Preset: speed-preview | efficiency | max-quality | long-duration (explicit flags win).",
-    show_default=False)]
-MarginOpt = Annotated[float | None, typer.Option("--margin", help="Safety margin in GiB kept free on the GPU. "
-                                                 "(default: 1)", show_default=False)]
-HostRamOpt = Annotated[float | None, typer.Option("--host-ram", help="System memory in GiB available for offloaded "
-                                                  "weights. (default: this machine's when planning for the local "
-                                                  "GPU, else unlimited)", show_default=False)]
-HostPageableOpt = Annotated[float | None, typer.Option(
-    "--host-pageable-gbps", help="This host's host-to-device rate from pageable memory in GB/s, where measured: "
-    "offloading plans copy at it (lent H100 hosts ranged 6.4 to 9.2). (default: the calibration host's, scaled "
-    "to the GPU's host link)", show_default=False)]
-HostD2hOpt = Annotated[float | None, typer.Option(
-    "--host-d2h-gbps", help="This host's device-to-host rate into fresh pageable memory in GB/s, where measured "
-    "(`wanfit verify` of a model-offload plan records it): model offload sends models down at it (lent H100 hosts "
-    "1.15 to 1.37). (default: the calibration host's)", show_default=False)]
-ReusedPipelineOpt = Annotated[bool, typer.Option(
-    "--reused-pipeline", help="Predict one more video from a process that keeps its pipeline built (a server, a "
-    "batch script): no init, no first-call setup. (default: a one-video job in a fresh process)")]
-CalibrationDirOpt = Annotated[Path | None, typer.Option(
-    "--calibration-dir", help="Extra directory of calibrations (<dir>/<gpu>/<model>.json), searched before the "
-    "shipped ones.", show_default=False, file_okay=False)]
-FormatOpt = Annotated[Format, typer.Option("--format", help="Output: a rich table or JSON.")]
-ShowAllOpt = Annotated[bool, typer.Option("--all", help="Table: every candidate plan. (default: the fitting ones, "
-                                          "at most 12, and the one closest to fitting)")]
-PlotOpt = Annotated[Path | None, typer.Option(
-    "--plot", help="Also write a PNG: each GPU's best plan's need and time over frame count and resolution, its "
-    "usable memory as a line (needs the plot extra).", dir_okay=False, show_default=False)]
-
-# `wanfit calibrate`'s own options.
-CalibrateGpuOpt = Annotated[str, typer.Option("--gpu", "-g", help="Profile key of the local GPU (`wanfit gpus`); "
-                                              "the calibration is filed under it.")]
-CalibrateModelsOpt = Annotated[list[str] | None, typer.Option(
-    "--model", "-m", help=f"Model to calibrate; repeatable. (default: {DEFAULT_MODEL})", show_default=False)]
-CalibrationOutOpt = Annotated[Path, typer.Option("--out", help="Calibration directory (<out>/<gpu>/<model>.json).",
-                                                 file_okay=False)]
-QuickOpt = Annotated[bool, typer.Option("--quick", help="A smaller grid (smoke test, not for shipping).")]
-ResumeOpt = Annotated[bool, typer.Option("--resume/--no-resume", help="Keep points already measured.")]
-FitOnlyOpt = Annotated[bool, typer.Option("--fit-only", help="Refit the measurements already in --out; needs no GPU.")]
-
-# `wanfit verify`'s own options.
-VerifyGpuOpt = Annotated[str | None, typer.Option(
-    "--gpu", "-g", help="Target GPU to verify for; a smaller target than the local GPU caps this process to its "
-    "memory. (default: the local GPU)", show_default=False)]
-WorkloadStepsOpt = Annotated[int | None, typer.Option(
-    "--workload-steps", help="Denoising steps of the job being verified. (default: the model's/scenario's)",
-    show_default=False)]
-RunStepsOpt = Annotated[int | None, typer.Option(
-    "--run-steps", help="Steps to actually run; fewer than the job's are extrapolated per step and marked so. "
-    "(default: all)", show_default=False)]
-# `verify --steps` meant --run-steps before plan's --steps (the job's steps) made the two words clash.
-DeprecatedStepsOpt = Annotated[int | None, typer.Option("--steps", hidden=True, show_default=False)]
-RecommendedOpt = Annotated[bool, typer.Option("--recommended", help="Verify the plan `wanfit plan` recommends for "
-                                              "--gpu (flags given pin knobs as in plan).")]
-PlanFileOpt = Annotated[Path | None, typer.Option(
-    "--plan-file", help="A saved `wanfit plan --format json`: verify its workload and its recommended plan for "
-    "--gpu.", exists=True, dir_okay=False, show_default=False)]
-ToleranceMemoryOpt = Annotated[float, typer.Option("--tolerance-memory",
-                                                   help="Allowed relative error of peak memory.")]
-ToleranceTimeOpt = Annotated[float, typer.Option("--tolerance-time", help="Allowed relative error of time.")]
-VerifyOutOpt = Annotated[Path, typer.Option("--out", help="Directory for the JSON, Markdown and PNG reports.",
-                                            file_okay=False)]
-CheckpointOpt = Annotated[Path | None, typer.Option(
-    "--checkpoint", help="Local diffusers checkpoint directory (default: the catalog architecture with random "
-    "weights).", exists=True, file_okay=False, show_default=False)]
-VerifyHostPageableOpt = Annotated[float | None, typer.Option(
-    "--host-pageable-gbps", help="This host's host-to-device rate from pageable memory in GB/s, for an offloading "
-    "plan's predicted time. (default: measured here before the run)", show_default=False)]
-VerifyHostD2hOpt = Annotated[float | None, typer.Option(
-    "--host-d2h-gbps", help="This host's device-to-host rate into fresh pageable memory in GB/s, for a model "
-    "offload plan's moves down. (default: measured here before the run)", show_default=False)]
 
 
 # Flags -> API objects
@@ -216,6 +158,11 @@ def plan(
     vae_tiling: VaeTilingOpt = None,
     runtime: RuntimeOpt = None,
     attention: AttentionOpt = None,
+    gpu_counts: GpuCountsOpt = None,
+    ulysses: UlyssesOpt = None,
+    ring: RingOpt = None,
+    dit_fsdp: DitFsdpOpt = None,
+    t5_fsdp: T5FsdpOpt = None,
     scenario: ScenarioOpt = None,
     margin: MarginOpt = None,
     host_ram: HostRamOpt = None,
@@ -231,7 +178,10 @@ def plan(
     from wanfit.planner.api import plan_report
 
     workload, scenario_pins = build_workload(model, height, width, size, frames, steps, guidance, scenario)
-    pins = plan_pins(scenario_pins, offload, text_encoder, dit_dtype, vae_tiling, runtime, attention)
+    counts = parse_gpu_counts(gpu_counts)
+    layout = {"ulysses": ulysses, "ring": ring, "dit_fsdp": dit_fsdp, "t5_fsdp": t5_fsdp}
+    pins = plan_pins(scenario_pins, offload, text_encoder, dit_dtype, vae_tiling, runtime, attention,
+                     gpus=counts[0] if counts and len(counts) == 1 else None, **layout)
     if plot is not None:  # refused before any planning: a missing extra, not a PNG, no such directory
         from wanfit.views.plan_plot import check_plot_path, write_plot
         check_plot_path(plot)
@@ -239,7 +189,7 @@ def plan(
     options = {"reused_pipeline": reused_pipeline,
                **planner_options(margin, host.gib, calibration_dir, host_pageable, host_d2h)}
     gpus = resolve_gpus(gpu)
-    report = plan_report(workload, gpus, pins, **options)
+    report = plan_report(workload, gpus, pins, gpu_counts=counts, **options)
     if format == "json":
         print_json(report)
     else:
@@ -302,6 +252,11 @@ def verify(
     vae_tiling: VaeTilingOpt = None,
     runtime: RuntimeOpt = None,
     attention: AttentionOpt = None,
+    gpu_count: GpuCountOpt = None,
+    ulysses: UlyssesOpt = None,
+    ring: RingOpt = None,
+    dit_fsdp: DitFsdpOpt = None,
+    t5_fsdp: T5FsdpOpt = None,
     wan_repo: WanRepoOpt = None,
     scenario: ScenarioOpt = None,
     recommended: RecommendedOpt = False,
@@ -326,22 +281,24 @@ def verify(
         raise WanfitError("give either --recommended or --plan-file, not both")
     run_steps = deprecated_steps(steps, run_steps)
     options = planner_options(margin, host_ram, calibration_dir)
+    layout = {"gpus": gpu_count, "ulysses": ulysses, "ring": ring, "dit_fsdp": dit_fsdp, "t5_fsdp": t5_fsdp}
     if plan_file is not None:
         if any(v is not None for v in (height, width, size, frames, workload_steps, guidance, scenario, model)):
             raise WanfitError("--plan-file fixes the workload: drop the workload flags (or drop --plan-file)")
         workload, chosen, target = plan_from_file(plan_file, gpu)
-        chosen = plan_pins(PlanPins(), offload, text_encoder, dit_dtype, vae_tiling, runtime, attention).apply(chosen)
+        chosen = plan_pins(PlanPins(), offload, text_encoder, dit_dtype, vae_tiling, runtime, attention,
+                           **layout).apply(chosen)
     else:
         workload, scenario_pins = build_workload(model, height, width, size, frames, workload_steps, guidance,
                                                  scenario)
-        pins = plan_pins(scenario_pins, offload, text_encoder, dit_dtype, vae_tiling, runtime, attention)
+        pins = plan_pins(scenario_pins, offload, text_encoder, dit_dtype, vae_tiling, runtime, attention, **layout)
         target = resolve_gpus([gpu] if gpu else None)[0]
         if recommended:
             from wanfit.planner.api import plan_report
 
             chosen = plan_report(workload, [target], pins, **options).results[0].recommended_plan()
         else:
-            chosen = pins.apply()
+            chosen = pins.apply(heads=workload.spec.transformer["num_attention_heads"])
     try:
         from wanfit.verify.compare import exit_code
         from wanfit.verify.run import run_verify

@@ -29,7 +29,7 @@ from wanfit.model.transfer import profile_or_none
 from wanfit.model.weights import host_ram_gib, resident_gib
 from wanfit.vocabulary.errors import WanfitError
 from wanfit.vocabulary.plan_report import Candidate, StagePrediction
-from wanfit.vocabulary.workload import Plan, Workload
+from wanfit.vocabulary.workload import Plan, Workload, check_layout_for
 
 # Interval policy (assumptions, not measurements; docs/accuracy.md reports how they hold up):
 EXTRAPOLATION_WIDEN = 2.0  # held-out error x2 outside the calibrated range
@@ -161,7 +161,7 @@ def _decode_demand(pc: PredictContext, persistent: float) -> StageDemand:
     trans = vae_decode.transient_gib(pc)
     allocated = resident_gib("vae_decode", plan, w) + persistent_decode + trans
     if plan.offload == "model":  # the DiT is still up when decode starts; it goes down before the VAE comes up
-        allocated = max(allocated, w.dit + persistent_decode)
+        allocated = max(allocated, w.dit / (plan.gpus if plan.dit_fsdp else 1) + persistent_decode)
     return StageDemand(time_s=vae_decode.time_s(pc, host.move_s), allocated_gib=allocated, transient_gib=trans)
 
 
@@ -288,6 +288,7 @@ def predict(workload: Workload, plan: Plan, calibration: Calibration, target: An
     pageable memory (model offload's moves down run at it; wanfit.measure.ceilings.host_d2h_fresh_gbps),
     instead of the calibration host's as fitted. `reused_pipeline`: the process built this pipeline
     for an earlier job and keeps it (a server): no init stage time, and not its process's first job."""
+    check_layout_for(workload.spec, plan)
     try:
         return _compose(PredictContext(workload, plan, calibration, target, host_pageable_gbps, first_in_process,
                                        host_d2h_gbps, reused_pipeline))

@@ -193,7 +193,8 @@ def rank_step(pc: PredictContext, base: float, step: float, net: Links) -> RankS
     gather = fsdp_bytes_per_step(pc)
     gather_s = gather / (net.all_gather_gbps * GB)
     gather_exposed = max(gather_s / pc.weights.dit_layers, gather_s - compute) if gather else 0.0
-    ring_s = ring_bytes_per_step(pc) / (net.all_gather_gbps * GB)
+    ring_s = ring_bytes_per_step(pc) / (net.all_gather_gbps * GB) + (2 * pc.weights.dit_layers * forwards
+                                                                      * COLLECTIVE_LATENCY_S if plan.ring > 1 else 0.0)
     comm = a2a_s + gather_exposed + ring_s
     return RankStep(step_s=compute + comm, comm_s=comm, ulysses_bytes=a2a, fsdp_bytes=gather)
 

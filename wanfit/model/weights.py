@@ -115,16 +115,22 @@ def _official_resident_gib(stage: str, plan: Plan, w: Weights) -> float:
 
 
 def _rank_resident_gib(stage: str, plan: Plan, w: Weights) -> float:
-    """One rank of a several-GPU plan (never offloaded). The official code builds every DiT expert on the GPU
-    when N > 1 (FSDP or sequence parallelism turn init_on_cpu off), sharded 1/N by --dit_fsdp; T5 is sharded
-    onto the GPU at build by --t5_fsdp, else it comes up for the encode (not with --t5_cpu) and stays; the VAE
-    is on every rank. diffusers: each rank holds the whole pipeline, its transformer's blocks sharded 1/N by
-    FSDP. FSDP's gathered blocks in flight are in the step's transient (wanfit.model.sharding)."""
-    dit = w.dit * w.experts / (plan.gpus if plan.dit_fsdp else 1)
+    """One rank of a several-GPU plan. The official code builds every DiT expert on the GPU when N > 1 (FSDP or
+    sequence parallelism turn init_on_cpu off), sharded 1/N by --dit_fsdp; T5 is sharded onto the GPU at build
+    by --t5_fsdp, else it comes up for the encode (not with --t5_cpu). With --offload_model (allowed under
+    torchrun, off by default) T5 goes down after the encode, a two-expert model keeps one expert up from the
+    first step, and the DiT goes down before the decode, as on one GPU. diffusers: each rank holds the whole
+    pipeline (never offloaded), its transformer's blocks sharded 1/N by FSDP. FSDP's gathered blocks in flight
+    are in the step's transient (wanfit.model.sharding)."""
+    dit = w.dit / (plan.gpus if plan.dit_fsdp else 1)
     te = w.text_encoder / (plan.gpus if plan.t5_fsdp else 1)
-    if plan.runtime == "wan" and stage == "init" and not plan.t5_fsdp:
-        te = 0.0
-    return dit + te + w.vae + w.image_encoder
+    if plan.runtime != "wan":
+        return dit * w.experts + te + w.vae + w.image_encoder
+    te_built = te if plan.t5_fsdp else 0.0
+    if plan.offload != "model":
+        return w.vae + dit * w.experts + (te_built if stage == "init" else te)
+    return w.vae + {"init": dit * w.experts + te_built, "text_encode": dit * w.experts + te,
+                    "prepare": dit * w.experts, "denoise": dit, "expert_switch": dit, "vae_decode": 0.0}[stage]
 
 
 def host_ram_gib(plan: Plan, w: Weights) -> float:
@@ -192,13 +198,7 @@ def _official_moves(stage: str, plan: Plan, w: Weights) -> Moves:
     te_up = w.text_encoder if plan.text_encoder == "gpu" else 0.0
     offload = plan.offload == "model"
     if plan.gpus > 1:
-        # Every expert goes up at build (init_on_cpu off), 1/N of it under FSDP, and nothing comes down; counted
-        # where one GPU moves it (the first step's loading) so that the duration holds. A sharded T5 goes up
-        # at build too.
-        dit_share = w.dit * w.experts / (plan.gpus if plan.dit_fsdp else 1)
-        te_share = w.text_encoder / plan.gpus if plan.t5_fsdp else 0.0
-        return {"text_encode": Moves(h2d=0.0 if plan.t5_fsdp else te_up),
-                "denoise": Moves(h2d=dit_share + te_share)}.get(stage, Moves())
+        return _rank_moves(stage, plan, w, te_up)
     if stage == "text_encode":
         return Moves(h2d=te_up, d2h=te_up if offload else 0.0)
     if stage == "denoise":
@@ -208,6 +208,23 @@ def _official_moves(stage: str, plan: Plan, w: Weights) -> Moves:
     if stage == "vae_decode":
         return Moves(d2h=w.dit if offload else 0.0)
     return Moves()
+
+
+def _rank_moves(stage: str, plan: Plan, w: Weights, te_up: float) -> Moves:
+    """One rank of an official several-GPU plan (see _rank_resident_gib): every expert goes up at build, 1/N
+    under FSDP, counted where one GPU moves it (the first step's loading) so that the duration holds; with
+    --offload_model, T5 down after the encode, the other expert down at the first step, the swap, the DiT down
+    before the decode."""
+    dit = w.dit / (plan.gpus if plan.dit_fsdp else 1)
+    te = te_up / (plan.gpus if plan.t5_fsdp else 1)
+    built = dit * w.experts + (te if plan.t5_fsdp else 0.0)
+    if plan.offload != "model":
+        return {"text_encode": Moves(h2d=0.0 if plan.t5_fsdp else te), "denoise": Moves(h2d=built)}.get(stage, Moves())
+    other_expert = dit if w.experts == 2 else 0.0
+    return {"text_encode": Moves(h2d=0.0 if plan.t5_fsdp else te, d2h=te),
+            "denoise": Moves(h2d=built, d2h=other_expert),
+            "expert_switch": Moves(h2d=dit, d2h=dit) if w.experts == 2 else Moves(),
+            "vae_decode": Moves(d2h=dit)}.get(stage, Moves())
 
 
 # ---- the weights of a plan, from a calibration's table --------------------------------------

@@ -22,7 +22,15 @@ from wanfit.vocabulary.errors import WanfitError
 from wanfit.vocabulary.plan_report import SAFETY_MARGIN_GIB, Candidate, GpuResult
 from wanfit.vocabulary.profiles import GpuProfile
 from wanfit.vocabulary.stages import stage_title
-from wanfit.vocabulary.workload import EXTRA_PINS, GPU_COUNTS, LAYOUT_KNOBS, Plan, PlanPins, Workload
+from wanfit.vocabulary.workload import (
+    EXTRA_PINS,
+    GPU_COUNTS,
+    LAYOUT_KNOBS,
+    Plan,
+    PlanPins,
+    Workload,
+    check_layout_for,
+)
 
 OFFLOAD_WORDS = {"none": "no offload", "model": "model offload", "group": "group offload",
                  "sequential": "sequential offload"}
@@ -41,7 +49,10 @@ def plan_space(pins: PlanPins | None = None, spec: ModelSpec | None = None) -> l
     for layout in layouts(given.get("runtime", "diffusers"), given.get("gpus", 1), heads, given):
         for combo in itertools.product(*choices.values()):
             try:
-                plans.append(Plan(**dict(zip(names, combo, strict=True)), **extra, **layout))
+                plan = Plan(**dict(zip(names, combo, strict=True)), **extra, **layout)
+                if spec is not None:
+                    check_layout_for(spec, plan)
+                plans.append(plan)
             except WanfitError as error:
                 refused = refused or error
     if not plans:
@@ -68,6 +79,8 @@ def describe(plan: Plan) -> str:
         words.append(f"{plan.dit_dtype} DiT")
     if plan.vae_tiling:
         words.append("VAE tiling")
+    words += [f"{name} {getattr(plan, name.lower())}" for name in ("Ulysses", "ring") if getattr(plan, name.lower()) > 1]
+    words += ["DiT FSDP"] if plan.dit_fsdp else []
     return " + ".join(words)
 
 

@@ -11,12 +11,16 @@ from pathlib import Path
 from wanfit.model.calibration import find_calibration, source_note
 from wanfit.model.predict import predict
 from wanfit.planner.advise import advise
+from wanfit.planner.hardware import hardware_options, more_gpus_line
 from wanfit.vocabulary.catalog import official_task
 from wanfit.vocabulary.errors import WanfitError
 from wanfit.vocabulary.paths import calibration_dirs
-from wanfit.vocabulary.plan_report import SAFETY_MARGIN_GIB, Candidate, PlanReport
-from wanfit.vocabulary.profiles import get_profile
-from wanfit.vocabulary.workload import Plan, PlanPins, Workload
+from wanfit.vocabulary.plan_report import SAFETY_MARGIN_GIB, Candidate, GpuResult, PlanReport
+from wanfit.vocabulary.profiles import GpuProfile, get_profile
+from wanfit.vocabulary.workload import LAYOUT_KNOBS, MAX_GPUS, Plan, PlanPins, Workload
+
+# When nothing fits one GPU, these counts are tried in turn for the reason's suggestion.
+SUGGESTED_GPU_COUNTS = (2, 4, 8)
 
 
 def check_options(safety_margin_gib: float, host_ram_gib: float | None, host_pageable_gbps: float | None = None,
@@ -40,8 +44,10 @@ def check_options(safety_margin_gib: float, host_ram_gib: float | None, host_pag
 def plan_report(workload: Workload, gpus: list[str], pins: PlanPins | None = None,
                 safety_margin_gib: float = SAFETY_MARGIN_GIB, host_ram_gib: float | None = None,
                 calibration_dir: Path | None = None, host_pageable_gbps: float | None = None,
-                host_d2h_gbps: float | None = None, reused_pipeline: bool = False) -> PlanReport:
-    """Every plan for `workload` on each GPU (profile keys or aliases), ranked, with a recommendation.
+                host_d2h_gbps: float | None = None, reused_pipeline: bool = False,
+                gpu_counts: list[int] | None = None) -> PlanReport:
+    """Every plan for `workload` on each GPU (profile keys or aliases) and each GPU count, ranked, with a
+    recommendation per GPU kind and count, and the hardware options ranked when there are several.
 
     `pins` fixes plan knobs (`PlanPins(offload="model", vae_tiling=False)`; the knobs it leaves None
     are searched); `safety_margin_gib` is kept free on the GPU; `host_ram_gib` limits the weights
@@ -50,29 +56,71 @@ def plan_report(workload: Workload, gpus: list[str], pins: PlanPins | None = Non
     memory, at which offloading plans copy; `host_d2h_gbps` its device-to-host rate into fresh
     pageable memory, at which model offload sends models down (`wanfit verify` of a model-offload
     plan measures both and records them); `reused_pipeline` predicts one more video from a process
-    that keeps its pipeline built (a server): no init time, no first-call setup."""
+    that keeps its pipeline built (a server): no init time, no first-call setup; `gpu_counts` the GPUs of
+    one host for one video to compare (default: the pinned count, else 1); when nothing fits one GPU, the
+    reason names the fewest GPUs of that kind that fit."""
     check_options(safety_margin_gib, host_ram_gib, host_pageable_gbps, host_d2h_gbps)
     if pins is not None and not isinstance(pins, PlanPins):
         raise WanfitError(f"pins must be a PlanPins (wanfit.vocabulary.workload.PlanPins(offload='model', ...)), "
                           f"not {type(pins).__name__}")
     if not gpus:
         raise WanfitError("name at least one GPU (e.g. --gpu l40s; `wanfit gpus` lists them)")
+    pins = pins or PlanPins()
+    counts = check_gpu_counts(gpu_counts or [pins.gpus or 1])
     dirs = calibration_dirs(calibration_dir)
-    runtime = (pins or PlanPins()).apply().runtime
+    runtime = pins.runtime or "diffusers"
     if runtime == "wan":
         official_task(workload.model)
+    options = {"safety_margin_gib": safety_margin_gib, "host_ram_gib": host_ram_gib, "host_pageable_gbps":
+               host_pageable_gbps, "host_d2h_gbps": host_d2h_gbps, "reused_pipeline": reused_pipeline}
     results = []
-    seen = set()
+    for profile in _unique_profiles(gpus):
+        calibration, _ = find_calibration(profile.key, workload.model, dirs, runtime)
+
+        def on(count: int, profile=profile, calibration=calibration) -> GpuResult:
+            result = advise(workload, calibration, profile, pins.overridden_by(PlanPins(gpus=count)), **options)
+            return result.model_copy(update={"gpu_count": count})
+
+        kind = [on(count) for count in counts]
+        if gpu_counts is None and kind[0].recommended is None and kind[0].gpu_count == 1 and \
+                not pins.given().keys() & set(LAYOUT_KNOBS):
+            kind[0] = _with_more_gpus(kind[0], on)
+        results += kind
+    hardware = hardware_options(results) if len(results) > 1 else []
+    return PlanReport(workload=workload, safety_margin_gib=safety_margin_gib, reused_pipeline=reused_pipeline,
+                      results=results, hardware=hardware)
+
+
+def _unique_profiles(gpus: list[str]) -> list[GpuProfile]:
+    seen, profiles = set(), []
     for name in gpus:
         profile = get_profile(name)
-        if profile.key in seen:
+        if profile.key not in seen:
+            seen.add(profile.key)
+            profiles.append(profile)
+    return profiles
+
+
+def check_gpu_counts(counts: list[int]) -> list[int]:
+    """GPU counts to compare: each from 1 to MAX_GPUS, each once, in the order given."""
+    for count in counts:
+        if not 1 <= count <= MAX_GPUS:
+            raise WanfitError(f"--gpus counts must be from 1 to {MAX_GPUS} (the GPUs of one host), not {count}")
+    return list(dict.fromkeys(counts))
+
+
+def _with_more_gpus(single: GpuResult, on) -> GpuResult:
+    """Nothing fits one GPU: try 2, 4 and 8 of them and name the fewest that fit in the reason."""
+    tried = []
+    for count in SUGGESTED_GPU_COUNTS:
+        try:
+            tried.append(on(count))
+        except WanfitError:  # no layout of that many GPUs for this model (heads), or no interconnect figure
             continue
-        seen.add(profile.key)
-        calibration, _ = find_calibration(profile.key, workload.model, dirs, runtime)
-        results.append(advise(workload, calibration, profile, pins, safety_margin_gib, host_ram_gib,
-                              host_pageable_gbps, host_d2h_gbps, reused_pipeline))
-    return PlanReport(workload=workload, safety_margin_gib=safety_margin_gib, reused_pipeline=reused_pipeline,
-                      results=results)
+        if tried[-1].recommended is not None:
+            break
+    line = more_gpus_line(tried)
+    return single if line is None else single.model_copy(update={"reason": f"{single.reason}; {line}"})
 
 
 def predict_one(workload: Workload, plan: Plan, gpu: str, calibration_dir: Path | None = None,

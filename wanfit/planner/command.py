@@ -102,7 +102,8 @@ def official_command(workload: Workload, plan: Plan) -> str:
         comments.append(f"generate.py makes one video a run: run it {workload.batch} times for batch "
                         f"{workload.batch}")
     guide_flags, guide_comments = _guide_scale(task, workload)
-    args = ["python", "generate.py", "--task", task, "--size", size, "--frame_num", str(workload.frames),
+    launcher = ["torchrun", f"--nproc_per_node={plan.gpus}"] if plan.gpus > 1 else ["python"]
+    args = [*launcher, "generate.py", "--task", task, "--size", size, "--frame_num", str(workload.frames),
             "--sample_steps", str(workload.steps), *guide_flags, "--ckpt_dir", ckpt_dir, *plan.official_flags()]
     args += ["--image", IMAGE] if spec.is_i2v else []
     args += ["--prompt", f'"{PROMPT}"']
@@ -201,11 +202,41 @@ def _call(workload: Workload, plan: Plan) -> list[str]:
             f'export_to_video(video, "{OUTPUT}", fps={spec.defaults.fps})']
 
 
+def _process_group(plan: Plan) -> list[str]:
+    if plan.gpus == 1:
+        return []
+    return ['torch.distributed.init_process_group("nccl")', "rank = torch.distributed.get_rank()",
+            "torch.cuda.set_device(rank)"]
+
+
+def _parallel(spec: ModelSpec, plan: Plan) -> list[str]:
+    """Several GPUs, once the pipeline is on this rank's GPU: FSDP2 (fully_shard) of each DiT's blocks when the
+    plan shards it, diffusers' context parallelism (enable_parallelism with ContextParallelConfig)."""
+    if plan.gpus == 1:
+        return []
+    dits = "(pipe.transformer, pipe.transformer_2)" if spec.experts == 2 else "(pipe.transformer,)"
+    body = [f"dit.enable_parallelism(config=ContextParallelConfig(ulysses_degree={plan.ulysses}, "
+            f"ring_degree={plan.ring}))"]
+    if plan.dit_fsdp:
+        body = ["for block in dit.blocks:", "    fully_shard(block)", "fully_shard(dit)", *body]
+    return [f"for dit in {dits}:", *("    " + line for line in body)]
+
+
 def diffusers_snippet(workload: Workload, plan: Plan) -> str:
-    """The Python lines that run `workload` under `plan` with diffusers 0.42.1."""
+    """The Python lines that run `workload` under `plan` with diffusers 0.42.1 (several GPUs: the script that
+    `torchrun --nproc_per_node N` runs on every rank; rank 0 writes the video)."""
     spec = workload.spec
-    lines = [f"# diffusers 0.42.1{' + torchao' if plan.text_encoder == 'int8' else ''}: "
-             f"the plan {plan.label()}", *_imports(spec, plan), "", *_load(spec, plan), f'prompt = "{PROMPT}"',
-             *_text_encoder(workload, plan), *_dit(spec, plan), *_offload(spec, plan)]
+    head = [f"# diffusers 0.42.1{' + torchao' if plan.text_encoder == 'int8' else ''}: the plan {plan.label()}"]
+    if plan.gpus > 1:
+        head += [f"# save as run.py and launch: torchrun --nproc_per_node={plan.gpus} run.py"]
+    imports = _imports(spec, plan)
+    if plan.gpus > 1:
+        imports += ["from diffusers import ContextParallelConfig"]
+        imports += ["from torch.distributed.fsdp import fully_shard"] if plan.dit_fsdp else []
+    lines = [*head, *imports, "", *_process_group(plan), *_load(spec, plan), f'prompt = "{PROMPT}"',
+             *_text_encoder(workload, plan), *_dit(spec, plan), *_offload(spec, plan), *_parallel(spec, plan)]
     lines += ["pipe.vae.enable_tiling()"] if plan.vae_tiling else []
-    return "\n".join(lines + _call(workload, plan))
+    call = _call(workload, plan)
+    if plan.gpus > 1:
+        call = [*call[:-1], "if rank == 0:", "    " + call[-1]]
+    return "\n".join(lines + call)

@@ -46,13 +46,25 @@ def build_workload(model: str | None, height: int | None, width: int | None, siz
 
 
 def plan_pins(base: PlanPins, offload: str | None, text_encoder: str | None, dit_dtype: str | None,
-              vae_tiling: bool | None, runtime: str | None = None, attention: str | None = None) -> PlanPins:
-    """Plan knobs the user fixed: `base` (a scenario's pins) overridden by the knob flags given. Unset = free."""
+              vae_tiling: bool | None, runtime: str | None = None, attention: str | None = None,
+              **layout: int | bool | None) -> PlanPins:
+    """Plan knobs the user fixed: `base` (a scenario's pins) overridden by the knob flags given, the several-GPU
+    layout's among them (gpus, ulysses, ring, dit_fsdp, t5_fsdp). Unset = free."""
     from wanfit.vocabulary.workload import PlanPins
 
     flags = PlanPins(offload=offload, text_encoder=text_encoder, dit_dtype=dit_dtype, vae_tiling=vae_tiling,
-                     runtime=runtime, attention=attention)
+                     runtime=runtime, attention=attention, **layout)
     return base.overridden_by(flags)
+
+
+def parse_gpu_counts(text: str | None) -> list[int] | None:
+    """'--gpus 1,2,4' -> [1, 2, 4]; None when not given."""
+    if text is None:
+        return None
+    parts = [p.strip() for p in text.split(",")]
+    if not all(p.isdigit() for p in parts):
+        raise WanfitError(f"--gpus takes a GPU count or counts separated by commas, e.g. 4 or 1,2,4,8, not '{text}'")
+    return [int(p) for p in parts]
 
 
 def planner_options(margin: float | None, host_ram: float | None, calibration_dir: Path | None,

@@ -30,4 +30,5 @@ def layouts(runtime: Runtime, gpus: int, heads: int, pinned: dict) -> list[dict]
                  for (u, r), dit in itertools.product(degrees, (False, True))]
     pins = {k: v for k, v in pinned.items() if k in LAYOUT_KNOBS}
     kept = [layout for layout in found if all(layout[k] == v for k, v in pins.items())]
-    return kept or [{**(found[0] if found else {}), **pins}]
+    neutral = {"gpus": gpus, "ulysses": 1, "ring": 1, "dit_fsdp": False, "t5_fsdp": False}
+    return kept or [{**neutral, **pins}]

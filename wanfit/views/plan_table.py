@@ -165,7 +165,34 @@ def candidates_table(console: Console, result: GpuResult, cands: Sequence[Candid
     layouts = [[col for role in layout for col in by_role[role]] for layout in CANDIDATE_LAYOUTS]
     rec = result.recommended.plan if result.recommended else None
     styles = ["bold green" if c.plan == rec else ("dim" if not c.fits else None) for c in cands]
-    return fitted_table(console, f"{result.gpu}: {result.memory_gib:.1f} GiB usable", layouts, styles)
+    per = " per GPU" if result.gpu_count > 1 else ""
+    return fitted_table(console, f"{gpu_title(result)}: {result.memory_gib:.1f} GiB usable{per}", layouts, styles)
+
+
+def gpu_title(result: GpuResult) -> str:
+    """'l40s', or '4 x l40s' for a several-GPU result."""
+    return f"{result.gpu_count} x {result.gpu}" if result.gpu_count > 1 else result.gpu
+
+
+def hardware_table(console: Console, report: PlanReport) -> Table:
+    """Each GPU kind x count with its best plan: per-GPU need, time, GPU-hours, speed-up, both ranks."""
+    options = report.hardware
+
+    def column(header: str, values: Sequence[str], justify: str = "right") -> Column:
+        return Column(header, [Text(v) for v in values], justify)
+
+    def number(value: float | None, fmt: str) -> str:
+        return "-" if value is None else format(value, fmt)
+
+    summary = Column("option (best plan)", [Text(o.summary) for o in options], "left", keep_whole=True)
+    hours = column("GPU-\nhours", [number(o.gpu_hours, ".3f") for o in options])
+    speedup = column("speed-\nup", [number(o.speedup, ".2f") for o in options])
+    ranks = column("rank\ntime", [number(o.rank_by_time, "d") for o in options])
+    cost = column("rank\nGPU-h", [number(o.rank_by_gpu_hours, "d") for o in options])
+    total = time_column("total", [o.duration_s for o in options])
+    styles = ["bold" if o.rank_by_time == 1 else None for o in options]
+    return fitted_table(console, "Hardware options (need per GPU; speed-up against one GPU of the kind)",
+                        [[summary, total, hours, speedup, ranks, cost], [summary, total, hours]], styles)
 
 
 def comparison_table(console: Console, report: PlanReport) -> Table:
@@ -179,7 +206,7 @@ def comparison_table(console: Console, report: PlanReport) -> Table:
 
     plans = Column("best plan", [Text(compact_plan(c.plan)) if c else Text("none fits", style="red") for c in best],
                    "left", keep_whole=True)
-    gpu = column("GPU", [r.gpu for r in ranked], "left")
+    gpu = column("GPU", [gpu_title(r) for r in ranked], "left")
     peak = column("peak\nGiB", [fmt_gib(c.peak_vram_gib) if c else "-" for c in best])
     total = time_column("total", [c.duration_s if c else None for c in best])
     fitting = column("fitting\nplans", [f"{sum(c.fits for c in r.candidates)}/{len(r.candidates)}" for r in ranked])

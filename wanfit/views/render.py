@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.text import Text
 
 from wanfit.planner.inputs import HostRam
-from wanfit.views.plan_table import candidates_table, comparison_table, fmt_gib
+from wanfit.views.plan_table import candidates_table, comparison_table, fmt_gib, gpu_title, hardware_table
 from wanfit.vocabulary.plan_report import Candidate, GpuResult, PlanReport
 from wanfit.vocabulary.workload import Plan
 
@@ -52,7 +52,7 @@ def plan_label(plan: Mapping[str, Any]) -> str:
         return f"generate.py {' '.join(Plan(**plan).official_flags())}{attention}"
     tiling = "tiled" if plan.get("vae_tiling") else "untiled"
     return (f"offload={plan.get('offload')} te={plan.get('text_encoder')} dit={plan.get('dit_dtype')} "
-            f"vae={tiling}{attention}")
+            f"vae={tiling}{attention}{Plan(**plan).layout_label() if plan.get('gpus', 1) > 1 else ''}")
 
 
 def shown_candidates(result: GpuResult, show_all: bool) -> list[Candidate]:
@@ -102,9 +102,10 @@ def host_ram_line(host_ram: HostRam, report: PlanReport) -> Text:
 def recommendation_line(result: GpuResult) -> Text:
     """'Recommended on l40s: offload=model ... — <reason>' or why nothing fits."""
     if result.recommended is None:
-        return Text.assemble(("No plan fits ", "bold red"), (result.gpu, "bold"), " — ", result.reason)
+        return Text.assemble(("No plan fits ", "bold red"), (gpu_title(result), "bold"), " — ", result.reason)
     cand = result.recommended
-    line = Text.assemble(("Recommended on ", "bold"), (result.gpu, "bold"), ": ", (plan_label(cand.plan), "bold green"),
+    line = Text.assemble(("Recommended on ", "bold"), (gpu_title(result), "bold"), ": ",
+                         (plan_label(cand.plan), "bold green"),
                          f" ({fmt_seconds(cand.duration_s)}, peak {fmt_gib(cand.peak_vram_gib)} GiB) — ", result.reason)
     if cand.duration_interval_s is not None:
         low, high = cand.duration_interval_s
@@ -164,3 +165,6 @@ def render_plan_report(report: PlanReport, console: Console, host_ram: HostRam, 
     if len(report.results) > 1:
         console.print()
         console.print(comparison_table(console, report))
+    if any(r.gpu_count > 1 for r in report.results) and report.hardware:
+        console.print()
+        console.print(hardware_table(console, report))

@@ -59,7 +59,8 @@ class Candidate(BaseModel):
 class GpuResult(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     gpu: str
-    memory_gib: float  # usable memory as the driver reports it
+    gpu_count: int = 1  # GPUs of this kind for one video; every memory figure is per GPU (the worst rank)
+    memory_gib: float  # usable memory as the driver reports it (one GPU)
     calibration: str | None = None  # which calibration file the predictions came from
     recommended: Candidate | None
     reason: str  # one line: why this plan (or why none fits)
@@ -72,6 +73,23 @@ class GpuResult(BaseModel):
         return self.recommended.as_plan()
 
 
+class HardwareOption(BaseModel):
+    """One GPU kind x GPU count of the report with its recommended plan, ranked against the others by time and
+    by GPU-hours (`plan --gpus 1,2,4,8`, or several --gpu)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    gpu: str
+    gpu_count: int
+    fits: bool
+    summary: str  # '4 x l40s, Ulysses 4 + DiT FSDP: 23.1 GiB per GPU, 6m12s'
+    need_gib: float | None = None  # per GPU, of the recommended plan
+    duration_s: float | None = None
+    gpu_hours: float | None = None  # gpu_count x duration
+    speedup: float | None = None  # the same GPU kind's best one-GPU duration / this one (None: no one-GPU plan fits)
+    rank_by_time: int | None = None  # 1 = fastest of the options that fit
+    rank_by_gpu_hours: int | None = None  # 1 = cheapest
+
+
 class PlanReport(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     schema_version: int = SCHEMA_VERSION
@@ -79,3 +97,4 @@ class PlanReport(BaseModel):
     safety_margin_gib: float
     reused_pipeline: bool = False  # predicted for a process that keeps its pipeline built: no init
     results: list[GpuResult]
+    hardware: list[HardwareOption] = Field(default_factory=list)  # with more than one GPU kind or count

@@ -86,14 +86,12 @@ def check_layout(plan: Plan) -> None:
             raise WanfitError("ulysses, ring, dit_fsdp and t5_fsdp split a job over several GPUs: give the GPU "
                               "count too (--gpus N)")
         return
-    if plan.offload != "none":
-        raise WanfitError("a several-GPU plan runs without offload (the official code turns --offload_model off "
-                          "for N > 1; diffusers' context parallelism takes no offload hooks): use offload none")
     (_check_official_layout if plan.runtime == "wan" else _check_diffusers_layout)(plan)
 
 
 def _check_official_layout(plan: Plan) -> None:
-    """generate.py's own asserts and the pipelines' documented limits (Wan2.2 generate.py, textimage2video.py)."""
+    """generate.py's own asserts and the pipelines' documented limits (Wan2.2 generate.py, textimage2video.py).
+    `--offload_model` defaults to False under torchrun but may be given (the README's RTX 4090 rows do)."""
     if plan.ring > 1:
         raise WanfitError("the official code has no ring attention: use ulysses (--ulysses_size)")
     if plan.ulysses not in (1, plan.gpus):
@@ -112,6 +110,9 @@ def _check_official_layout(plan: Plan) -> None:
 def _check_diffusers_layout(plan: Plan) -> None:
     """diffusers' context parallelism (ContextParallelConfig(ulysses_degree, ring_degree) over every rank) with
     FSDP of the transformer's blocks as the only weight sharding it can take."""
+    if plan.offload != "none":
+        raise WanfitError("diffusers' context parallelism takes no offload hooks: a several-GPU diffusers plan "
+                          "runs with offload none")
     if plan.t5_fsdp:
         raise WanfitError("diffusers has no T5 FSDP: use text_encoder cpu or int8, or the official runtime "
                           "(--runtime wan)")
@@ -353,8 +354,8 @@ def baseline(runtime: Runtime = "diffusers", gpus: int = 1, heads: int | None = 
     """The plan users of a runtime start from: diffusers with every component on the GPU in bf16; the official
     code with its `generate.py` defaults on one GPU (`--offload_model` True, T5 on the GPU, the DiT's fp32
     weights under bf16 autocast). On several GPUs: the official READMEs' `--dit_fsdp --t5_fsdp --ulysses_size
-    N` (no offload); diffusers' context parallelism with the largest Ulysses degree that divides the DiT's
-    `heads` (unknown: N) and ring attention for the rest."""
+    N` (no offload, generate.py's default under torchrun); diffusers' context parallelism with the largest
+    Ulysses degree that divides the DiT's `heads` (unknown: N) and ring attention for the rest."""
     if gpus > 1:
         ulysses = max(d for d in GPU_COUNTS if gpus % d == 0 and (heads is None or heads % d == 0))
         if runtime == "wan":  # --ulysses_size is the GPU count or off

@@ -1,0 +1,193 @@
+"""Several GPUs for one video: the layout's constraints, the byte counts and the sharding arithmetic against
+hand-computed cases, and the planner's and CLI's several-GPU answers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+
+from wanfit.model import sharding
+from wanfit.model.calibration import find_calibration
+from wanfit.model.context import PredictContext
+from wanfit.model.predict import predict
+from wanfit.model.weights import Weights, host_ram_gib, resident_gib
+from wanfit.planner.advise import baseline_plan, plan_space
+from wanfit.planner.api import plan_report, predict_one
+from wanfit.vocabulary.catalog import get_model
+from wanfit.vocabulary.errors import WanfitError
+from wanfit.vocabulary.paths import calibration_dirs
+from wanfit.vocabulary.profiles import get_profile
+from wanfit.vocabulary.units import GB, GIB
+from wanfit.vocabulary.workload import Plan, PlanPins, Workload
+
+TI2V = Workload.for_model("wan2.2-ti2v-5b", frames=121)  # 1280x704: 31 x 22 x 40 = 27,280 tokens, CFG
+
+
+def _context(plan: Plan, gpu: str = "h100", workload: Workload = TI2V) -> PredictContext:
+    cal, _ = find_calibration("h100", workload.model, calibration_dirs(None), plan.runtime)
+    return PredictContext(workload, plan, cal, get_profile(gpu))
+
+
+@pytest.mark.parametrize(("knobs", "words"), [
+    ({"ulysses": 2}, "give the GPU count"),
+    ({"gpus": 2}, "ulysses x ring = gpus"),
+    ({"gpus": 2, "ulysses": 2, "offload": "model"}, "no offload hooks"),
+    ({"gpus": 2, "ulysses": 2, "t5_fsdp": True}, "diffusers has no T5 FSDP"),
+    ({"gpus": 2, "ulysses": 2, "dit_fsdp": True, "dit_dtype": "fp8"}, "fp8 layerwise casting under FSDP"),
+    ({"runtime": "wan", "gpus": 4, "ulysses": 2, "dit_dtype": "fp32"}, "must equal the GPU count"),
+    ({"runtime": "wan", "gpus": 2, "ring": 2, "dit_dtype": "fp32"}, "no ring attention"),
+    ({"runtime": "wan", "gpus": 2, "ulysses": 2, "t5_fsdp": True, "text_encoder": "cpu"}, "--t5_cpu only works"),
+    ({"runtime": "wan", "gpus": 2, "ulysses": 2, "dit_fsdp": True, "dit_dtype": "bf16"}, "no effect under --dit_fsdp"),
+    ({"runtime": "wan", "gpus": 2, "dit_dtype": "fp32"}, "run the same job 2 times"),
+    ({"gpus": 17}, "from 1 to 16"),
+])
+def test_layouts_no_runtime_has_are_one_line_errors(knobs, words):
+    with pytest.raises(WanfitError) as error:
+        Plan(**knobs)
+    assert words in str(error.value) and "\n" not in str(error.value)
+
+
+def test_ulysses_must_divide_the_heads():
+    with pytest.raises(WanfitError, match=r"does not divide the wan2\.1-t2v-1\.3b DiT's 12 attention heads"):
+        plan_space(PlanPins(gpus=8, ulysses=8), get_model("wan2.1-t2v-1.3b"))
+    # 8 GPUs on a 12-head DiT: diffusers gets Ulysses 4 x ring 2 (the largest degree dividing both), never 8.
+    space = plan_space(PlanPins(gpus=8), get_model("wan2.1-t2v-1.3b"))
+    assert {(p.ulysses, p.ring) for p in space} == {(1, 8), (2, 4), (4, 2)}
+    assert baseline_plan(PlanPins(gpus=8), get_model("wan2.1-t2v-1.3b")).ulysses == 4
+
+
+def test_official_layouts_and_baseline():
+    space = plan_space(PlanPins(runtime="wan", gpus=4), get_model("wan2.2-ti2v-5b"))
+    assert all(p.gpus == 4 and p.ulysses in (1, 4) and p.ring == 1 for p in space)
+    assert not any(p.dit_fsdp and p.dit_dtype == "bf16" for p in space)
+    assert not any(p.ulysses == 1 and not (p.dit_fsdp or p.t5_fsdp) for p in space)
+    base = baseline_plan(PlanPins(runtime="wan", gpus=4), get_model("wan2.2-ti2v-5b"))
+    assert base in space
+    assert base.official_flags() == ["--offload_model", "False", "--dit_fsdp", "--t5_fsdp", "--ulysses_size", "4"]
+
+
+def test_ulysses_bytes_by_hand():
+    pc = _context(Plan(gpus=4, ulysses=4))
+    assert pc.x["tokens"] == 27_280
+    # 4 all-to-alls x 3/4 x 6,820 tokens x 3,072 x 2 bytes, 30 layers, 2 forwards (CFG).
+    assert sharding.ulysses_bytes_per_step(pc) == 4 * 0.75 * 6_820 * 3_072 * 2 * 30 * 2
+    assert sharding.ulysses_bytes_per_step(_context(Plan())) == 0.0
+
+
+def test_padded_sequence_and_ring_bytes_by_hand():
+    pc = _context(Plan(gpus=8, ulysses=4, ring=2))
+    assert sharding.padded_tokens(pc) == 27_280  # divisible by 8
+    # all-gather of K and V: 2 x 1/2 x 27,280 tokens x 3,072/4 x 2 bytes, 30 layers, 2 forwards.
+    assert sharding.ring_bytes_per_step(pc) == 2 * 0.5 * 27_280 * 768 * 2 * 30 * 2
+    odd = _context(Plan(gpus=7, ulysses=1, ring=7))
+    assert sharding.padded_tokens(odd) == 27_286  # padded to a multiple of 7
+
+
+def test_fsdp_gather_bytes_by_hand():
+    pc = _context(Plan(gpus=4, ulysses=4, dit_fsdp=True))
+    bf16 = pc.calibrated_weight("transformer", "bf16")
+    assert sharding.fsdp_bytes_per_step(pc) == pytest.approx(0.75 * bf16 * GIB * 2)
+    assert sharding.in_flight_gib(pc) == pytest.approx(3 * bf16 / 30)
+
+
+def test_rank_step_adds_the_counted_communication():
+    plan = Plan(gpus=4, ulysses=4)
+    pc = _context(plan)
+    net = sharding.Links(all_to_all_gbps=100.0, all_gather_gbps=100.0, measured=False, note="")
+    from wanfit.model.stages import denoise
+
+    base = denoise.base_step_s(pc)
+    step = denoise.step_s(pc, base)
+    rs = sharding.rank_step(pc, base, step, net)
+    expected_comm = sharding.ulysses_bytes_per_step(pc) / (100 * GB) + 4 * 30 * 2 * sharding.COLLECTIVE_LATENCY_S
+    assert rs.comm_s == pytest.approx(expected_comm)
+    overhead = sharding._overhead_s(pc)
+    assert rs.step_s == pytest.approx((step - overhead) / 4 + overhead + expected_comm)
+    slower = sharding.rank_step(pc, base, step, sharding.Links(10.0, 10.0, False, ""))
+    assert slower.comm_s > 9 * (rs.comm_s - 4 * 30 * 2 * sharding.COLLECTIVE_LATENCY_S)
+
+
+def test_rank_weights_by_hand():
+    w = Weights(dit=20.0, text_encoder=10.0, text_encoder_host=0.0, vae=1.0, image_encoder=0.0, experts=2,
+                dit_layers=40)
+    sharded = Plan(runtime="wan", dit_dtype="fp32", gpus=4, ulysses=4, dit_fsdp=True, t5_fsdp=True)
+    assert resident_gib("init", sharded, w) == 1.0 + 2 * 5.0 + 2.5
+    assert resident_gib("denoise", sharded, w) == 1.0 + 2 * 5.0 + 2.5
+    whole = Plan(runtime="wan", dit_dtype="fp32", gpus=4, ulysses=4)
+    assert resident_gib("init", whole, w) == 1.0 + 40.0  # T5 comes up for the encode
+    assert resident_gib("denoise", whole, w) == 1.0 + 40.0 + 10.0
+    offloaded = Plan(runtime="wan", offload="model", dit_dtype="fp32", gpus=4, ulysses=4, dit_fsdp=True)
+    assert resident_gib("denoise", offloaded, w) == 1.0 + 5.0  # one expert up, its quarter
+    assert resident_gib("vae_decode", offloaded, w) == 1.0
+    diffusers = Plan(gpus=4, ulysses=4, dit_fsdp=True)
+    assert resident_gib("denoise", diffusers, w) == 2 * 5.0 + 10.0 + 1.0
+    assert host_ram_gib(sharded, w) == 4 * (40.0 + 10.0 + 1.0)  # every rank builds its copy in host memory
+
+
+def test_rank_memory_and_time_shrink_as_physics_says():
+    one = predict(TI2V, Plan(), _context(Plan()).cal, get_profile("h100"))
+    four = predict(TI2V, Plan(gpus=4, ulysses=4), _context(Plan()).cal, get_profile("h100"))
+    sharded = predict(TI2V, Plan(gpus=4, ulysses=4, dit_fsdp=True), _context(Plan()).cal, get_profile("h100"))
+    d1, d4, ds = (p.stage("denoise") for p in (one, four, sharded))
+    assert d4.allocated_gib < d1.allocated_gib  # activations of a quarter of the tokens
+    assert ds.allocated_gib < d4.allocated_gib  # and a quarter of the DiT
+    assert one.step_s / 4 < four.step_s < one.step_s / 3  # a quarter of the work plus communication
+    # The decode runs whole on the rank that decodes, plus NCCL's buffers.
+    assert four.stage("vae_decode").need_gib == pytest.approx(one.stage("vae_decode").need_gib
+                                                               + sharding.NCCL_BUFFERS_GIB, abs=0.01)
+    assert any("not measured on several GPUs" in n for n in four.notes)
+    width = (four.duration_interval_s[1] - four.duration_interval_s[0]) / four.duration_s
+    assert width > (one.duration_interval_s[1] - one.duration_interval_s[0]) / one.duration_s + 0.15
+
+
+def test_pcie_cards_pay_more_for_the_all_to_all_than_nvlink():
+    plan = Plan(gpus=8, ulysses=8)
+    nvlink = sharding.links(get_profile("h100"), 8)
+    pcie = sharding.links(get_profile("rtx4090"), 8)
+    assert pcie.all_to_all_gbps < nvlink.all_to_all_gbps
+    assert predict_one(TI2V, plan, "rtx4090").step_s > predict_one(TI2V, plan, "h100").step_s
+
+
+def test_report_compares_gpu_counts_and_ranks_the_hardware():
+    report = plan_report(TI2V, ["h100"], gpu_counts=[1, 2, 4])
+    assert [r.gpu_count for r in report.results] == [1, 2, 4]
+    options = {o.gpu_count: o for o in report.hardware}
+    assert options[1].speedup == pytest.approx(1.0)
+    assert options[4].rank_by_time == 1 and options[1].rank_by_gpu_hours == 1
+    assert options[4].gpu_hours == pytest.approx(4 * options[4].duration_s / 3600)
+    assert "4 x h100" in options[4].summary and "per GPU" in options[4].summary
+    assert report.results[2].recommended.command.startswith("# diffusers")
+    assert "torchrun --nproc_per_node=4" in report.results[2].recommended.command
+
+
+def test_nothing_fits_one_gpu_names_the_fewest_that_fit():
+    wl = Workload.for_model("wan2.2-t2v-a14b")
+    result = plan_report(wl, ["l40s"], PlanPins(runtime="wan")).results[0]
+    assert result.recommended is None
+    assert "on several GPUs: " in result.reason and "x l40s" in result.reason and "--gpus " in result.reason
+
+
+def test_cli_plan_gpus_json():
+    out = subprocess.run([sys.executable, "-m", "wanfit.cli", "plan", "--gpu", "h100", "--frames", "121", "--gpus",
+                          "1,8", "--format", "json"], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert [r["gpu_count"] for r in report["results"]] == [1, 8]
+    assert {h["gpu_count"] for h in report["hardware"]} == {1, 8}
+    assert all(c["plan"]["gpus"] == 8 for c in report["results"][1]["candidates"])
+    bad = subprocess.run([sys.executable, "-m", "wanfit.cli", "plan", "--gpu", "h100", "--gpus", "two"],
+                         capture_output=True, text=True, check=False)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--gpus takes a GPU count" in bad.stderr
+
+
+def test_links_fall_back_to_the_host_link_and_say_so():
+    bare = SimpleNamespace(key="bare", class_rates=None, gpu_p2p_gbps=None, host_link_gbps=31.5)
+    net = sharding.links(bare, 4)
+    assert net.all_to_all_gbps == pytest.approx(31.5 * sharding.LINK_EFFICIENCY) and not net.measured
+    assert "host link" in net.note
+    with pytest.raises(WanfitError, match="no interconnect figure"):
+        sharding.links(SimpleNamespace(key="none", class_rates=None, gpu_p2p_gbps=None, host_link_gbps=None), 2)
