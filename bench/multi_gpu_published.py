@@ -53,34 +53,37 @@ def _model(row: dict) -> str:
     return "wan2.1-i2v-14b" if model.startswith("wan2.1-i2v-14b") else model
 
 
-def predict_row(row: dict) -> tuple[float | None, str]:
+def predict_row(row: dict) -> tuple[float | None, float | None, str]:
     gpu = GPU_KEYS[row["gpu_model"]]
     try:
         plan = _plan(row, gpu.startswith("h1"))
         if plan is None:
-            return None, "layout not stated"
+            return None, None, "layout not stated"
         wl = Workload.for_model(_model(row), height=row["height"], width=row["width"], frames=row["frames"],
                                 steps=row["steps"])
         # The READMEs report "the average of multiple samples taken after the warm-up phase": a built, warm
         # pipeline, no load.
-        return predict_one(wl, plan, gpu, reused_pipeline=True).duration_s, plan.layout_label().strip() or "1 GPU"
+        cand = predict_one(wl, plan, gpu, reused_pipeline=True)
+        return cand.duration_s, cand.peak_vram_gib, plan.layout_label().strip() or "1 GPU"
     except WanfitError as error:
-        return None, str(error)[:70]
+        return None, None, str(error)[:70]
 
 
 def main() -> None:
-    groups: dict[tuple, list[tuple[int, float, float | None, str]]] = defaultdict(list)
+    groups: dict[tuple, list[tuple]] = defaultdict(list)
     for row in _rows():
-        predicted, what = predict_row(row)
+        predicted, peak, what = predict_row(row)
         key = (row["id"].split("-readme")[0], row["gpu_model"], row["model"], f"{row['width']}x{row['height']}")
-        groups[key].append((row["gpu_count"], row["total_time_s"], predicted, what))
+        groups[key].append((row["gpu_count"], row["total_time_s"], predicted, what, row.get("peak_memory"), peak))
     errors = []
+    print("Published: the README's seconds and its per-GPU 'peak GPU memory (GB)' (kind not stated: GB or GiB,\n"
+          "reserved or device-level); predicted: wanfit's seconds and per-GPU device-level peak in GiB.\n")
     print(f"{'source':6} {'GPU':10} {'model':22} {'size':9} {'N':>2} {'published s':>11} {'predicted s':>11} "
-          f"{'pub. x':>7} {'pred. x':>7} {'x err':>6}  plan")
+          f"{'pub. x':>7} {'pred. x':>7} {'x err':>6} {'pub. GB':>7} {'pred. GiB':>9}  plan")
     for key, rows in sorted(groups.items()):
         rows.sort()
-        base = next(((n, pub, pred) for n, pub, pred, _ in rows if pred is not None), None)
-        for n, pub, pred, what in rows:
+        base = next(((n, pub, pred) for n, pub, pred, *_ in rows if pred is not None), None)
+        for n, pub, pred, what, pub_peak, peak in rows:
             speed = speed_pred = err = ""
             if base and pred is not None and n != base[0]:
                 s_pub, s_pred = base[1] / pub, base[2] / pred
@@ -88,8 +91,9 @@ def main() -> None:
                 errors.append((abs(e), key, n))
                 speed, speed_pred, err = f"{s_pub:.2f}", f"{s_pred:.2f}", f"{100 * e:+.0f}%"
             shown = f"{pred:.1f}" if pred is not None else "-"
+            mem = f"{pub_peak:>7.1f} {peak:>9.1f}" if pub_peak and peak else f"{'-':>7} {'-':>9}"
             print(f"{key[0]:6} {key[1]:10} {key[2]:22} {key[3]:9} {n:>2} {pub:>11.1f} {shown:>11} {speed:>7} "
-                  f"{speed_pred:>7} {err:>6}  {what}")
+                  f"{speed_pred:>7} {err:>6} {mem}  {what}")
     if errors:
         worst = max(errors)
         within = sum(e <= 0.15 for e, _, _ in errors)
