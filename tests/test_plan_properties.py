@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from wanfit.planner.api import plan_report
 from wanfit.vocabulary.catalog import MODELS, OFFICIAL_TASKS
+from wanfit.vocabulary.errors import WanfitError
 from wanfit.vocabulary.profiles import load_profiles
 from wanfit.vocabulary.workload import RUNTIME_KNOB_CHOICES, PlanPins, Workload
 
@@ -24,7 +25,13 @@ def jobs(draw):
     workload = Workload.for_model(model, height=stride * draw(st.integers(8, 60)), width=stride * draw(st.integers(8, 80)),
                                   frames=4 * draw(st.integers(0, 90)) + 1, steps=draw(st.integers(1, 60)),
                                   guidance=draw(st.sampled_from([1.0, 3.5, 5.0])))
-    return workload, PlanPins(runtime=runtime, **pins), draw(st.lists(st.sampled_from(GPUS), min_size=1, max_size=3))
+    # Several GPUs: a count or a comparison; a layout the runtime lacks for those knobs is one pinned error,
+    # so the offload is left free there.
+    counts = draw(st.sampled_from([None, [1, 2], [4], [1, 8]]))
+    if counts and max(counts) > 1:
+        pins["offload"] = None
+    return (workload, PlanPins(runtime=runtime, **pins),
+            draw(st.lists(st.sampled_from(GPUS), min_size=1, max_size=3)), counts)
 
 
 def _numbers(obj, where=""):
@@ -43,8 +50,12 @@ def _numbers(obj, where=""):
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(job=jobs(), margin=st.sampled_from([0.0, 1.0, 3.0]))
 def test_every_figure_is_finite_and_nothing_fits_over_the_card(job, margin):
-    workload, pins, gpus = job
-    report = plan_report(workload, gpus, pins, safety_margin_gib=margin)
+    workload, pins, gpus, counts = job
+    try:
+        report = plan_report(workload, gpus, pins, safety_margin_gib=margin, gpu_counts=counts)
+    except WanfitError as refused:  # a pinned knob no several-GPU layout takes: one line that says which
+        assert counts and max(counts) > 1 and "\n" not in str(refused)
+        return
     for result in report.results:
         for cand in result.candidates:
             data = cand.model_dump(mode="json")

@@ -191,3 +191,13 @@ def test_links_fall_back_to_the_host_link_and_say_so():
     assert "host link" in net.note
     with pytest.raises(WanfitError, match="no interconnect figure"):
         sharding.links(SimpleNamespace(key="none", class_rates=None, gpu_p2p_gbps=None, host_link_gbps=None), 2)
+
+
+def test_a_gpu_without_interconnect_figures_is_left_out_of_a_comparison_in_one_line():
+    report = plan_report(TI2V, ["a10g", "h100"], gpu_counts=[1, 4])
+    a10g_four = next(r for r in report.results if r.gpu == "a10g" and r.gpu_count == 4)
+    assert a10g_four.recommended is None and a10g_four.candidates == []
+    assert "no interconnect figure" in a10g_four.reason
+    assert any(r.gpu == "h100" and r.gpu_count == 4 and r.recommended for r in report.results)
+    with pytest.raises(WanfitError, match="no interconnect figure"):
+        predict_one(TI2V, Plan(gpus=4, ulysses=4), "a10g")

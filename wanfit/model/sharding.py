@@ -51,6 +51,10 @@ LINK_EFFICIENCY = 0.7
 SPLIT_TIME_REL = 0.10
 
 
+class NoInterconnect(WanfitError):
+    """The GPU profile has no figure to time collectives with: that GPU cannot be planned several at a time."""
+
+
 @dataclass(frozen=True)
 class Links:
     """NCCL bus bandwidths one rank sees (GB/s) and what they rest on."""
@@ -80,7 +84,7 @@ def links(profile: Any, gpus: int) -> Links:
     link, what = (float(p2p), "GPU-to-GPU link") if p2p else (float(getattr(profile, "host_link_gbps", 0) or 0),
                                                               "host link")
     if link <= 0:
-        raise WanfitError(f"{key} has no interconnect figure (NCCL bus bandwidth, GPU-to-GPU or host link): "
+        raise NoInterconnect(f"{key} has no interconnect figure (NCCL bus bandwidth, GPU-to-GPU or host link): "
                           f"plan it on one GPU, or add one to its profile")
     rate = (a2a or ag or (link * LINK_EFFICIENCY,))[0]
     return Links(rate, (ag or a2a or (rate,))[0], False,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from wanfit.model.calibration import find_calibration, source_note
 from wanfit.model.predict import predict
+from wanfit.model.sharding import NoInterconnect
 from wanfit.planner.advise import advise
 from wanfit.planner.hardware import hardware_options, more_gpus_line
 from wanfit.vocabulary.catalog import official_task
@@ -78,7 +79,11 @@ def plan_report(workload: Workload, gpus: list[str], pins: PlanPins | None = Non
         calibration, _ = find_calibration(profile.key, workload.model, dirs, runtime)
 
         def on(count: int, profile=profile, calibration=calibration) -> GpuResult:
-            result = advise(workload, calibration, profile, pins.overridden_by(PlanPins(gpus=count)), **options)
+            try:
+                result = advise(workload, calibration, profile, pins.overridden_by(PlanPins(gpus=count)), **options)
+            except NoInterconnect as missing:  # that GPU kind alone: the others are still compared
+                return GpuResult(gpu=profile.key, gpu_count=count, memory_gib=profile.memory_gib,
+                                 calibration=calibration.label, recommended=None, reason=str(missing), candidates=[])
             return result.model_copy(update={"gpu_count": count})
 
         kind = [on(count) for count in counts]
@@ -115,7 +120,7 @@ def _with_more_gpus(single: GpuResult, on) -> GpuResult:
     for count in SUGGESTED_GPU_COUNTS:
         try:
             tried.append(on(count))
-        except WanfitError:  # no layout of that many GPUs for this model (heads), or no interconnect figure
+        except WanfitError:  # no layout of that many GPUs for this model (heads)
             continue
         if tried[-1].recommended is not None:
             break
