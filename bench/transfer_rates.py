@@ -9,16 +9,18 @@ that have an achieved figure of that class, same family first. The rule and its 
 entry's source, so the numbers live in the profiles only and are never typed twice. The rules:
 
   gemm_bf16        bf16_dense_tflops x median(gemm / bf16_dense) of the same architecture, else of all GPUs
-  attention_fa2    gemm_bf16 x median(fa2 / gemm) of the same tensor path: mma.sync-native (Ampere, Ada,
-                   sm120 Blackwell) or async-MMA (Hopper, sm100 Blackwell: FA2 keeps the legacy mma.sync there)
-  attention_fa3    sm90 only: gemm_bf16 x median(fa3 / gemm) of the sm90 GPUs
-  attention_cudnn  gemm_bf16 x median(cudnn / gemm) of the same family (Ampere, Ada, Hopper, sm100, sm120),
-                   else of all GPUs
-  attention_fa4    sm100: gemm_bf16 x median(fa4 / gemm) of the sm100 GPUs; sm90: the GPU's fa3 rate (no
-                   public sm90 FA4 figure); absent elsewhere
-  conv3d_vae       gemm_bf16 x median(conv3d / gemm): TF32 tensor throughput is half the bf16 rate on every
-                   generation from Ampere to Blackwell (NVIDIA architecture whitepapers), so the convolutions
-                   follow the GEMM rate
+  attention_fa2    gemm_bf16 x (fa2 / gemm) of the reference nearest in GEMM rate on the same tensor path:
+                   mma.sync-native (Ampere, Ada, sm120 Blackwell) or async-MMA (Hopper, sm100 Blackwell: FA2
+                   keeps the legacy mma.sync there) -- a kernel's efficiency follows the GPU's compute/bandwidth
+                   balance, which a cut-down part (H20) does not share with a full one (H100)
+  attention_fa3    sm90 only: gemm_bf16 x (fa3 / gemm) of the nearest sm90 reference
+  attention_cudnn  gemm_bf16 x (cudnn / gemm) of the nearest reference of the same family (Ampere, Ada, Hopper,
+                   sm100, sm120), else of all GPUs
+  attention_fa4    sm100: gemm_bf16 x (fa4 / gemm) of the nearest sm100 reference; sm90: the GPU's fa3 rate
+                   (no public sm90 FA4 figure); absent elsewhere
+  conv3d_vae       gemm_bf16 x (conv3d / gemm) of the nearest reference: TF32 tensor throughput is half the
+                   bf16 rate on every generation from Ampere to Blackwell (NVIDIA architecture whitepapers), so
+                   the convolutions follow the GEMM rate
   elementwise      memory_bandwidth_gbps x median(elementwise / memory bandwidth)
   d2d_copy         memory_bandwidth_gbps x median(copy / memory bandwidth)
   h2d_pinned       host_link_gbps x median(pinned h2d / host link)
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 from collections import OrderedDict
@@ -69,8 +72,9 @@ def _value(p: dict, cls: str) -> float | None:
 
 
 def _ratio_rule(profiles: dict[str, dict], target: dict, cls: str, base_of, base_name: str, group=None,
-                fallback_all: bool = True) -> tuple[float, str] | None:
-    """(median of achieved(cls) / base over the reference GPUs, the words saying which) or None."""
+                fallback_all: bool = True, nearest: bool = False) -> tuple[float, str] | None:
+    """(median of achieved(cls) / base over the reference GPUs -- or, `nearest`, the ratio of the reference whose
+    base is nearest the target's -- and the words saying which) or None."""
     def refs(same_group: bool) -> list[tuple[str, float]]:
         out = []
         for key, p in sorted(profiles.items()):
@@ -85,8 +89,12 @@ def _ratio_rule(profiles: dict[str, dict], target: dict, cls: str, base_of, base
         found, where = refs(False), f"all GPUs (none of the {group(target)} GPUs has one)"
     if not found:
         return None
-    ratio = statistics.median(r for _, r in found)
     listed = ", ".join(f"{k} {r:.3f}" for k, r in found)
+    if nearest and base_of(target):
+        key, ratio = min(found, key=lambda kr: abs(math.log(base_of(profiles[kr[0]]) / base_of(target))))
+        return ratio, f"{cls} / {base_name} of {key}, the one of {where} with an achieved figure nearest in " \
+                      f"{base_name} ({listed})"
+    ratio = statistics.median(r for _, r in found)
     return ratio, f"median {cls} / {base_name} of {where} with an achieved figure: {listed}"
 
 
@@ -121,7 +129,7 @@ def derive(profiles: dict[str, dict], p: dict, cls: str) -> OrderedDict | None:
              "attention_fa4": family}.get(cls)
     if cls.startswith("attention_") or cls == "conv3d_vae":
         rule = _ratio_rule(profiles, p, cls, lambda q: _value(q, "gemm_bf16"), "gemm_bf16", group=group,
-                           fallback_all=cls in ("attention_cudnn", "conv3d_vae"))
+                           fallback_all=cls in ("attention_cudnn", "conv3d_vae"), nearest=True)
         return rule and _entry(cls, gemm * rule[0], f"gemm_bf16 {gemm:g} x {rule[0]:.3f} ({rule[1]})")
     if cls in ("elementwise", "d2d_copy"):
         bw = p["memory_bandwidth_gbps"]

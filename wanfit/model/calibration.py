@@ -225,24 +225,60 @@ def _candidate_files(dirs: list[Path], runtime: Runtime = "diffusers") -> list[t
 
 
 def _gpu_distance(target: str, other: str) -> tuple:
-    """How far another GPU is from the target, for picking a calibration to transfer from:
-    same architecture first, then the closest bf16 throughput, then the name."""
+    """How far another GPU is from the target, for picking a calibration to transfer from (the nearest first):
+    the same architecture first; then the nearest compute capability (|major.minor difference|: an L40S, 8.9, is
+    nearer an RTX 4090, 8.9, than an A100, 8.0); then the smallest |ln GEMM rate ratio| + |ln memory bandwidth
+    ratio| (the two rates a Wan step is bound by); then the name."""
+    import math
+
     try:
         from wanfit.vocabulary.profiles import get_profile
 
         t, o = get_profile(target), get_profile(other)
     except Exception:  # an unprofiled calibration GPU still works, ranked last
-        return (2, 0.0, other)
-    import math
+        return (2, math.inf, math.inf, other)
+    same_arch = 0 if t.architecture == o.architecture else 1
+    cc = abs(float(t.compute_capability) - float(o.compute_capability))
 
-    same_arch = 0 if getattr(t, "architecture", None) == getattr(o, "architecture", None) else 1
+    def gemm(p) -> float | None:
+        rate = p.rate("gemm_bf16")
+        return rate.value if rate is not None else p.bf16_dense_tflops
 
-    def throughput(p) -> float | None:
-        return getattr(p, "achieved_matmul_tflops", None) or getattr(p, "bf16_dense_tflops", None)
+    def log_ratio(a: float | None, b: float | None) -> float:
+        return abs(math.log(a / b)) if a and b else math.inf
 
-    tt, ot = throughput(t), throughput(o)
-    ratio = abs(math.log(tt / ot)) if tt and ot else math.inf
-    return (same_arch, ratio, other)
+    rates = log_ratio(gemm(t), gemm(o)) + log_ratio(t.memory_bandwidth_gbps, o.memory_bandwidth_gbps)
+    return (same_arch, round(cc, 3), rates, other)
+
+
+@lru_cache(maxsize=64)
+def _calibrated_gpus(dirs: tuple[Path, ...], runtime: Runtime, family: str, target: str) -> tuple[str, ...]:
+    """The GPUs calibrated for a DiT family under a runtime in `dirs`, nearest to `target` first."""
+    files = _candidate_files(list(dirs), runtime) if runtime != "diffusers" else _candidate_files(list(dirs))
+    gpus = {gpu for gpu, model, _ in files if _family(model) == family}
+    return tuple(sorted(gpus, key=lambda g: _gpu_distance(target, g)))
+
+
+# The calibration directories each calibration was found in (by label), for the run corrections beside them.
+_SEARCHED: dict[str, tuple[Path, ...]] = {}
+
+
+def correction_dirs(cal: Calibration) -> list[Path]:
+    """Where run corrections of a target GPU are looked for: the directories the calibration was found in, else
+    the default ones (--calibration-dir, WANFIT_CALIBRATION_DIR, the shipped calibrations)."""
+    return list(_SEARCHED.get(cal.label) or calibration_dirs())
+
+
+def nearest_note(cal: Calibration, target: str) -> str | None:
+    """Which calibrated GPU a transfer comes from when several are calibrated for this DiT and runtime, and by
+    what rule (None when only one is)."""
+    ranked = _calibrated_gpus(tuple(correction_dirs(cal)), cal.runtime, cal.dit_family, target)
+    if len(ranked) < 2:
+        return None
+    gpus = ranked
+    return (f"{len(gpus)} GPUs calibrated for this DiT ({', '.join(ranked)}, nearest first): transferred from "
+            f"{cal.gpu}, the nearest to {target} by architecture, then compute capability, then GEMM and memory "
+            f"bandwidth")
 
 
 def find_calibration(gpu_key: str, model_key: str, dirs: list[Path] | None = None,
@@ -252,6 +288,12 @@ def find_calibration(gpu_key: str, model_key: str, dirs: list[Path] | None = Non
     H100, closer than the same DiT under another runtime, 10-30 %); without any calibration of the runtime,
     the diffusers ones (the prediction then says so and widens its interval)."""
     dirs = calibration_dirs() if dirs is None else dirs
+    cal, how = _find(gpu_key, model_key, dirs, runtime)
+    _SEARCHED[cal.label] = tuple(dirs)
+    return cal, how
+
+
+def _find(gpu_key: str, model_key: str, dirs: list[Path], runtime: Runtime) -> tuple[Calibration, FindHow]:
     if runtime != "diffusers" and (files := _candidate_files(dirs, runtime)):
         return _find_in(files, gpu_key, model_key)
     return _find_in(_candidate_files(dirs), gpu_key, model_key)

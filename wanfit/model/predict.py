@@ -33,7 +33,8 @@ from wanfit.vocabulary.workload import Plan, Workload, check_layout_for
 
 # Interval policy (assumptions, not measurements; docs/accuracy.md reports how they hold up):
 EXTRAPOLATION_WIDEN = 2.0  # held-out error x2 outside the calibrated range
-TRANSFER_TIME_REL = 0.25  # +25 % relative time uncertainty when transferred to another GPU
+# Transferred to another GPU: + the transfer's interval, its seconds weighted by their kernel classes' bases
+# (wanfit.model.kernel_classes.BASIS_REL: measured, corrected, public, derived; from bench/transfer_public.py).
 NO_HELDOUT_TIME_REL = 0.10  # a time fit with too few sizes to hold any out
 # Predicting a DiT from another DiT's calibration: measured carry-over between the shipped DiTs was
 # at worst 3.0 % (step) and 7.4 % (peak) on the H100 (docs/accuracy.md); an untested DiT gets more.
@@ -228,7 +229,7 @@ def _with_intervals(pc: PredictContext, stages: list[StageEstimate], step: float
         mem_half += cal.context_gib  # the target's context size is unknown: up to its own size off
     time_rel = _time_rel(pc) * (EXTRAPOLATION_WIDEN if extrapolated else 1.0)
     if pc.scale.transferred_from is not None:
-        time_rel += TRANSFER_TIME_REL
+        time_rel += pc.scale.transfer_rel(pc)
     if pc.plan.gpus > 1:  # the split over ranks and every collective are assumed until measured
         time_rel += sharding.SPLIT_TIME_REL + comm_s / max(duration, 1e-9)
         mem_half += sharding.NCCL_BUFFERS_GIB + sharding.in_flight_gib(pc) / (sharding.FSDP_BLOCKS_IN_FLIGHT

@@ -20,8 +20,9 @@ def rows_table(rows: Sequence[Mapping[str, Any]], title: str) -> Table:
         columns += [k for k in row if k not in columns]
     right = {col for col in columns
              if all(isinstance(row.get(col), int | float | None) and not isinstance(row.get(col), bool) for row in rows)}
-    for col in columns:
-        table.add_column(Text(col), justify="right" if col in right else "left")
+    for i, col in enumerate(columns):  # the first column names the row: never cut
+        table.add_column(Text(col), justify="right" if col in right else "left", no_wrap=i == 0,
+                         min_width=max(len(_cell(row.get(col))) for row in rows) if i == 0 and rows else None)
     for row in rows:
         table.add_row(*_plain(*[_cell(row.get(col)) for col in columns]))
     return table

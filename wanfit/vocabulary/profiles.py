@@ -355,7 +355,8 @@ def rate_cell(rate: ClassRate | None) -> str | None:
 
 def profile_table_rows(profiles: Mapping[str, GpuProfile] | None = None) -> list[dict[str, Any]]:
     """One flat row per GPU for `wanfit gpus`: datasheet figures (memory GiB, TFLOP/s, GB/s), the attention backend
-    each runtime picks (diffusers/wan), and every class rate with its basis (TABLE_CLASSES; units: RATE_CLASSES)."""
+    each runtime picks (diffusers/wan), and every class rate with its basis (TABLE_CLASSES; units: RATE_CLASSES).
+    Host link, power and the rest: `wanfit gpus --format json` and docs/gpus.md."""
     profiles = load_profiles() if profiles is None else profiles
     rows = []
     for p in sorted(profiles.values(), key=lambda p: p.key):
@@ -366,8 +367,6 @@ def profile_table_rows(profiles: Mapping[str, GpuProfile] | None = None) -> list
             "memory_gib": round(p.memory_gib, 2),
             "bf16_tflops": p.bf16_dense_tflops,
             "mem_bw_gbps": p.memory_bandwidth_gbps,
-            "host_gbps": p.host_link_gbps,
-            "tdp_w": p.tdp_w,
             "attn": f"{p.default_attention['diffusers']}/{p.default_attention['wan']}",
         }
         row.update({short: rate_cell(p.rate(name)) for name, short in TABLE_CLASSES.items()})

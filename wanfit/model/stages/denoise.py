@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 
 from wanfit.model.context import FitContext, PredictContext, first_in_process, size_key, transient
 from wanfit.model.fitting import FIXED_PRIOR_STRENGTH, PRIOR_STRENGTH, Row, fit_constant, fit_linear
-from wanfit.model.transfer import TERM_BOUND, kernel_time_ratio, profile_or_none
+from wanfit.model.kernel_classes import pinned_attention_extra, step_correction, step_on_target, transferred
+from wanfit.model.transfer import kernel_time_ratio, profile_or_none
 from wanfit.model.weights import GROUPS_IN_FLIGHT, WeightsTable, analytic_weights_gib, measured_resident_gib
 from wanfit.vocabulary.catalog import get_model
 from wanfit.vocabulary.errors import WanfitError
@@ -280,12 +281,11 @@ def persistent_gib(pc: PredictContext) -> float:
 
 
 def base_step_s(pc: PredictContext) -> float:
-    """The steady bf16 resident step on the target: each fitted term scaled by what bounds it there."""
+    """The steady bf16 resident step on the target: each fitted term by its kernel class there (kernel_classes)."""
     m = pc.model(STEP)
     assert m is not None  # fit_calibration refuses a calibration without baseline steps
     pc.check_range(m)
-    return sum(term * pc.scale.of(TERM_BOUND[name]) for name, term in m.terms(pc.x).items()) \
-        + m.intercept * pc.scale.overhead
+    return step_on_target(pc, m.terms(pc.x), m.intercept)
 
 
 def step_s(pc: PredictContext, base: float) -> float:
@@ -299,20 +299,20 @@ def step_s(pc: PredictContext, base: float) -> float:
 
 
 def _attention_extra_s(pc: PredictContext) -> float:
-    """A pinned attention kernel against the runtime's own: calibrated where the calibration measured it, else
-    from the GPU profile's measured kernel rates on the step's attention term, else not modelled (noted)."""
+    """A pinned attention kernel against the runtime's own: calibrated, else the profile's measured kernel rates."""
     kernel = pc.plan.attention
     if kernel == "auto":
         return 0.0
     m = pc.model(extra_time(f"attention:{kernel}"))
+    attention = pc.model(STEP).terms(pc.x)["attention_s"]
+    if transferred(pc):
+        extra = m.predict({"attention_s": pc.x["attention_s"]}) if m is not None else None
+        return pinned_attention_extra(pc, attention, extra) * step_correction(pc)
     if m is not None:
-        return m.predict({"attention_s": pc.x["attention_s"]}) * pc.scale.attention
-    profile = pc.target if pc.target is not None else profile_or_none(pc.cal.gpu)
-    ratio, note = kernel_time_ratio(profile, pc.plan.runtime, kernel)
+        return m.predict({"attention_s": pc.x["attention_s"]})
+    ratio, note = kernel_time_ratio(pc.target or profile_or_none(pc.cal.gpu), pc.plan.runtime, kernel)
     pc.note(note if ratio is not None else f"attention kernel {kernel} not calibrated in {pc.cal.label}; {note}")
-    if ratio is None:
-        return 0.0
-    return pc.model(STEP).terms(pc.x)["attention_s"] * pc.scale.attention * (ratio - 1.0)
+    return attention * (ratio - 1.0) if ratio is not None else 0.0
 
 
 def cast_extra_s(pc: PredictContext, base: float) -> float:

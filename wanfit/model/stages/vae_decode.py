@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from wanfit.model.calibration import LinearModel
 from wanfit.model.context import FitContext, PredictContext, size_key, stage_transient
 from wanfit.model.fitting import Row, fit_constant, fit_linear
+from wanfit.model.kernel_classes import decode_on_target, transferred
 from wanfit.model.transfer import vae_non_gemm_share
 from wanfit.model.weights import (
     Moves,
@@ -200,24 +201,13 @@ def time_s(pc: PredictContext, host_seconds: Callable[[PredictContext, Moves], f
 
 
 def compute_s(pc: PredictContext) -> float:
-    """The decode's own work on the target (the VAE resident)."""
+    """The decode's own work on the target (the VAE resident), by kernel class there: the convolutions' implicit
+    GEMMs (TF32 tensor cores) by conv3d_vae, the rest of its kernels (norms, SiLU, upsampling, the causal caches'
+    copies) like the elementwise chain, in the split measured on the calibrated GPU: about half the kernel time on
+    an H100; those kernels ran 1.18-1.20x faster on an H200 where the GEMMs ran 1.01-1.11x
+    (bench/results/vae-kernels-*.json)."""
     m = _decode_model(pc, time_key, "time")
     if m is None:
         return 0.0
-    return sum(m.terms(pc.x).values()) * _kernel_scale(pc) + m.intercept * pc.scale.overhead
-
-
-def _kernel_scale(pc: PredictContext) -> float:
-    """How much longer the decode's kernels take on the target. The convolutions' implicit GEMMs
-    (TF32 tensor cores) scale with matmul throughput; the rest of the decode's kernels (norms, SiLU,
-    upsampling, the causal caches' copies) with the elementwise rate, in the split measured on the
-    calibrated GPU: about half the kernel time on an H100, and those kernels ran 1.18-1.20x faster on
-    an H200 where the GEMMs ran 1.01-1.11x (bench/results/vae-kernels-*.json)."""
-    if pc.scale.matmul == 1.0 and pc.scale.elementwise == 1.0:
-        return 1.0
-    share = vae_non_gemm_share(pc.cal, pc.spec.vae_family)
-    if share is None:
-        pc.note(f"VAE decode scaled by matmul throughput: no measured kernel split of the "
-                f"{pc.spec.vae_family} decode on {pc.cal.gpu}")
-        return pc.scale.matmul
-    return (1.0 - share) * pc.scale.matmul + share * pc.scale.elementwise
+    share = vae_non_gemm_share(pc.cal, pc.spec.vae_family) if transferred(pc) else None
+    return decode_on_target(pc, m.terms(pc.x), m.intercept, share)
