@@ -15,6 +15,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from wanfit.measure.distributed.grid import distributed_points
+from wanfit.measure.distributed.launch import require_gpus
 from wanfit.measure.host_rate import measure_host_rates
 from wanfit.measure.local_gpu import local_gpu, require_cuda
 from wanfit.measure.worker import Job, run_jobs
@@ -58,6 +60,20 @@ def grid_jobs(model: str, quick: bool = False, checkpoint: Path | None = None, r
                       guidance_2=d.guidance_2)
         jobs.append(Job(workload=wl, plan=Plan(), steps=steps, decode=decode, checkpoint=str(checkpoint)))
     return jobs
+
+
+def distributed_jobs(model: str, runtime: Runtime, gpus: int, quick: bool = False,
+                     wan_repo: Path | None = None) -> list[Job]:
+    """`calibrate --gpus N`'s points (wanfit.measure.distributed.grid): each runs on N ranks."""
+    return [Job(workload=wl, plan=plan, steps=size[3], decode=size[4], wan_repo=str(wan_repo) if wan_repo else None)
+            for wl, plan, size in distributed_points(model, runtime, gpus, quick)]
+
+
+def measurements_dir(gpu_dir: Path, runtime: Runtime, gpus: int = 1) -> Path:
+    """Where a model's measurements go: the runtime's folder, and under it gpus-<N>/ for N GPUs (kept apart from
+    the one-GPU points, which the stage fits read)."""
+    base = runtime_dir(gpu_dir, runtime)
+    return base / f"gpus-{gpus}" if gpus > 1 else base
 
 
 def save_checkpoint_dir(model: str, path: Path) -> None:
@@ -111,28 +127,33 @@ def measure_session_ceilings(path: Path) -> dict:
 
 def run_calibration(gpu: str, models: list[str], out_dir: Path = Path("calibration"), resume: bool = True,
                     quick: bool = False, fit: bool = True, runtime: Runtime = "diffusers",
-                    wan_repo: Path | None = None) -> list[Path]:
+                    wan_repo: Path | None = None, gpus: int = 1) -> list[Path]:
     """Measure each model's grid on the local GPU under `runtime`, then fit. Returns the calibration files
-    written (calibration/<gpu>/ for diffusers, calibration/<gpu>/<runtime>/ otherwise)."""
+    written (calibration/<gpu>/ for diffusers, calibration/<gpu>/<runtime>/ otherwise). With `gpus` N > 1: the
+    several-GPU points on N GPUs of this host (distributed_jobs), into <that folder>/gpus-<N>/, not fitted (the
+    stage fits are one GPU's): returns the measurement files."""
     from rich.console import Console
 
     console = Console(stderr=True)
     require_cuda("calibrate")
+    require_gpus(gpus, "calibrate")
     key = _check_gpu(gpu, local_gpu(), console)
     gpu_dir = Path(out_dir) / key
     ceilings_path = gpu_dir / "ceilings.json"
     session_ceilings = measure_session_ceilings(ceilings_path)
     written = []
     for model in models:
-        meas_path = runtime_dir(gpu_dir, runtime) / f"{model}.measurements.jsonl"
+        meas_path = measurements_dir(gpu_dir, runtime, gpus) / f"{model}.measurements.jsonl"
         meas_path.parent.mkdir(parents=True, exist_ok=True)
         if not resume and meas_path.exists():
             shutil.move(meas_path, meas_path.with_suffix(f".jsonl.{int(time.time())}.bak"))
         started = time.time()
         # The checkpoint (tens of GiB) goes to the system temp directory (TMPDIR) and is removed after;
         # it is saved just before its point runs, so the load reads it from the page cache.
-        checkpoint_root = None if quick or runtime != "diffusers" else Path(tempfile.mkdtemp(prefix=f"wanfit-{model}-"))
-        jobs = grid_jobs(model, quick, checkpoint_root / "checkpoint" if checkpoint_root else None, runtime, wan_repo)
+        one_gpu_checkpoint = not quick and runtime == "diffusers" and gpus == 1
+        checkpoint_root = Path(tempfile.mkdtemp(prefix=f"wanfit-{model}-")) if one_gpu_checkpoint else None
+        jobs = (grid_jobs(model, quick, checkpoint_root / "checkpoint" if checkpoint_root else None, runtime, wan_repo)
+                if gpus == 1 else distributed_jobs(model, runtime, gpus, quick, wan_repo))
         try:
             _measure_jobs(model, jobs, meas_path, checkpoint_root is not None, console)
         finally:
@@ -140,7 +161,9 @@ def run_calibration(gpu: str, models: list[str], out_dir: Path = Path("calibrati
                 shutil.rmtree(checkpoint_root, ignore_errors=True)
             # An interrupted session (Ctrl-C, a crash) spent its GPU minutes too: they are recorded.
             _record_session(meas_path.parent / f"{model}.sessions.jsonl", started, len(jobs), session_ceilings)
-        if fit:
+        if gpus > 1:
+            written.append(meas_path)
+        elif fit:
             written.append(fit_model(key, model, Path(out_dir), runtime))
     return written
 

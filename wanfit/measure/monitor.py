@@ -38,10 +38,7 @@ class Nvml:
             import pynvml
 
             pynvml.nvmlInit()
-            if index is None:
-                visible = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0].strip()
-                index = int(visible) if visible.isdigit() else 0
-            self.handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            self.handle = _device_handle(pynvml, index)
             self._nvml = pynvml
             self.activity_source = "nvml GPU utilisation (% of time a kernel was running)"
         except Exception:  # no driver, no GPU or no pynvml: the monitor still times and reads torch
@@ -79,6 +76,20 @@ class Nvml:
             return int(self._nvml.nvmlDeviceGetMaxClockInfo(self.handle, self._nvml.NVML_CLOCK_SM))
         except Exception:
             return None
+
+
+def _device_handle(pynvml, index: int | None):
+    """The NVML handle of this process's GPU: `index`, else the LOCAL_RANK-th visible device (a rank of a
+    several-GPU point; 0 otherwise), named in CUDA_VISIBLE_DEVICES by index or UUID. The launcher sets
+    CUDA_DEVICE_ORDER=PCI_BUS_ID, NVML's own order, so CUDA's device i is NVML's i."""
+    if index is not None:
+        return pynvml.nvmlDeviceGetHandleByIndex(index)
+    local = int(os.environ.get("LOCAL_RANK", "0") or 0)
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    entry = visible[local] if local < len(visible) else str(local)
+    if entry.startswith(("GPU-", "MIG-")):
+        return pynvml.nvmlDeviceGetHandleByUUID(entry)
+    return pynvml.nvmlDeviceGetHandleByIndex(int(entry) if entry.isdigit() else 0)
 
 
 @dataclass
@@ -143,12 +154,17 @@ class Poller:
 
 class StageClock:
     """Times stages back to back. `begin()` opens a stage after a device sync; `end()` closes it
-    and returns its StageRecord with the torch peaks since `begin()` and the poller's window."""
+    and returns its StageRecord with the torch peaks since `begin()` and the poller's window.
 
-    def __init__(self, poller: Poller, torch_mod, device: str) -> None:
+    A rank of a several-GPU point adds a `meter` (its `take()` returns the collectives since the last call, read
+    after the device sync) and `on_record` (each record as it closes: the launcher keeps a rank's stages even
+    when it has to kill the rank)."""
+
+    def __init__(self, poller: Poller, torch_mod, device: str, meter=None, on_record=None) -> None:
         self.poller = poller
         self.torch = torch_mod
         self.cuda = device.startswith("cuda") and torch_mod.cuda.is_available()
+        self.meter, self.on_record = meter, on_record
         self.proc = psutil.Process()
         self._start: float | None = None
         self._used_start: float | None = None
@@ -181,7 +197,10 @@ class StageClock:
             device_used_start_gib=self._used_start, device_used_peak_gib=max(used) if used else None,
             sm_activity_pct=activity, compute_load=time_s * activity / 100 if activity is not None else None,
             cpu_pct=self.proc.cpu_percent(None), host_rss_peak_gib=rss,
+            collectives=self.meter.take() if self.meter is not None else {},
         )
+        if self.on_record is not None:
+            self.on_record(rec)
         # The next stage starts where this one ended (no gap): callbacks mark step boundaries.
         self.begin_at(last)
         return rec

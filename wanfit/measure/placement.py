@@ -85,6 +85,10 @@ def apply_plan(comp: Components, plan: Plan, device: str) -> None:
     if plan.dit_dtype == "fp32":
         for dit in dits:
             wrap_autocast(dit, "cuda" if cuda else "cpu")
+    if plan.gpus > 1:  # context parallelism (and FSDP2 of the blocks) before anything moves to the device
+        from wanfit.measure.distributed.diffusers_cp import apply_layout
+
+        apply_layout(dits, plan, device)
 
     # Text encoder: the runner calls it directly; only `gpu` hands it to the offload mode.
     te = comp.text_encoder

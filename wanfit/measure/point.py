@@ -36,6 +36,24 @@ _PROCESS_BASELINE: dict[str, float | None] = {}
 _POINTS_RUN = [0]  # points this process has run (the first pays one-time CUDA and library setup)
 
 
+@dataclass(frozen=True)
+class RankContext:
+    """What a rank of a several-GPU point adds to its measurement (set by wanfit.measure.distributed.rank before
+    the point runs): the meter of its collectives (see StageClock), where each stage record goes as it closes,
+    and the environment fields it sets (the GPU count)."""
+
+    meter: object | None = None
+    on_record: Callable[[StageRecord], None] | None = None
+    environment: dict = field(default_factory=dict)
+
+
+_RANK_CONTEXT: list[RankContext | None] = [None]
+
+
+def set_rank_context(context: RankContext | None) -> None:
+    _RANK_CONTEXT[0] = context
+
+
 @dataclass
 class Progress:
     """Where a point is: the stage in progress, the steps done, the stages recorded so far."""
@@ -101,6 +119,9 @@ def process_baseline(nvml: Nvml, device: str, cuda: bool) -> tuple[float | None,
     Measured once per process, before its first CUDA allocation; later points reuse the figures."""
     if cuda and "idle" not in _PROCESS_BASELINE:
         idle = nvml.used_gib()
+        index = torch.device(device).index
+        if index is not None:  # a rank's GPU, made current before anything touches CUDA (torchrun's set_device)
+            torch.cuda.set_device(index)
         torch.cuda.init()
         torch.zeros(1, device=device)
         torch.cuda.synchronize()
@@ -113,7 +134,7 @@ def process_baseline(nvml: Nvml, device: str, cuda: bool) -> tuple[float | None,
 def cap_allocator(memory_cap_gib: float, outside_torch_gib: float) -> None:
     """Cap the torch allocator to emulate a GPU of `memory_cap_gib` usable memory. The cap limits only the
     allocator; the context and the pre-existing use (`outside_torch_gib`) sit outside it."""
-    total = torch.cuda.get_device_properties(0).total_memory / GIB
+    total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory / GIB
     torch.cuda.set_per_process_memory_fraction(memory_fraction(memory_cap_gib, total, outside_torch_gib))
 
 
@@ -175,9 +196,11 @@ def measure_point(request: PointRequest, stages: Callable[[PointRun], None], pro
         cap_allocator(req.memory_cap_gib, (context or 0) + (idle or 0))
     if req.cuda:
         release_cache()
-    env = collect_environment(torch, nvml, req.memory_cap_gib).model_copy(update=environment or {})
+    rank = _RANK_CONTEXT[0] or RankContext()
+    env = collect_environment(torch, nvml, req.memory_cap_gib).model_copy(
+        update={**(environment or {}), **rank.environment})
     poller = Poller(nvml).start()
-    clock = StageClock(poller, torch, req.device)
+    clock = StageClock(poller, torch, req.device, meter=rank.meter, on_record=rank.on_record)
     run = PointRun(req, clock, prog or Progress(), {} if extra is None else extra)
     status, error, failed = "ok", None, None
     t_start = time.perf_counter()

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from wanfit.measure.build import NUM_TRAIN_TIMESTEPS, Components, build_components, gpu_bytes
+from wanfit.measure.distributed.diffusers_cp import dit_in_host_memory
 from wanfit.measure.monitor import StageClock
 from wanfit.measure.placement import apply_plan
 from wanfit.measure.point import (
@@ -81,7 +82,8 @@ def _built(spec: ModelSpec, plan: Plan, checkpoint: Path | None, device: str, ca
         return cache.comp
     if cache is not None:
         cache.clear()
-    comp = build_components(spec, plan, device, checkpoint)
+    with dit_in_host_memory(plan):
+        comp = build_components(spec, plan, device, checkpoint)
     apply_plan(comp, plan, device)
     if cache is not None:
         cache.key, cache.comp = key, comp

@@ -6,6 +6,10 @@ A worker handles consecutive points of one model+plan in one process (the pipeli
 the allocator is emptied and its peaks reset between points) and exits after any failed point,
 so the next point starts in a fresh process. A worker that dies without writing (killed, segfault)
 is recorded as an error point for the job it was on: nothing is lost and nothing loops.
+
+A job whose plan runs on several GPUs (plan.gpus > 1) gets a worker of its own, which creates no CUDA context: it
+launches one process per rank (wanfit.measure.distributed.launch), merges their records into the one measurement
+it appends, and exits.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ class Job(BaseModel):
     spec: ModelSpec | None = None  # architecture override (tests: tiny variants)
     device: str | None = None
     wan_repo: str | None = None  # runtime wan: the user's Wan2.2 checkout (else the installed wan22)
+    arch: dict | None = None  # runtime wan: OfficialArch overrides (tests: tiny_arch()), like `spec` for diffusers
 
     @property
     def id(self) -> str:
@@ -85,17 +90,12 @@ def run_jobs(jobs: list[Job], out_path: Path, on_result: Callable[[Measurement],
         if not remaining:
             break
         # One worker per run of jobs sharing the allocator setting (it must be set before CUDA starts).
-        conf = allocator_env(remaining[0].plan)
-        batch = []
-        for j in remaining:
-            if allocator_env(j.plan) != conf:
-                break
-            batch.append(j)
+        batch = _next_batch(remaining)
         seen_lines = len(load_measurements(out_path))
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
             json.dump([j.model_dump(mode="json") for j in batch], f)
             job_file = f.name
-        env = {**os.environ, "PYTORCH_CUDA_ALLOC_CONF": conf, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTORCH_CUDA_ALLOC_CONF": allocator_env(batch[0].plan), "PYTHONUNBUFFERED": "1"}
         proc = subprocess.Popen([sys.executable, "-m", "wanfit.measure.worker", job_file, str(out_path)],
                                 env=env, stderr=subprocess.PIPE, text=True)
         started = time.monotonic()
@@ -124,6 +124,20 @@ def run_jobs(jobs: list[Job], out_path: Path, on_result: Callable[[Measurement],
     return [by_id[j.id] for j in jobs if j.id in by_id]
 
 
+def _next_batch(remaining: list[Job]) -> list[Job]:
+    """The jobs one worker runs: consecutive jobs sharing the allocator setting (it must be set before CUDA
+    starts), or a several-GPU job alone (its worker only launches the ranks)."""
+    if remaining[0].plan.gpus > 1:
+        return remaining[:1]
+    conf = allocator_env(remaining[0].plan)
+    batch = []
+    for j in remaining:
+        if allocator_env(j.plan) != conf or j.plan.gpus > 1:
+            break
+        batch.append(j)
+    return batch
+
+
 def _report_new(out_path: Path, seen: int, on_result) -> int:
     ms = load_measurements(out_path)
     if on_result:
@@ -134,26 +148,30 @@ def _report_new(out_path: Path, seen: int, on_result) -> int:
 
 def run_in_subprocess(workload: Workload, plan: Plan, *, steps: int | None = None, memory_cap_gib: float | None = None,
                       checkpoint: Path | None = None, decode: bool = True, spec: ModelSpec | None = None,
-                      device: str | None = None, wan_repo: Path | None = None) -> Measurement:
-    """Measure one point in a fresh process (verify uses this, so a cap applies before any allocation)."""
+                      device: str | None = None, wan_repo: Path | None = None, arch: dict | None = None) -> Measurement:
+    """Measure one point in a fresh process (verify uses this, so a cap applies before any allocation); a
+    several-GPU plan in one process per rank."""
     job = Job(workload=workload, plan=plan, steps=steps, decode=decode, memory_cap_gib=memory_cap_gib,
               checkpoint=str(checkpoint) if checkpoint else None, spec=spec, device=device,
-              wan_repo=str(wan_repo) if wan_repo else None)
+              wan_repo=str(wan_repo) if wan_repo else None, arch=arch)
     with tempfile.TemporaryDirectory() as tmp:
         out = run_jobs([job], Path(tmp) / "m.jsonl")
     return out[0]
 
 
-def _run(job: Job, cache) -> Measurement:
-    """One point through the runner of its plan's runtime (diffusers' pipeline, or the official code)."""
+def run_job(job: Job, cache) -> Measurement:
+    """One point (one rank's, on several GPUs) through the runner of its plan's runtime (diffusers' pipeline, or
+    the official code)."""
     checkpoint = Path(job.checkpoint) if job.checkpoint else None
     if job.plan.runtime == "wan":
         from wanfit.measure.official.knobs import knobs_for
         from wanfit.measure.official.runner import run_official_point
+        from wanfit.measure.official.tiny import OfficialArch
 
         return run_official_point(job.workload, knobs_for(job.plan), steps=job.steps, checkpoint=checkpoint,
                                   wan_repo=Path(job.wan_repo) if job.wan_repo else None, device=job.device,
-                                  memory_cap_gib=job.memory_cap_gib, plan=job.plan, tag=job.tag)
+                                  memory_cap_gib=job.memory_cap_gib, plan=job.plan, tag=job.tag,
+                                  arch=OfficialArch(**job.arch) if job.arch else None)
     from wanfit.measure.runner import run_point
 
     return run_point(job.workload, job.plan, steps=job.steps, checkpoint=checkpoint, device=job.device,
@@ -161,13 +179,19 @@ def _run(job: Job, cache) -> Measurement:
 
 
 def _worker_main(job_file: str, out_file: str) -> int:
-    from wanfit.measure.runner import PipelineCache
-
     jobs = [Job.model_validate(j) for j in json.loads(Path(job_file).read_text())]
     out = Path(out_file)
+    if jobs and jobs[0].plan.gpus > 1:
+        from wanfit.measure.distributed.launch import run_distributed
+
+        m = run_distributed(jobs[0])
+        append_measurement(out, m)
+        return 0 if m.status == "ok" else FAILED_POINT_EXIT
+    from wanfit.measure.runner import PipelineCache
+
     cache = PipelineCache()
     for job in jobs:
-        m = _run(job, cache)
+        m = run_job(job, cache)
         append_measurement(out, m)
         if m.status != "ok":
             return FAILED_POINT_EXIT  # the next point starts in a fresh process

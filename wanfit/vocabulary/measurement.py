@@ -19,6 +19,22 @@ from wanfit.vocabulary.workload import Plan, Workload
 
 StageName = Literal["init", "text_encode", "prepare", "step", "vae_decode", "total"]
 Status = Literal["ok", "oom", "error"]
+# A rank of a several-GPU point: as the point ended (ok, oom, error), killed by the launcher while it waited in a
+# collective for a rank that had failed, or gone without a record (its process died).
+RankStatus = Literal["ok", "oom", "error", "killed", "no_record"]
+
+
+class CollectiveStat(BaseModel):
+    """One kind of collective on one rank within a stage (or a whole run). `time_s`: seconds inside the calls,
+    timed by CUDA events on the stream that issued each call (the wall clock on a CPU run), so a rank waiting for
+    a slower one counts that wait; `bytes`: the size of the calls' results on this rank (what it ends up holding);
+    `untimed_calls`: calls issued asynchronously (async_op), counted but not timed."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    calls: int = 0
+    time_s: float = 0.0
+    bytes: float = 0.0
+    untimed_calls: int = 0
 
 
 class StageRecord(BaseModel):
@@ -52,6 +68,65 @@ class StageRecord(BaseModel):
     compute_load: float | None = None
     cpu_pct: float | None = None
     host_rss_peak_gib: float | None = None
+    # Several GPUs: this rank's collectives in the stage by kind (all_to_all: Ulysses; all_gather: FSDP's weight
+    # gathers; sequence_gather: the output's gather; ring_all_gather: ring attention's K/V; broadcast, barrier).
+    collectives: dict[str, CollectiveStat] = Field(default_factory=dict)
+
+
+def sum_collectives(stages: list[StageRecord]) -> dict[str, CollectiveStat]:
+    """The stages' collectives added up by kind (the `total` record left out)."""
+    out: dict[str, CollectiveStat] = {}
+    for s in stages:
+        if s.name == "total":
+            continue
+        for kind, c in s.collectives.items():
+            prev = out.get(kind, CollectiveStat())
+            out[kind] = CollectiveStat(calls=prev.calls + c.calls, time_s=prev.time_s + c.time_s,
+                                       bytes=prev.bytes + c.bytes, untimed_calls=prev.untimed_calls + c.untimed_calls)
+    return out
+
+
+class RankRecord(BaseModel):
+    """One rank of a several-GPU point as it measured itself: its own stages (per-stage peaks of its device, its
+    stage clock, its collectives), its memory baseline and the weights it held."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    rank: int
+    local_rank: int
+    device: str
+    status: RankStatus
+    failed_stage: str | None = None
+    error: str | None = None
+    steps_run: int = 0
+    stages: list[StageRecord] = Field(default_factory=list)
+    context_gib: float | None = None
+    idle_device_used_gib: float | None = None
+    resident_weights_gib: dict[str, float] = Field(default_factory=dict)
+    extra: dict[str, float] = Field(default_factory=dict)
+
+    def collectives(self) -> dict[str, CollectiveStat]:
+        return sum_collectives(self.stages)
+
+    def stage_named(self, name: StageName) -> StageRecord | None:
+        return next((s for s in self.stages if s.name == name), None)
+
+    @property
+    def peak_device_used_gib(self) -> float | None:
+        peaks = [s.device_used_peak_gib for s in self.stages if s.device_used_peak_gib is not None]
+        return max(peaks) if peaks else None
+
+
+class Distributed(BaseModel):
+    """How a several-GPU point was launched: the collective backend, its NCCL version, the NCCL_* settings the
+    ranks ran with, and the GPUs' interconnect (nvidia-smi topo -m) where it could be read."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    world_size: int
+    backend: str
+    launcher: str = "wanfit.measure.distributed (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT as torchrun)"
+    nccl_version: str | None = None
+    nccl_env: dict[str, str] = Field(default_factory=dict)
+    topology: str | None = None
 
 
 class MemorySample(BaseModel):
@@ -93,6 +168,10 @@ class Measurement(BaseModel):
     timeline: list[MemorySample] = Field(default_factory=list)
     environment: Environment
     created_at: str
+    # Several GPUs (plan.gpus > 1): `stages` are rank 0's (its clock is the point's); every rank's own record
+    # (rank 0's included) is in `ranks`, and how they were launched in `distributed`.
+    ranks: list[RankRecord] = Field(default_factory=list)
+    distributed: Distributed | None = None
 
     def stage(self, name: StageName, index: int | None = None) -> StageRecord | None:
         for s in self.stages:
@@ -114,7 +193,10 @@ class Measurement(BaseModel):
 
     @property
     def peak_device_used_gib(self) -> float | None:
-        peaks = [s.device_used_peak_gib for s in self.stages if s.device_used_peak_gib is not None]
+        """The highest device-level peak: of the one GPU, or of any rank's GPU (the per-GPU peak of a
+        several-GPU point is its worst rank's)."""
+        peaks = [s.device_used_peak_gib for s in [*self.stages, *(st for r in self.ranks for st in r.stages)]
+                 if s.device_used_peak_gib is not None]
         return max(peaks) if peaks else None
 
 

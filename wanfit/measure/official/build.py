@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from wanfit.measure.build import fill_random, init_skipped
+from wanfit.measure.distributed.official import OfficialLayout, cpu_distributed_build, t5_sharded
 from wanfit.measure.official.loader import LoadedWan
 from wanfit.measure.official.tiny import OfficialArch
 from wanfit.vocabulary.catalog import ModelSpec
@@ -76,7 +77,7 @@ def _random_t5_factory(wan: LoadedWan, arch: OfficialArch, fill_device: str):
         encoder = object.__new__(t5_mod.T5EncoderModel)
         encoder.text_len, encoder.dtype, encoder.device = text_len, dtype, device
         encoder.checkpoint_path, encoder.tokenizer_path = checkpoint_path, tokenizer_path
-        encoder.model = _filled(model.eval().requires_grad_(False), fill_device).to(device)
+        encoder.model = t5_sharded(_filled(model.eval().requires_grad_(False), fill_device), shard_fn, device)
         encoder.tokenizer = RandomIdsTokenizer(text_len, arch.t5_vocab)
         return encoder
 
@@ -163,8 +164,11 @@ def _with_device(factory, device: torch.device):
     return build
 
 
-def _constructor_kwargs(cls, knobs_t5_cpu: bool, convert_model_dtype: bool) -> dict:
+def _constructor_kwargs(cls, knobs_t5_cpu: bool, convert_model_dtype: bool, layout: OfficialLayout | None) -> dict:
+    """generate.py's constructor arguments: one GPU (device 0, rank 0), or a rank of a several-GPU run (its
+    device, rank, t5_fsdp, dit_fsdp, use_sp; the constructor then builds on the device, not init_on_cpu)."""
     kwargs = dict(device_id=0, rank=0, t5_cpu=knobs_t5_cpu, init_on_cpu=True, convert_model_dtype=convert_model_dtype)
+    kwargs.update(layout.constructor_kwargs() if layout is not None else {})
     # wan22 2.2.11 on PyPI adds `lightning=True` to WanT2V / WanI2V (not in Wan-Video/Wan2.2): it loads the DiTs
     # from /mnt/engines/wan22/... and skips classifier-free guidance's second forward. The upstream behaviour
     # is asked for.
@@ -174,9 +178,11 @@ def _constructor_kwargs(cls, knobs_t5_cpu: bool, convert_model_dtype: bool) -> d
 
 
 def build_official(wan: LoadedWan, task: str, spec: ModelSpec, device: str, *, t5_cpu: bool,
-                   convert_model_dtype: bool, checkpoint: Path | None = None, arch: OfficialArch | None = None):
+                   convert_model_dtype: bool, checkpoint: Path | None = None, arch: OfficialArch | None = None,
+                   layout: OfficialLayout | None = None):
     """The official pipeline object of `task` on `device`: through its constructor from `checkpoint` (loaders
-    unchanged, the arch's widths only), or with random weights (module docstring)."""
+    unchanged, the arch's widths only), or with random weights (module docstring). `layout`: this rank's
+    several-GPU constructor arguments (wanfit.measure.distributed.official), None on one GPU."""
     arch = arch or OfficialArch()
     cls_name, module_name, vae_class, model_type = PIPELINES[task]
     pipe_mod, vae_mod = wan[module_name], wan[VAE_MODULES[vae_class]]
@@ -200,7 +206,9 @@ def build_official(wan: LoadedWan, task: str, spec: ModelSpec, device: str, *, t
         else:
             patch(wan["wan.modules.t5"], "umt5_xxl", _arch_t5(wan, arch))
             patch(vae_mod, "_video_vae", _arch_video_vae(wan, vae_class, arch))
-        pipe = cls(config, str(checkpoint or "random-weights"), **_constructor_kwargs(cls, t5_cpu, convert_model_dtype))
+        patches.enter_context(cpu_distributed_build(pipe_mod, cls, layout, target))
+        kwargs = _constructor_kwargs(cls, t5_cpu, convert_model_dtype, layout)
+        pipe = cls(config, str(checkpoint or "random-weights"), **kwargs)
     pipe.device = target
     return pipe
 

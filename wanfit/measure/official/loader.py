@@ -33,9 +33,11 @@ from wanfit.vocabulary.errors import WanfitError
 INSTALL_HINT = ("pip install --no-deps wan22==2.2.11 easydict einops ftfy regex imageio tqdm "
                 "(and the gpu extra: diffusers, transformers, accelerate)")
 # The modules a T2V / I2V / TI2V run imports, in dependency order (nothing of s2v / animate).
+# wan.distributed.*: the several-GPU path (FSDP, Ulysses), which the pipelines import too.
 USED_MODULES = ("wan.configs", "wan.modules.attention", "wan.modules.model", "wan.modules.t5", "wan.modules.vae2_1",
                 "wan.modules.vae2_2", "wan.utils.fm_solvers", "wan.utils.fm_solvers_unipc", "wan.utils.utils",
-                "wan.text2video", "wan.image2video", "wan.textimage2video")
+                "wan.distributed.util", "wan.distributed.fsdp", "wan.distributed.ulysses",
+                "wan.distributed.sequence_parallel", "wan.text2video", "wan.image2video", "wan.textimage2video")
 
 
 @dataclass

@@ -15,6 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from wanfit.measure.build import gpu_bytes
+from wanfit.measure.distributed.context import current_rank
+from wanfit.measure.distributed.official import init_sequence_parallel, official_layout
 from wanfit.measure.official.attention import resolve_kernel, routed_attention
 from wanfit.measure.official.build import PIPELINES, build_official, official_dits
 from wanfit.measure.official.cpu_emulation import cpu_emulation
@@ -108,7 +110,8 @@ def run_official_point(
     (the official sampling_steps; the Measurement keeps the requested workload). `wan_repo`: a directory
     from which `wan` imports (a Wan2.2 checkout or fork), else the installed wan22. `arch` overrides the
     architecture (tests: tiny_arch()). `shift`: the official sample_shift unless given. `plan`: what the
-    measurement records (default: the Plan these knobs come from)."""
+    measurement records (default: the Plan these knobs come from); a several-GPU plan runs as this rank of the
+    process group that is up (wanfit.measure.distributed.rank starts it as generate.py does)."""
     task = official_task(workload.model)
     wan = load_wan(wan_repo)
     device = resolve_device(device)
@@ -116,6 +119,9 @@ def run_official_point(
     shift = official_shift(wan, task) if shift is None else shift
     request = PointRequest(workload, plan or plan_for(knobs), steps or workload.steps, device,
                            "checkpoint" if checkpoint else "random", memory_cap_gib, tag, keep_timeline=keep_timeline)
+    layout = official_layout(request.plan, current_rank())
+    if layout is not None:
+        init_sequence_parallel(wan.modules, request.plan)
 
     def stages(run: PointRun) -> None:
         route = None
@@ -124,7 +130,7 @@ def run_official_point(
                 run.clock.begin()
                 pipe = build_official(wan, task, workload.spec, device, t5_cpu=knobs.t5_cpu,
                                       convert_model_dtype=knobs.convert_model_dtype, checkpoint=checkpoint,
-                                      arch=arch)
+                                      arch=arch, layout=layout)
                 run.prog.stages.append(run.clock.end("init"))
                 run.resident.update(_resident_weights_gib(pipe))
                 run.extra.update(_weights_extra(pipe))
