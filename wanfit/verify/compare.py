@@ -19,6 +19,9 @@ Pure (pydantic); the measured side is wanfit.verify.measured, the notes wanfit.v
   the allocator must release its cache to stay under the cap, so the device peak stops measuring
   the prediction; there the basis is "need": torch's allocated peak plus the memory outside torch
   (CUDA context + driver baseline), against the predicted `need_gib`.
+- Several GPUs: the prediction is one rank's, the worst; the measured memory is the worst rank's (each stage's
+  highest device peak over the ranks; the need of the rank with the highest allocated peak + outside memory),
+  the times rank 0's, whose clock is the point's.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from wanfit.measure.cap import MemoryCap
 from wanfit.verify.bottlenecks import bottleneck_notes
-from wanfit.verify.measured import MeasuredStage, measured_stages, outside_torch_gib
+from wanfit.verify.measured import MeasuredStage, measured_stages
 from wanfit.vocabulary.errors import WanfitError
 from wanfit.vocabulary.measurement import Measurement, median_steady_step_s
 from wanfit.vocabulary.plan_report import Candidate
@@ -156,7 +159,6 @@ def compare(
     m = measurement
     measured = measured_stages(m)
     time_source = prediction if same_gpu else local_prediction
-    outside = outside_torch_gib(m)
     rows: list[StageComparison] = []
     for stage in STAGE_ORDER:
         got = measured.get(stage)
@@ -175,7 +177,7 @@ def compare(
         if cap is not None and p_peak is not None and p_peak > cap.target_memory_gib:
             basis = "need"
             pred_mem = p_need
-            meas_mem = got.allocated_peak_gib + outside if got.allocated_peak_gib is not None else None
+            meas_mem = got.need_gib
         rows.append(StageComparison(
             stage=stage, predicted_time_s=s_time, measured_time_s=got.time_s,
             time_error_pct=error_pct(s_time, got.time_s),

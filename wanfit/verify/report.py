@@ -144,8 +144,9 @@ def report_stem(report: VerifyReport) -> str:
     alloc = "" if p.expandable_segments else "-noexp"
     steps = f"{report.steps_run}of{w.steps}st" if report.extrapolated else f"{w.steps}st"
     where = report.target_gpu + ("-capped" if report.cap is not None else "")
+    layout = p.layout_label().strip().replace(" ", "-").replace("=", "")
     stem = (f"{w.model}_{w.width}x{w.height}x{w.frames}f_{steps}_{p.offload}-te{p.text_encoder}-{p.dit_dtype}-"
-            f"{tiling}{alloc}_{where}")
+            f"{tiling}{alloc}{'-' + layout if layout else ''}_{where}")
     return "".join(ch if ch.isalnum() or ch in "._-" else "-" for ch in stem)
 
 
@@ -228,7 +229,19 @@ def honesty_statements(r: VerifyReport) -> list[str]:
                    f"steady-state step time, not separately timed stages.")
     if m.activity_source:
         out.append(f"SM activity source: {m.activity_source}.")
+    if m.ranks:
+        out.append(_ranks_statement(m))
     return out
+
+
+def _ranks_statement(m: Measurement) -> str:
+    d = m.distributed
+    how = f"{d.backend}" + (f", NCCL {d.nccl_version}" if d and d.nccl_version else "") if d else "?"
+    decode = (" The official code decodes on rank 0 only: the other ranks' VAE_Decoding is their wait at its "
+              "barrier." if m.plan.runtime == "wan" else " Every rank decodes (diffusers' pipeline on each rank).")
+    return (f"{len(m.ranks)} GPUs, one rank each ({how}): stage times are rank 0's; every memory figure compared is "
+            f"the worst rank's, as the prediction is the worst rank's.{decode} Collective times are CUDA-event times "
+            f"on the stream that issued each call and include waiting for a slower rank.")
 
 
 class BreakdownRow(BaseModel):

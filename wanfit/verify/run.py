@@ -15,6 +15,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from wanfit.measure.cap import make_cap, needs_cap
+from wanfit.measure.distributed.launch import require_gpus
 from wanfit.measure.host_rate import measure_host_rates
 from wanfit.measure.local_gpu import local_gpu, no_cuda_error, require_cuda
 from wanfit.planner.api import check_options
@@ -134,7 +135,10 @@ def run_verify(
     or at the rate measured here first when not given; model offload's moves down to host memory at
     `host_d2h_gbps`, the device-to-host rate into fresh pageable memory, or at the one measured here
     when not given (a given host-to-device rate does not skip measuring it). `out`: the reports' directory,
-    checked writable before the run; the raw measurement is saved there as soon as the run ends."""
+    checked writable before the run; the raw measurement is saved there as soon as the run ends. A plan on
+    several GPUs (plan.gpus > 1) runs one rank per GPU of this host through the same launcher as calibrate
+    (wanfit.measure.distributed); its memory is compared on the worst rank, its times on rank 0's clock; a cap
+    applies to every rank."""
     tolerances = Tolerances(memory=tolerance_memory, time=tolerance_time)
     steps = _check_steps(workload, steps)
     # Every option is checked before any GPU time is spent (the predictions below check them again).
@@ -143,6 +147,7 @@ def run_verify(
     if out is not None:
         check_writable(out)
     require_cuda("verify")
+    require_gpus(plan.gpus, "verify")
     from wanfit.measure.worker import run_in_subprocess
     from wanfit.planner.api import predict_one
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from wanfit.verify.measured import SINGLE_RECORD_STAGES
+from wanfit.verify.measured import SINGLE_RECORD_STAGES, RankFigures, rank_figures
 from wanfit.verify.report import (
     DERIVED_MARK,
     EXTRAPOLATED_MARK,
@@ -136,9 +136,39 @@ def _md_verdict(r: VerifyReport) -> list[str]:
     return lines
 
 
+# ---- several GPUs: each rank ------------------------------------------------------------------
+
+RANK_COLUMNS = ("Rank", "Status", "Peak device GiB", "Peak allocated GiB", "Peak reserved GiB", "Need GiB",
+                "All-to-all s", "All-gather s", "Other collectives s", "Collectives in a steady step s")
+
+
+def _rank_cells(f: RankFigures) -> list[str]:
+    other = sum(t for kind, t in f.collective_s.items() if kind not in ("all_to_all", "all_gather"))
+    share = (f" ({f.steady_step_collective_s / f.steady_step_s * 100:.0f} %)"
+             if f.steady_step_collective_s is not None and f.steady_step_s else "")
+    return [str(f.rank), f.status, fmt(f.device_peak_gib), fmt(f.allocated_peak_gib), fmt(f.reserved_peak_gib),
+            fmt(f.need_gib), fmt(f.collective_s.get("all_to_all"), ".3f"), fmt(f.collective_s.get("all_gather"), ".3f"),
+            fmt(other, ".3f"), fmt(f.steady_step_collective_s, ".3f") + share]
+
+
+RANKS_FOOTNOTE = ("All-to-all: Ulysses' q, k, v and output; all-gather: FSDP's weight gathers; other: the output's "
+                  "sequence gather, ring attention's K/V, broadcasts and barriers (a rank that waits for rank 0's "
+                  "decode waits in a barrier). Times over the whole run; the last column is the median steady step's.")
+
+
+def _md_ranks(r: VerifyReport) -> list[str]:
+    figures = rank_figures(r.measurement)
+    if not figures:
+        return []
+    lines = ["## Per rank (measured)", "", "| " + " | ".join(RANK_COLUMNS) + " |",
+             "|---|---|" + "---:|" * (len(RANK_COLUMNS) - 2)]
+    lines += ["| " + " | ".join(_rank_cells(f)) + " |" for f in figures]
+    return [*lines, "", RANKS_FOOTNOTE, ""]
+
+
 def render_markdown(report: VerifyReport) -> str:
     r = report
-    lines = [*_md_header(r), "", *_md_breakdown(r), "", *_md_comparison(r), "", *_md_verdict(r)]
+    lines = [*_md_header(r), "", *_md_breakdown(r), "", *_md_ranks(r), *_md_comparison(r), "", *_md_verdict(r)]
     lines += ["", "## Bottleneck notes", ""]
     lines += [f"- {n}" for n in r.notes] or ["- none: no stage stood out"]
     lines += ["", "## What this run is (and is not)", ""]
@@ -168,6 +198,14 @@ def render_rich(report: VerifyReport, console) -> None:
         bd.add_row(b.label, fmt(b.time_s), fmt(b.peak_gib), fmt(b.cpu_pct, ".0f"), fmt(b.host_gib), fmt(b.sm_pct, ".0f"),
                    fmt(b.compute_load))
     console.print(bd)
+    if figures := rank_figures(r.measurement):
+        ranks = Table(title="Per rank (measured)")
+        for col in RANK_COLUMNS:
+            ranks.add_column(col, justify="left" if col in ("Rank", "Status") else "right")
+        for f in figures:
+            ranks.add_row(*_rank_cells(f))
+        console.print(ranks)
+        console.print(f"[dim]{RANKS_FOOTNOTE}[/dim]")
 
     cmp_table = Table(title="Predicted vs measured (error = (predicted - measured) / measured)")
     cols = ["Stage", "Pred. time (s)", "Meas. time (s)", "Error", "Within"]
