@@ -622,3 +622,27 @@ def test_the_readme_example_is_what_the_command_prints(cal_args):
     printed = wanfit("plan", "--frames", "361", "--gpu", "l40s", env={"COLUMNS": "200"})
     assert printed.returncode == 0, printed.stderr
     assert shown == [line.rstrip() for line in printed.stdout.splitlines()]
+
+
+def test_calibrate_from_run_corrects_the_gpu_through_the_entry_point(tmp_path):
+    """`calibrate --from-run` (no GPU) writes a light correction that `plan --calibration-dir` then applies and
+    names; a run file without its step time is a one-line error."""
+    run = {"gpu": "l40s", "workload": {"model": "wan2.2-ti2v-5b", "height": 704, "width": 1280, "frames": 121,
+                                       "steps": 50},
+           "plan": {"offload": "none", "text_encoder": "cpu", "dit_dtype": "bf16"}, "runtime": "diffusers",
+           "step_s": 9.0, "decode_s": 120.0, "peak_allocated_gib": 40.0}
+    run_file = tmp_path / "run.json"
+    run_file.write_text(json.dumps(run))
+    out = tmp_path / "cal"
+    out.mkdir()
+    written = wanfit("calibrate", "--gpu", "l40s", "--from-run", str(run_file), "--out", str(out))
+    assert written.returncode == 0, written.stderr
+    assert (out / "l40s" / "corrections" / "wan2.2-ti2v-5b.json").is_file()
+    planned = wanfit("plan", "--gpu", "l40s", "--frames", "121", "--offload", "none", "--text-encoder", "cpu",
+                     "--dit-dtype", "bf16", "--no-vae-tiling", "--calibration-dir", str(out), "--format", "json")
+    cand = json.loads(planned.stdout)["results"][0]["candidates"][0]
+    assert cand["step_s"] == pytest.approx(9.0, rel=0.01)
+    assert any("corrected by a run measured on l40s" in n for n in cand["notes"])
+    del run["step_s"]
+    run_file.write_text(json.dumps(run))
+    assert_one_line_error(wanfit("calibrate", "--gpu", "l40s", "--from-run", str(run_file), "--out", str(out)))

@@ -215,7 +215,11 @@ def test_a_pinned_attention_kernel_is_timed_from_the_profiles_kernel_rates():
     pinned = predict_one(wl, official.model_copy(update={"attention": "cudnn"}), "h100")
     assert pinned.step_s < predict_one(wl, official, "h100").step_s
     assert not any("measured kernel rates" in n for n in pinned.notes)
-    # No rates for a kernel on a GPU: not modelled, said so.
+    # A published rate (FA3 on the H100) times the kernel as a measured one does, and says so.
     fa3 = predict_one(wl, Plan(attention="fa3"), "h100")
-    assert fa3.step_s == pytest.approx(auto.step_s) and any("no measured fa3 rate on h100" in n for n in fa3.notes)
+    assert fa3.step_s == pytest.approx(auto.step_s + attention * (rates["cudnn"] / rates["fa3"] - 1), rel=1e-3)
+    assert any("measured and published kernel rates" in n for n in fa3.notes)
+    # A kernel the GPU does not run (FA3 outside Hopper): the runtime's own kernel, said so.
+    no_fa3 = predict_one(wl, Plan(attention="fa3"), "l40s")
+    assert any("fa3 does not run on l40s" in n for n in no_fa3.notes)
     assert rates["cudnn"] / rates["fa2"] > 1.7

@@ -47,6 +47,7 @@ from wanfit.views.options import (  # the option declarations the commands below
     FitOnlyOpt,
     FormatOpt,
     FramesOpt,
+    FromRunOpt,
     GpuCountOpt,
     GpuCountsOpt,
     GpusOpt,
@@ -209,10 +210,18 @@ def calibrate(
     quick: QuickOpt = False,
     resume: ResumeOpt = True,
     fit_only: FitOnlyOpt = False,
+    from_run: FromRunOpt = None,
     runtime: RuntimeOpt = None,
     wan_repo: WanRepoOpt = None,
 ) -> None:
-    """Measure models on the local GPU over a small grid, fit, and write calibration files (needs CUDA)."""
+    """Measure models on the local GPU over a small grid, fit, and write calibration files (needs CUDA); or
+    correct a GPU from one run you have (--from-run, no GPU)."""
+    if from_run is not None:
+        from wanfit.model.run_correction import calibrate_from_run
+
+        path, correction = calibrate_from_run(gpu, from_run, out)
+        typer.echo(f"wrote {path}: step x{correction.step_factor:.3g}, decode x{correction.decode_factor}")
+        return
     models = list(model) if model else [DEFAULT_MODEL]
     try:
         from wanfit.measure import calibrate as calibration

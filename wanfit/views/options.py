@@ -86,6 +86,10 @@ CalibrationOutOpt = Annotated[Path, typer.Option("--out", help="Calibration dire
                                                  file_okay=False)]
 QuickOpt = Annotated[bool, typer.Option("--quick", help="A smaller grid (smoke test, not for shipping).")]
 ResumeOpt = Annotated[bool, typer.Option("--resume/--no-resume", help="Keep points already measured.")]
+FromRunOpt = Annotated[Path | None, typer.Option(
+    "--from-run", help="Correct this GPU's predicted times from one run you already have: a `wanfit verify` "
+    "report JSON, or {gpu, workload, plan, runtime, step_s, decode_s, peak_allocated_gib}; needs no GPU.",
+    exists=True, dir_okay=False, show_default=False)]
 FitOnlyOpt = Annotated[bool, typer.Option("--fit-only", help="Refit the measurements already in --out; needs no GPU.")]
 
 # `wanfit verify`'s own options.
