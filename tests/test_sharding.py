@@ -201,3 +201,15 @@ def test_a_gpu_without_interconnect_figures_is_left_out_of_a_comparison_in_one_l
     assert any(r.gpu == "h100" and r.gpu_count == 4 and r.recommended for r in report.results)
     with pytest.raises(WanfitError, match="no interconnect figure"):
         predict_one(TI2V, Plan(gpus=4, ulysses=4), "a10g")
+
+
+def test_diffusers_needs_the_sequence_to_divide_the_official_code_pads_it():
+    small = Workload.for_model("wan2.2-ti2v-5b", height=480, width=832)  # 31 x 15 x 26 = 12,090 tokens
+    with pytest.raises(WanfitError, match="12,090 latent tokens") as error:
+        plan_report(small, ["h100"], PlanPins(gpus=4))
+    assert "\n" not in str(error.value)
+    assert predict_one(small, Plan(runtime="wan", dit_dtype="fp32", gpus=4, ulysses=4, dit_fsdp=True), "h100")
+    compared = plan_report(small, ["h100"], gpu_counts=[1, 2, 4])
+    two, four = compared.results[1], compared.results[2]
+    assert two.recommended is not None  # 12,090 divides by 2
+    assert four.recommended is None and four.candidates == [] and "do not divide" in four.reason

@@ -213,6 +213,7 @@ def calibrate(
     from_run: FromRunOpt = None,
     runtime: RuntimeOpt = None,
     wan_repo: WanRepoOpt = None,
+    gpu_count: GpuCountOpt = None,
 ) -> None:
     """Measure models on the local GPU over a small grid, fit, and write calibration files (needs CUDA); or
     correct a GPU from one run you have (--from-run, no GPU)."""
@@ -223,6 +224,10 @@ def calibrate(
         typer.echo(f"wrote {path}: step x{correction.step_factor:.3g}, decode x{correction.decode_factor}")
         return
     models = list(model) if model else [DEFAULT_MODEL]
+    gpus = gpu_count or 1
+    if gpus > 1 and fit_only:
+        raise WanfitError("--fit-only refits one GPU's stage models: several-GPU points (--gpus N) are measured, "
+                          "not fitted; drop one of the two")
     try:
         from wanfit.measure import calibrate as calibration
     except ModuleNotFoundError as missing:
@@ -235,7 +240,7 @@ def calibrate(
             written = [calibration.fit_model(key, m, out, runtime or "diffusers") for m in models]
         else:
             written = calibration.run_calibration(gpu, models, out, resume=resume, quick=quick,
-                                                  runtime=runtime or "diffusers", wan_repo=wan_repo)
+                                                  runtime=runtime or "diffusers", wan_repo=wan_repo, gpus=gpus)
     except ModuleNotFoundError as missing:
         raise missing_extras("calibrate", "fit" if fit_only else "gpu", missing) from None
     for path in written:

@@ -23,7 +23,7 @@ from typing import Any
 from wanfit.model import sharding
 from wanfit.model.calibration import Calibration
 from wanfit.model.context import PredictContext, StageDemand, StageEstimate
-from wanfit.model.geometry import high_noise_steps
+from wanfit.model.geometry import geometry, high_noise_steps
 from wanfit.model.stages import allocator, denoise, host, text_encode, vae_decode
 from wanfit.model.transfer import profile_or_none
 from wanfit.model.weights import host_ram_gib, resident_gib
@@ -289,7 +289,7 @@ def predict(workload: Workload, plan: Plan, calibration: Calibration, target: An
     pageable memory (model offload's moves down run at it; wanfit.measure.ceilings.host_d2h_fresh_gbps),
     instead of the calibration host's as fitted. `reused_pipeline`: the process built this pipeline
     for an earlier job and keeps it (a server): no init stage time, and not its process's first job."""
-    check_layout_for(workload.spec, plan)
+    check_layout_for(workload.spec, plan, geometry(workload).tokens if plan.gpus > 1 else None)
     try:
         return _compose(PredictContext(workload, plan, calibration, target, host_pageable_gbps, first_in_process,
                                        host_d2h_gbps, reused_pipeline))

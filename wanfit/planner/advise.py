@@ -14,6 +14,7 @@ import itertools
 import math
 
 from wanfit.model.calibration import Calibration, source_note
+from wanfit.model.geometry import geometry
 from wanfit.model.predict import Prediction, predict
 from wanfit.planner.command import plan_command
 from wanfit.planner.layouts import layouts
@@ -36,10 +37,11 @@ OFFLOAD_WORDS = {"none": "no offload", "model": "model offload", "group": "group
                  "sequential": "sequential offload"}
 
 
-def plan_space(pins: PlanPins | None = None, spec: ModelSpec | None = None) -> list[Plan]:
+def plan_space(pins: PlanPins | None = None, spec: ModelSpec | None = None, tokens: int | None = None) -> list[Plan]:
     """Every plan the knobs allow on the pinned GPU count (default 1) for the DiT of `spec` (None: any head
-    count), the pinned knobs fixed. Combinations the runtime does not have on several GPUs are left out; when
-    the pins leave none, the first one's one-line error says which constraint they break."""
+    count) and its sequence of `tokens` (None: any), the pinned knobs fixed. Combinations the runtime does not
+    have on several GPUs are left out; when the pins leave none, the first one's one-line error says which
+    constraint they break."""
     pins = pins or PlanPins()
     given, choices = pins.given(), pins.choices()
     extra = {k: given[k] for k in EXTRA_PINS if k in given and k not in LAYOUT_KNOBS}
@@ -51,7 +53,7 @@ def plan_space(pins: PlanPins | None = None, spec: ModelSpec | None = None) -> l
             try:
                 plan = Plan(**dict(zip(names, combo, strict=True)), **extra, **layout)
                 if spec is not None:
-                    check_layout_for(spec, plan)
+                    check_layout_for(spec, plan, tokens)
                 plans.append(plan)
             except WanfitError as error:
                 refused = refused or error
@@ -163,7 +165,7 @@ def advise(workload: Workload, calibration: Calibration, target: GpuProfile, pin
     family_note = source_note(workload.model, calibration)
     options = {"host_d2h_gbps": host_d2h_gbps, "reused_pipeline": reused_pipeline}
     predictions = [predict(workload, plan, calibration, target, host_pageable_gbps, **options)
-                   for plan in plan_space(pins, workload.spec)]
+                   for plan in plan_space(pins, workload.spec, geometry(workload).tokens)]
     candidates = []
     for p in predictions:
         cand = p.candidate(usable, safety_margin_gib, host_ram_gib)

@@ -81,9 +81,13 @@ def plan_report(workload: Workload, gpus: list[str], pins: PlanPins | None = Non
         def on(count: int, profile=profile, calibration=calibration) -> GpuResult:
             try:
                 result = advise(workload, calibration, profile, pins.overridden_by(PlanPins(gpus=count)), **options)
-            except NoInterconnect as missing:  # that GPU kind alone: the others are still compared
+            except WanfitError as refused:
+                # No plan for that GPU kind or count alone (no interconnect figure; a layout the workload cannot
+                # take): said in its result while the others are compared; on its own, the one-line error.
+                if not (isinstance(refused, NoInterconnect) or len(counts) > 1) or count == 1:
+                    raise
                 return GpuResult(gpu=profile.key, gpu_count=count, memory_gib=profile.memory_gib,
-                                 calibration=calibration.label, recommended=None, reason=str(missing), candidates=[])
+                                 calibration=calibration.label, recommended=None, reason=str(refused), candidates=[])
             return result.model_copy(update={"gpu_count": count})
 
         kind = [on(count) for count in counts]

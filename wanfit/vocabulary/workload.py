@@ -124,13 +124,20 @@ def _check_diffusers_layout(plan: Plan) -> None:
                           "with dit_fsdp")
 
 
-def check_layout_for(spec: ModelSpec, plan: Plan) -> None:
-    """Ulysses splits the attention heads: its degree must divide the DiT's head count."""
+def check_layout_for(spec: ModelSpec, plan: Plan, tokens: int | None = None) -> None:
+    """Ulysses splits the attention heads: its degree must divide the DiT's head count. diffusers' context
+    parallelism splits the DiT's sequence of `tokens` evenly over ulysses x ring ranks and asserts it divides
+    (the official code pads it instead)."""
     heads = spec.transformer["num_attention_heads"]
     if heads % plan.ulysses:
         fits = [str(d) for d in GPU_COUNTS if heads % d == 0]
         raise WanfitError(f"ulysses {plan.ulysses} does not divide the {spec.key} DiT's {heads} attention heads: "
                           f"use ulysses {' | '.join(fits)}")
+    split = plan.sequence_parallel
+    if tokens is not None and plan.runtime == "diffusers" and split > 1 and tokens % split:
+        raise WanfitError(f"diffusers' context parallelism splits the {tokens:,} latent tokens evenly over ulysses x "
+                          f"ring = {split} ranks and they do not divide: change the size or frames, or use the "
+                          f"official runtime (--runtime wan), which pads them")
 
 
 class _ModelChoice(BaseModel):
