@@ -21,6 +21,7 @@ from pathlib import Path
 
 from wanfit.planner.api import predict_one
 from wanfit.vocabulary.errors import WanfitError
+from wanfit.vocabulary.profiles import get_profile
 from wanfit.vocabulary.workload import Plan, Workload
 
 REFERENCE = Path(__file__).resolve().parent / "reference"
@@ -56,7 +57,7 @@ def _model(row: dict) -> str:
 def predict_row(row: dict) -> tuple[float | None, float | None, str]:
     gpu = GPU_KEYS[row["gpu_model"]]
     try:
-        plan = _plan(row, gpu.startswith("h1"))
+        plan = _plan(row, get_profile(gpu).architecture == "Hopper")
         if plan is None:
             return None, None, "layout not stated"
         wl = Workload.for_model(_model(row), height=row["height"], width=row["width"], frames=row["frames"],
@@ -75,7 +76,7 @@ def main() -> None:
         predicted, peak, what = predict_row(row)
         key = (row["id"].split("-readme")[0], row["gpu_model"], row["model"], f"{row['width']}x{row['height']}")
         groups[key].append((row["gpu_count"], row["total_time_s"], predicted, what, row.get("peak_memory"), peak))
-    errors = []
+    errors, absolute = [], []
     print("Published: the README's seconds and its per-GPU 'peak GPU memory (GB)' (kind not stated: GB or GiB,\n"
           "reserved or device-level); predicted: wanfit's seconds and per-GPU device-level peak in GiB.\n")
     print(f"{'source':6} {'GPU':10} {'model':22} {'size':9} {'N':>2} {'published s':>11} {'predicted s':>11} "
@@ -90,14 +91,21 @@ def main() -> None:
                 e = s_pred / s_pub - 1
                 errors.append((abs(e), key, n))
                 speed, speed_pred, err = f"{s_pub:.2f}", f"{s_pred:.2f}", f"{100 * e:+.0f}%"
+            if pred is not None:
+                absolute.append((abs(pred / pub - 1), n))
             shown = f"{pred:.1f}" if pred is not None else "-"
             mem = f"{pub_peak:>7.1f} {peak:>9.1f}" if pub_peak and peak else f"{'-':>7} {'-':>9}"
             print(f"{key[0]:6} {key[1]:10} {key[2]:22} {key[3]:9} {n:>2} {pub:>11.1f} {shown:>11} {speed:>7} "
                   f"{speed_pred:>7} {err:>6} {mem}  {what}")
+    if absolute:
+        several = [e for e, n in absolute if n > 1]
+        print(f"\nabsolute time error: median {100 * statistics.median(e for e, _ in absolute):.0f} %, worst "
+              f"{100 * max(e for e, _ in absolute):.0f} %; on several GPUs median "
+              f"{100 * statistics.median(several):.0f} %, worst {100 * max(several):.0f} %")
     if errors:
         worst = max(errors)
         within = sum(e <= 0.15 for e, _, _ in errors)
-        print(f"\nspeed-up ratio error: median {100 * statistics.median(e for e, _, _ in errors):.0f} %, worst "
+        print(f"speed-up ratio error: median {100 * statistics.median(e for e, _, _ in errors):.0f} %, worst "
               f"{100 * worst[0]:.0f} % ({' '.join(worst[1])} N={worst[2]}); {within} of {len(errors)} within 15 %")
 
 
