@@ -14,7 +14,7 @@ from wanfit.model import sharding
 from wanfit.model.calibration import find_calibration
 from wanfit.model.context import PredictContext
 from wanfit.model.predict import predict
-from wanfit.model.weights import Weights, host_ram_gib, resident_gib
+from wanfit.model.weights import Weights, host_ram_gib, rank_build_upload_gib, resident_gib, weight_moves
 from wanfit.planner.advise import baseline_plan, plan_space
 from wanfit.planner.api import plan_report, predict_one
 from wanfit.vocabulary.catalog import get_model
@@ -125,7 +125,33 @@ def test_rank_weights_by_hand():
     assert resident_gib("vae_decode", offloaded, w) == 1.0
     diffusers = Plan(gpus=4, ulysses=4, dit_fsdp=True)
     assert resident_gib("denoise", diffusers, w) == 2 * 5.0 + 10.0 + 1.0
-    assert host_ram_gib(sharded, w) == 4 * (40.0 + 10.0 + 1.0)  # every rank builds its copy in host memory
+    # Every rank builds T5 (sharded onto the GPU at once by --t5_fsdp), then one expert at a time in host memory.
+    assert host_ram_gib(sharded, w) == 4 * max(10.0, 20.0)
+    assert host_ram_gib(whole, w) == 4 * (10.0 + 20.0)
+    assert host_ram_gib(diffusers, w) == 4 * (40.0 + 10.0 + 1.0)  # the whole pipeline, then moved
+    # FSDP1 moves each unit whole onto the GPU before sharding it: a rank uploads every stored weight at build,
+    # and nothing moves per video without --offload_model but an unsharded T5 coming up for the encode.
+    assert rank_build_upload_gib(sharded, w) == 40.0 + 10.0 and rank_build_upload_gib(whole, w) == 40.0
+    assert weight_moves("denoise", sharded, w).h2d == 0.0 and weight_moves("text_encode", whole, w).h2d == 10.0
+    assert weight_moves("denoise", offloaded, w).h2d == 5.0  # its shard back up for the steps
+
+
+def test_the_official_ulysses_path_keeps_the_whole_time_embedding_on_every_rank():
+    official = _context(Plan(runtime="wan", dit_dtype="fp32", gpus=4, ulysses=4, dit_fsdp=True))
+    # e (dim) and e0 (6 x dim) in fp32 for all 27,280 tokens; the fit at L/4 tokens holds a quarter of it.
+    assert sharding.whole_time_embedding_gib(official) == pytest.approx(27_280 * 7 * 3_072 * 4 / GIB * 0.75)
+    assert sharding.whole_time_embedding_gib(_context(Plan(gpus=4, ulysses=4))) == 0.0  # diffusers splits t first
+
+
+def test_ring_pays_its_gathered_kv_and_its_fp32_merge():
+    ring, ulysses = _context(Plan(gpus=2, ring=2)), _context(Plan(gpus=2, ulysses=2))
+    hs = ring.x["hidden_state_gib"]
+    act_ring = sharding.rank_activation_gib(ring, 0.0, 0.0)[0] - sharding.rank_activation_gib(ring, 0.0, 0.0)[1]
+    act_ulysses = sharding.rank_activation_gib(ulysses, 0.0, 0.0)[0] - sharding.rank_activation_gib(ulysses, 0.0,
+                                                                                                   0.0)[1]
+    assert act_ring == pytest.approx(2 * hs) and act_ulysses == pytest.approx(3 * hs / 2)
+    merge = 8 * 27_280 * 3_072 * 30 * 2 / (ring.cal.feature_ceilings.device_copy_gbps * GB)
+    assert sharding.ring_merge_s(ring) == pytest.approx(merge) and sharding.ring_merge_s(ulysses) == 0.0
 
 
 def test_rank_memory_and_time_shrink_as_physics_says():
@@ -213,3 +239,44 @@ def test_diffusers_needs_the_sequence_to_divide_the_official_code_pads_it():
     two, four = compared.results[1], compared.results[2]
     assert two.recommended is not None  # 12,090 divides by 2
     assert four.recommended is None and four.candidates == [] and "do not divide" in four.reason
+
+
+def test_printed_several_gpu_scripts_do_what_the_runner_does():
+    """A ring layout sets a backend that returns the log-sum-exp (diffusers' native one raises); FSDP2 shards in
+    bf16 with the fp32 weights left out, before the pipeline moves to the GPU (so no rank holds the whole DiT)."""
+    from wanfit.planner.command import plan_command
+
+    ring = plan_command(TI2V, Plan(gpus=2, ring=2)).splitlines()
+    assert any('set_attention_backend("_native_cudnn")' in line for line in ring)
+    assert not any("set_attention_backend" in line for line in plan_command(TI2V, Plan(gpus=2, ulysses=2)).splitlines())
+    sharded = plan_command(TI2V, Plan(gpus=4, ulysses=4, dit_fsdp=True)).splitlines()
+    shard_at = max(i for i, line in enumerate(sharded) if "fully_shard(" in line)
+    assert shard_at < sharded.index('pipe.to("cuda")')
+    assert any("ignored_params=kept" in line for line in sharded) and any("MixedPrecisionPolicy" in line
+                                                                          for line in sharded)
+    assert sharded[1].endswith("torchrun --nproc_per_node=4 run.py")
+
+
+def test_host_ram_is_named_when_it_alone_stops_every_plan():
+    wl = Workload.for_model("wan2.2-t2v-a14b")
+    pins = PlanPins(runtime="wan", gpus=8, ulysses=8, dit_fsdp=True, t5_fsdp=True)
+    result = plan_report(wl, ["h100"], pins, host_ram_gib=300).results[0]
+    assert result.recommended is None
+    assert result.reason.startswith("nothing fits the 300 GiB of host RAM") and "fit h100's memory" in result.reason
+
+
+def test_a_several_gpu_run_does_not_correct_one_gpu(tmp_path):
+    from wanfit.model.run_correction import calibrate_from_run
+
+    run = {"gpu": "l40s", "workload": {"model": "wan2.2-ti2v-5b", "frames": 121},
+           "plan": {"offload": "none", "gpus": 4, "ulysses": 4}, "runtime": "diffusers", "step_s": 3.0}
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(run))
+    with pytest.raises(WanfitError, match="ran on 4 GPUs"):
+        calibrate_from_run("l40s", path, tmp_path)
+
+
+def test_gpu_counts_are_parsed_once_each():
+    from wanfit.planner.inputs import parse_gpu_counts
+
+    assert parse_gpu_counts("2,2,4") == [2, 4] and parse_gpu_counts(None) is None

@@ -221,7 +221,8 @@ def calibrate(
         from wanfit.model.run_correction import calibrate_from_run
 
         path, correction = calibrate_from_run(gpu, from_run, out)
-        typer.echo(f"wrote {path}: step x{correction.step_factor:.3g}, decode x{correction.decode_factor}")
+        typer.echo(f"wrote {path}: step x{correction.step_factor:.3g}, decode x{correction.decode_factor}; "
+                   f"`wanfit plan` reads it with --calibration-dir {out} (or WANFIT_CALIBRATION_DIR={out})")
         return
     models = list(model) if model else [DEFAULT_MODEL]
     gpus = gpu_count or 1

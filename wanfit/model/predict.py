@@ -26,7 +26,7 @@ from wanfit.model.context import PredictContext, StageDemand, StageEstimate
 from wanfit.model.geometry import geometry, high_noise_steps
 from wanfit.model.stages import allocator, denoise, host, text_encode, vae_decode
 from wanfit.model.transfer import profile_or_none
-from wanfit.model.weights import host_ram_gib, resident_gib
+from wanfit.model.weights import Moves, host_ram_gib, rank_build_upload_gib, resident_gib
 from wanfit.vocabulary.errors import WanfitError
 from wanfit.vocabulary.plan_report import Candidate, StagePrediction
 from wanfit.vocabulary.workload import Plan, Workload, check_layout_for
@@ -205,7 +205,10 @@ class _Ranks:
         pc.note(sharding.assumptions_note(pc, self.net))
 
     def with_communication(self, demands: dict[str, StageDemand]) -> dict[str, StageDemand]:
-        extra = {"text_encode": self.t5_s, "init": sharding.init_broadcast_s(self.pc, self.net)}
+        build = 0.0 if self.pc.reused_pipeline else (
+            sharding.init_broadcast_s(self.pc, self.net)
+            + host.move_s(self.pc, Moves(h2d=rank_build_upload_gib(self.pc.plan, self.pc.weights))))
+        extra = {"text_encode": self.t5_s, "init": build}
         return {name: replace(d, time_s=d.time_s + extra.get(name, 0.0)) for name, d in demands.items()}
 
     def with_nccl_buffers(self, stages: list[StageEstimate]) -> list[StageEstimate]:

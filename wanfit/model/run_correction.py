@@ -119,6 +119,9 @@ def _parse_run(run: dict[str, Any], gpu: str, path: Path) -> tuple[Workload, Pla
         first = exc.errors()[0] if isinstance(exc, ValidationError) else {"loc": (), "msg": str(exc)}
         where = ".".join(str(p) for p in first["loc"]) or "workload/plan"
         raise WanfitError(f"run file {path}: {where}: {first['msg']}; fix the workload or plan there") from None
+    if plan.gpus > 1:  # its step is one rank's, with communication: not the one-GPU step the factors correct
+        raise WanfitError(f"run file {path} ran on {plan.gpus} GPUs: a correction is made from a one-GPU run of "
+                          f"{gpu} (verify it with --gpus 1)")
     ran_on = run.get("local_gpu") or run.get("gpu") or (None if report else gpu)
     if ran_on is not None and get_profile(str(ran_on)).key != gpu:
         raise WanfitError(f"run file {path} was measured on {ran_on}, not {gpu}: give --gpu {ran_on}")

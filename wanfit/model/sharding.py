@@ -112,11 +112,14 @@ def in_flight_gib(pc: PredictContext) -> float:
 
 
 def t5_in_flight_gib(pc: PredictContext) -> float:
-    """T5 FSDP's gathered blocks during the encode (0 without it)."""
+    """T5 FSDP's gathered blocks during the encode and its root unit, which holds the token embedding (vocab x
+    d_model bf16: 1.96 GiB for UMT5-XXL, about five blocks' worth), 0 without it."""
     if not pc.plan.t5_fsdp:
         return 0.0
-    blocks = pc.spec.text_encoder["num_layers"]
-    return (FSDP_BLOCKS_IN_FLIGHT + FSDP_ROOT_BLOCKS) * pc.calibrated_weight("text_encoder", "bf16") / blocks
+    te = pc.spec.text_encoder
+    embedding = te["vocab_size"] * te["d_model"] * 2 / GIB
+    block = (pc.calibrated_weight("text_encoder", "bf16") - embedding) / te["num_layers"]
+    return FSDP_BLOCKS_IN_FLIGHT * block + embedding
 
 
 def rank_activation_gib(pc: PredictContext, act: float, bf16_activation: float) -> tuple[float, float]:
@@ -130,7 +133,21 @@ def rank_activation_gib(pc: PredictContext, act: float, bf16_activation: float) 
     rank_bf16 = max(0.0, m.predict({**pc.x, "hidden_state_gib": pc.x["hidden_state_gib"] * share}))
     knob_extra = 0.0 if pc.plan.dit_fsdp else act - bf16_activation
     gathered_qkv = 3 * pc.x["hidden_state_gib"] * share if pc.plan.ulysses > 1 else 0.0
-    return rank_bf16 + knob_extra + gathered_qkv + in_flight_gib(pc), rank_bf16
+    # diffusers' ring all-gathers the sequence's K and V for this rank's heads before attention runs.
+    gathered_kv = 2 * pc.x["hidden_state_gib"] / pc.plan.ulysses if pc.plan.ring > 1 else 0.0
+    return rank_bf16 + knob_extra + gathered_qkv + gathered_kv + whole_time_embedding_gib(pc) + in_flight_gib(pc), \
+        rank_bf16
+
+
+def whole_time_embedding_gib(pc: PredictContext) -> float:
+    """The official sp_dit_forward embeds the timestep for the whole padded sequence in fp32 (e: dim, e0: 6 x dim
+    per token) and gives each rank a chunk *view* of it, so every rank keeps the full-length storage through the
+    blocks (wan/distributed/sequence_parallel.py): the (U-1)/U of it that the activation fit at L/U tokens leaves
+    out. diffusers splits the timestep before embedding it (its _cp_plan): nothing to add."""
+    u = pc.plan.ulysses
+    if pc.plan.runtime != "wan" or u == 1:
+        return 0.0
+    return padded_tokens(pc) * 7 * pc.spec.inner_dim * 4 * pc.wl.batch / GIB * (1 - 1 / u)
 
 
 @dataclass(frozen=True)
@@ -200,7 +217,20 @@ def rank_step(pc: PredictContext, base: float, step: float, net: Links) -> RankS
     ring_s = ring_bytes_per_step(pc) / (net.all_gather_gbps * GB) + (2 * pc.weights.dit_layers * forwards
                                                                       * COLLECTIVE_LATENCY_S if plan.ring > 1 else 0.0)
     comm = a2a_s + gather_exposed + ring_s
+    compute += ring_merge_s(pc)
     return RankStep(step_s=compute + comm, comm_s=comm, ulysses_bytes=a2a, fsdp_bytes=gather)
+
+
+def ring_merge_s(pc: PredictContext) -> float:
+    """diffusers' ring attention runs one attention call per K/V chunk and merges the R partial outputs with their
+    log-sum-exps in fp32 (convert_to_fp32): each layer reads and writes the rank's L/R x hidden/U output R times,
+    8 x L x hidden / U bytes, at the device's copy rate."""
+    r, u = pc.plan.ring, pc.plan.ulysses
+    if r == 1:
+        return 0.0
+    per_layer = 8 * padded_tokens(pc) * pc.spec.inner_dim / u
+    total = per_layer * pc.weights.dit_layers * pc.x["forwards_per_step"] * pc.wl.batch
+    return total / (pc.cal.feature_ceilings.device_copy_gbps * GB) * pc.scale.bandwidth
 
 
 def t5_gather_s(pc: PredictContext, net: Links) -> float:
@@ -230,5 +260,5 @@ def assumptions_note(pc: PredictContext, net: Links) -> str:
         parts.append(f"FSDP: {FSDP_BLOCKS_IN_FLIGHT} blocks + the root unit gathered at a time, gathers assumed "
                      f"hidden behind the previous block's compute")
     if plan.ring > 1:
-        parts.append("ring K/V all-gathers assumed not overlapped")
+        parts.append("ring K/V all-gathers assumed not overlapped, its fp32 merge timed at the copy rate")
     return "; ".join(parts) + ": wider interval"

@@ -1,9 +1,7 @@
-"""Weights: what each component weighs in each variant, where a plan places it in each stage, what crosses
-the host link, and (for the fit) the weights measured resident.
-
-The plan semantics here mirror how the runner applies a Plan (wanfit/measure/placement.py): which component
-sits on the GPU in which stage, and which bytes cross the host link. Pure Python (the `plan` path), apart
-from `measured_weights`, which the fit calls. GiB (2**30 bytes) throughout.
+"""Weights: what each component weighs in each variant, where a plan places it in each stage (mirroring how
+the runners apply a Plan: wanfit/measure/placement.py, measure/official, measure/distributed), what crosses the
+host link, and (for the fit) the weights measured resident. Pure Python (the `plan` path), apart from
+`measured_weights`, which the fit calls. GiB (2**30 bytes) throughout.
 """
 
 from __future__ import annotations
@@ -68,8 +66,7 @@ class Weights:
     dit_layers: int
 
     @property
-    def block(self) -> float:
-        """One transformer block of one expert (block-level group offloading moves these)."""
+    def block(self) -> float:  # one transformer block of one expert (group offloading moves these)
         return self.dit / self.dit_layers
 
 
@@ -115,13 +112,10 @@ def _official_resident_gib(stage: str, plan: Plan, w: Weights) -> float:
 
 
 def _rank_resident_gib(stage: str, plan: Plan, w: Weights) -> float:
-    """One rank of a several-GPU plan. The official code builds every DiT expert on the GPU when N > 1 (FSDP or
-    sequence parallelism turn init_on_cpu off), sharded 1/N by --dit_fsdp; T5 is sharded onto the GPU at build
-    by --t5_fsdp, else it comes up for the encode (not with --t5_cpu). With --offload_model (allowed under
-    torchrun, off by default) T5 goes down after the encode, a two-expert model keeps one expert up from the
-    first step, and the DiT goes down before the decode, as on one GPU. diffusers: each rank holds the whole
-    pipeline (never offloaded), its transformer's blocks sharded 1/N by FSDP. FSDP's gathered blocks in flight
-    are in the step's transient (wanfit.model.sharding)."""
+    """One rank of a several-GPU plan. The official code (init_on_cpu off when N > 1) puts every DiT expert on the
+    GPU at build, 1/N under --dit_fsdp; T5 is sharded there at build by --t5_fsdp, else comes up for the encode.
+    --offload_model (allowed under torchrun) moves as on one GPU. diffusers: each rank holds the whole pipeline,
+    its transformer's blocks 1/N under FSDP. Blocks in flight: the step's transient (wanfit.model.sharding)."""
     dit = w.dit / (plan.gpus if plan.dit_fsdp else 1)
     te = w.text_encoder / (plan.gpus if plan.t5_fsdp else 1)
     if plan.runtime != "wan":
@@ -133,12 +127,22 @@ def _rank_resident_gib(stage: str, plan: Plan, w: Weights) -> float:
                     "prepare": dit * w.experts, "denoise": dit, "expert_switch": dit, "vae_decode": 0.0}[stage]
 
 
+def _rank_host_build_gib(plan: Plan, w: Weights) -> float:
+    """One rank's host memory at its build's peak. The official code (N > 1) builds T5 first (sharded onto the GPU
+    at once by --t5_fsdp, else kept in host memory), then each expert in turn, placed or sharded onto the GPU
+    before the next (text2video.py): T5 beside one expert. diffusers loads the whole pipeline, then moves it."""
+    te = w.text_encoder or w.text_encoder_host
+    if plan.runtime == "wan":
+        return max(te, w.dit) if plan.t5_fsdp else te + w.dit
+    return w.dit * w.experts + te + w.vae + w.image_encoder
+
+
 def host_ram_gib(plan: Plan, w: Weights) -> float:
-    """System memory the plan needs for weights kept off the GPU (GiB). The official code builds T5 and every
-    DiT expert in host memory before anything moves: it needs them all there at init, whatever the plan."""
+    """System memory the plan needs for weights kept off the GPU (GiB). The official code on one GPU builds T5 and
+    every DiT expert in host memory before anything moves; several ranks each build their own at once."""
     dits = w.dit * w.experts
-    if plan.gpus > 1:  # every rank builds its own copy in host memory before placing it (at the same time)
-        return plan.gpus * (dits + (w.text_encoder or w.text_encoder_host) + w.vae + w.image_encoder)
+    if plan.gpus > 1:
+        return plan.gpus * _rank_host_build_gib(plan, w)
     if plan.runtime == "wan":
         return dits + (w.text_encoder or w.text_encoder_host)
     te_host = w.text_encoder_host if plan.text_encoder == "cpu" else 0.0
@@ -211,20 +215,25 @@ def _official_moves(stage: str, plan: Plan, w: Weights) -> Moves:
 
 
 def _rank_moves(stage: str, plan: Plan, w: Weights, te_up: float) -> Moves:
-    """One rank of an official several-GPU plan (see _rank_resident_gib): every expert goes up at build, 1/N
-    under FSDP, counted where one GPU moves it (the first step's loading) so that the duration holds; with
-    --offload_model, T5 down after the encode, the other expert down at the first step, the swap, the DiT down
-    before the decode."""
+    """One video's moves on one rank of an official several-GPU plan (the build's: rank_build_upload_gib): an
+    unsharded T5 up for the encode; with --offload_model, the moves of one GPU, each DiT move its FSDP shard."""
     dit = w.dit / (plan.gpus if plan.dit_fsdp else 1)
     te = te_up / (plan.gpus if plan.t5_fsdp else 1)
-    built = dit * w.experts + (te if plan.t5_fsdp else 0.0)
     if plan.offload != "model":
-        return {"text_encode": Moves(h2d=0.0 if plan.t5_fsdp else te), "denoise": Moves(h2d=built)}.get(stage, Moves())
+        return {"text_encode": Moves(h2d=0.0 if plan.t5_fsdp else te)}.get(stage, Moves())
     other_expert = dit if w.experts == 2 else 0.0
-    return {"text_encode": Moves(h2d=0.0 if plan.t5_fsdp else te, d2h=te),
-            "denoise": Moves(h2d=built, d2h=other_expert),
+    return {"text_encode": Moves(h2d=te, d2h=te), "denoise": Moves(h2d=dit, d2h=other_expert),
             "expert_switch": Moves(h2d=dit, d2h=dit) if w.experts == 2 else Moves(),
             "vae_decode": Moves(d2h=dit)}.get(stage, Moves())
+
+
+def rank_build_upload_gib(plan: Plan, w: Weights) -> float:
+    """What one rank of an official several-GPU plan uploads at build: every expert whole (FSDP1 with device_id
+    moves each unit onto the GPU, then shards it: torch's _move_module_to_device), and T5 under --t5_fsdp."""
+    if plan.runtime != "wan" or plan.gpus == 1:
+        return 0.0
+    te = (w.text_encoder or w.text_encoder_host) if plan.t5_fsdp else 0.0
+    return w.dit * w.experts + te
 
 
 # ---- the weights of a plan, from a calibration's table --------------------------------------

@@ -132,6 +132,11 @@ def reason_line(gpu: str, usable_gib: float, margin_gib: float, base: Prediction
     where = f"{budget:.1f} GiB usable on {gpu} after the {margin_gib:g} GiB margin"
     base_words = describe(base.plan)
     if rec is None:
+        fit_memory = [c for c in candidates if c.headroom_gib >= 0]
+        if fit_memory and host_ram_gib is not None:  # the GPU would hold them: host RAM is what stops them
+            least = min(fit_memory, key=lambda c: c.host_ram_gib)
+            return (f"nothing fits the {host_ram_gib:g} GiB of host RAM: {len(fit_memory)} plan(s) fit {gpu}'s memory "
+                    f"but the least host RAM one needs {least.host_ram_gib:.1f} GiB ({describe(least.as_plan())})")
         smallest = min(candidates, key=lambda c: c.need_gib)
         line = (f"nothing fits: the smallest need is {smallest.need_gib:.1f} GiB ({describe(smallest.as_plan())}) at "
                 f"{stage_title(smallest.binding_stage)} > {where}")

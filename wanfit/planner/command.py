@@ -210,15 +210,26 @@ def _process_group(plan: Plan) -> list[str]:
 
 
 def _parallel(spec: ModelSpec, plan: Plan) -> list[str]:
-    """Several GPUs, once the pipeline is on this rank's GPU: FSDP2 (fully_shard) of each DiT's blocks when the
-    plan shards it, diffusers' context parallelism (enable_parallelism with ContextParallelConfig)."""
+    """Several GPUs, as wanfit's runner applies them (measure/distributed/diffusers_cp.py), before the pipeline
+    moves to the GPU: a log-sum-exp-returning attention backend for ring attention (the default native one
+    refuses it), diffusers' context parallelism, and with dit_fsdp FSDP2 of each block then the DiT in bf16, the
+    few weights diffusers keeps in fp32 left whole (FSDP2 wants one dtype a group); `pipe.to` then moves only
+    this rank's shards."""
     if plan.gpus == 1:
         return []
     dits = "(pipe.transformer, pipe.transformer_2)" if spec.experts == 2 else "(pipe.transformer,)"
-    body = [f"dit.enable_parallelism(config=ContextParallelConfig(ulysses_degree={plan.ulysses}, "
-            f"ring_degree={plan.ring}))"]
+    body = []
+    if plan.ring > 1 and plan.attention == "auto":
+        body += [f'dit.set_attention_backend("{DIFFUSERS_ATTENTION["cudnn"][0]}")  # ring attention needs the '
+                 "log-sum-exp: not the default native backend"]
+    body += [f"dit.enable_parallelism(config=ContextParallelConfig(ulysses_degree={plan.ulysses}, "
+             f"ring_degree={plan.ring}))"]
     if plan.dit_fsdp:
-        body = ["for block in dit.blocks:", "    fully_shard(block)", "fully_shard(dit)", *body]
+        body += ["kept = {p for p in dit.parameters() if p.dtype == torch.float32}",
+                 "policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16)",
+                 "for block in dit.blocks:",
+                 "    fully_shard(block, mp_policy=policy, ignored_params=kept & set(block.parameters()) or None)",
+                 "fully_shard(dit, mp_policy=policy, ignored_params=kept or None)"]
     return [f"for dit in {dits}:", *("    " + line for line in body)]
 
 
@@ -232,9 +243,9 @@ def diffusers_snippet(workload: Workload, plan: Plan) -> str:
     imports = _imports(spec, plan)
     if plan.gpus > 1:
         imports += ["from diffusers import ContextParallelConfig"]
-        imports += ["from torch.distributed.fsdp import fully_shard"] if plan.dit_fsdp else []
+        imports += ["from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard"] if plan.dit_fsdp else []
     lines = [*head, *imports, "", *_process_group(plan), *_load(spec, plan), f'prompt = "{PROMPT}"',
-             *_text_encoder(workload, plan), *_dit(spec, plan), *_offload(spec, plan), *_parallel(spec, plan)]
+             *_text_encoder(workload, plan), *_dit(spec, plan), *_parallel(spec, plan), *_offload(spec, plan)]
     lines += ["pipe.vae.enable_tiling()"] if plan.vae_tiling else []
     call = _call(workload, plan)
     if plan.gpus > 1:

@@ -64,7 +64,7 @@ def parse_gpu_counts(text: str | None) -> list[int] | None:
     parts = [p.strip() for p in text.split(",")]
     if not all(p.isdigit() for p in parts):
         raise WanfitError(f"--gpus takes a GPU count or counts separated by commas, e.g. 4 or 1,2,4,8, not '{text}'")
-    return [int(p) for p in parts]
+    return list(dict.fromkeys(int(p) for p in parts))  # each count once, in the order given
 
 
 def planner_options(margin: float | None, host_ram: float | None, calibration_dir: Path | None,

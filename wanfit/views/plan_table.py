@@ -69,10 +69,18 @@ def time_column(title: str, values: Sequence[float | None], marks: Sequence[str]
 
 
 def compact_plan(plan: dict) -> str:
-    """'model/int8/fp8/tiled': the knobs in one short cell, a pinned attention kernel last."""
+    """'model/int8/fp8/tiled': the knobs in one short cell, a pinned attention kernel, then a several-GPU
+    layout ('/u4/fsdp') last."""
     knobs = f"{plan.get('offload')}/{plan.get('text_encoder')}/{plan.get('dit_dtype')}"
     knobs += "/tiled" if plan.get("vae_tiling") else ""
-    return knobs + (f"/{plan['attention']}" if plan.get("attention", "auto") != "auto" else "")
+    knobs += f"/{plan['attention']}" if plan.get("attention", "auto") != "auto" else ""
+    return knobs + ("/" + layout_cell(plan) if plan.get("gpus", 1) > 1 else "")
+
+
+def layout_cell(plan: dict) -> str:
+    """A several-GPU layout in a few characters: 'u4', 'u2r2 fsdp', 'u8 fsdp t5'."""
+    degrees = "".join(f"{k[0]}{plan[k]}" for k in ("ulysses", "ring") if plan.get(k, 1) > 1) or "no-sp"
+    return " ".join([degrees] + [w for k, w in (("dit_fsdp", "fsdp"), ("t5_fsdp", "t5")) if plan.get(k)])
 
 
 def held_at_limit(cand: Candidate, memory_gib: float) -> bool:
@@ -108,6 +116,8 @@ def _candidate_columns(result: GpuResult, cands: Sequence[Candidate]) -> dict[st
              text_column("VAE tiling", ["on" if c.plan.get("vae_tiling") else "off" for c in cands])]
     if any(c.plan.get("attention", "auto") != "auto" for c in cands):
         knobs.append(text_column("attention", [str(c.plan.get("attention")) for c in cands]))
+    if result.gpu_count > 1:
+        knobs.append(text_column("layout", [layout_cell(c.plan) for c in cands]))
     plan = Column("plan (offload/te/DiT)", [Text(f"{m or ' '} {compact_plan(c.plan)}") for m, c in zip(
         marks, cands, strict=True)], "left", keep_whole=True)
     peaks = [fmt_gib(c.peak_vram_gib) + (" (limit)" if held_at_limit(c, result.memory_gib) else "") for c in cands]
