@@ -20,6 +20,7 @@ from planner_fixtures import (
     measurements,
 )
 from wanfit.model.calibration import find_calibration
+from wanfit.model.context import feature_ceilings
 from wanfit.model.fit import fit_calibration, size_key
 from wanfit.model.geometry import high_noise_steps
 from wanfit.model.predict import predict
@@ -28,12 +29,17 @@ from wanfit.vocabulary.environment import Ceilings
 from wanfit.vocabulary.errors import WanfitError
 from wanfit.vocabulary.measurement import fastest_steady_step_s
 from wanfit.vocabulary.measurements_file import gpu_session_pageable_gbps, load_measurements, session_pageable_gbps
-from wanfit.vocabulary.profiles import get_profile
+from wanfit.vocabulary.profiles import ClassRate, get_profile
 from wanfit.vocabulary.workload import Plan, Workload
 
 
 def wl(**kw) -> Workload:
     return Workload.for_model(kw.pop("model", MODEL), **kw)
+
+
+def without_class(profile, cls: str):
+    """`profile` with no rate of class `cls` (as for a GPU where it was never measured)."""
+    return profile.model_copy(update={"class_rates": {k: v for k, v in profile.class_rates.items() if k != cls}})
 
 
 def measured_peak(m) -> float:
@@ -164,7 +170,7 @@ def test_transfer_keeps_memory_and_scales_time():
     # The L40S has ~1/3 of the H100's measured matmul throughput and ~1/4 of its bandwidth.
     assert 2.0 < other.step_s / same.step_s < 4.5
     scale = time_scale(cal, l40s)
-    assert scale.matmul == pytest.approx(cal.feature_ceilings.matmul_tflops / l40s.achieved_matmul_tflops)
+    assert scale.matmul == pytest.approx(cal.feature_ceilings.matmul_tflops / l40s.achieved("gemm_bf16"))
     assert other.duration_interval_s[1] / other.duration_s > same.duration_interval_s[1] / same.duration_s
 
 
@@ -173,14 +179,28 @@ def test_target_without_achieved_figures_uses_datasheet_times_efficiency():
                         h2d_pageable_gbps=10.0)
     cal_profile = SimpleNamespace(bf16_dense_tflops=1000.0, memory_bandwidth_gbps=3500.0, host_link_gbps=64.0)
     target = SimpleNamespace(key="x", bf16_dense_tflops=400.0, memory_bandwidth_gbps=1000.0, host_link_gbps=32.0,
-                             achieved_matmul_tflops=None, achieved_attention_tflops=None)
+                             class_rates={}, default_attention={"diffusers": "cudnn"})
     t, _ = target_throughputs(measured, cal_profile, target)
     assert t.matmul_tflops == pytest.approx(400 * 0.7)
     assert t.attention_tflops == pytest.approx(400 * 0.7 * 0.8)  # attention scaled like matmul
     assert t.device_copy_gbps == pytest.approx(1000 * 0.8)
     assert t.h2d_pinned_gbps == pytest.approx(32 * 50 / 64)
-    achieved = SimpleNamespace(**{**vars(target), "achieved_matmul_tflops": 300.0})
+    gemm = ClassRate(value=300.0, unit="TFLOP/s", basis="measured", source="a test's stand-in figure")
+    achieved = SimpleNamespace(**{**vars(target), "class_rates": {"gemm_bf16": gemm}})
     assert target_throughputs(measured, cal_profile, achieved)[0].matmul_tflops == 300.0
+
+
+def test_ceilings_not_measured_are_the_profiles_achieved_rates_else_its_datasheet():
+    """A calibration without measured ceilings computes its features with its GPU profile's achieved matmul rate
+    and SDPA's own attention kernel's there (measured or published), a derived rate giving way to the datasheet."""
+    h100, l40s = get_profile("h100"), get_profile("l40s")
+    c, source = feature_ceilings("h100", None)
+    assert (c.matmul_tflops, c.attention_tflops) == (h100.achieved("gemm_bf16"), h100.achieved("attention_cudnn"))
+    assert h100.default_attention["diffusers"] == "cudnn" and "the h100 profile" in source
+    c, _ = feature_ceilings("l40s", None)
+    sdpa = l40s.rate(f"attention_{l40s.default_attention['diffusers']}")
+    assert c.matmul_tflops == l40s.achieved("gemm_bf16") == l40s.rate("gemm_bf16").value  # published
+    assert sdpa.basis == "derived" and c.attention_tflops == l40s.bf16_dense_tflops
 
 
 def test_the_steps_elementwise_part_scales_by_the_measured_chain_where_both_gpus_have_one():
@@ -190,15 +210,15 @@ def test_the_steps_elementwise_part_scales_by_the_measured_chain_where_both_gpus
     cal = calibration()
     h200 = get_profile("h200")
     measured = time_scale(cal, h200)
-    assert measured.elementwise == pytest.approx(get_profile("h100").achieved_elementwise_gbps
-                                                 / h200.achieved_elementwise_gbps)
+    assert measured.elementwise == pytest.approx(get_profile("h100").achieved("elementwise")
+                                                 / h200.achieved("elementwise"))
     assert measured.elementwise > measured.bandwidth * 1.1
-    unmeasured = time_scale(cal, h200.model_copy(update={"achieved_elementwise_gbps": None}))
+    unmeasured = time_scale(cal, without_class(h200, "elementwise"))
     assert unmeasured.elementwise == unmeasured.bandwidth
     assert any("scaled by memory bandwidth: no measured elementwise rate for h200" in n for n in unmeasured.notes)
     own = Ceilings(**{**cal.feature_ceilings.model_dump(), "elementwise_gbps": 10.0})
     from_calibration = time_scale(cal.model_copy(update={"feature_ceilings": own}), h200)
-    assert from_calibration.elementwise == pytest.approx(10.0 / h200.achieved_elementwise_gbps)
+    assert from_calibration.elementwise == pytest.approx(10.0 / h200.achieved("elementwise"))
 
 
 VERIFY_REPORTS = SHIPPED_H100.parents[1] / "verify-reports"
@@ -227,7 +247,7 @@ def test_h100_calibrations_transfer_to_real_h200_runs(run_name):
     if workload.model == "wan2.2-ti2v-5b":
         h200 = get_profile("h200")
         cal, _ = find_calibration("h100", workload.model, [SHIPPED_H100.parent])
-        by_copy = predict(workload, plan, cal, h200.model_copy(update={"achieved_elementwise_gbps": None}))
+        by_copy = predict(workload, plan, cal, without_class(h200, "elementwise"))
         assert by_copy.step_s < 0.95 * run["steady_step_s"]
 
 

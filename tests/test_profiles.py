@@ -16,7 +16,6 @@ from wanfit.vocabulary.errors import WanfitError
 from wanfit.vocabulary.paths import profiles_dir
 from wanfit.vocabulary.profiles import (
     RATE_CLASSES,
-    ClassRate,
     GpuProfile,
     get_profile,
     known_names,
@@ -70,10 +69,10 @@ def test_usable_memory_is_the_driver_total(profiles):
 
 def test_measured_matmul_is_plausible_against_the_datasheet(profiles):
     for profile in profiles.values():
-        if profile.achieved_matmul_tflops is None or profile.bf16_dense_tflops is None:
+        if profile.achieved("gemm_bf16") is None or profile.bf16_dense_tflops is None:
             continue
         # GeForce cards boost past the whitepaper clock (up to ~+15 %); power-limited cards (L4) fall far below
-        ratio = profile.achieved_matmul_tflops / profile.bf16_dense_tflops
+        ratio = profile.achieved("gemm_bf16") / profile.bf16_dense_tflops
         assert 0.5 <= ratio <= 1.25, (profile.key, ratio)
 
 
@@ -316,15 +315,14 @@ def test_bad_class_tables_are_rejected(mutate, message):
     assert message in str(err.value)
 
 
-def test_pre_class_rates_names_read_achieved_figures_only(profiles):
-    h200, l40s = profiles["h200"], profiles["l40s"]
-    assert h200.achieved_elementwise_gbps == h200.rate("elementwise").value == 19.04
-    assert l40s.rate("elementwise").basis == "derived" and l40s.achieved_elementwise_gbps is None
-    assert h200.achieved_attention_tflops == 601.15  # SDPA's own pick there: cuDNN
-    unmeasured = h200.model_copy(update={"achieved_elementwise_gbps": None})
-    assert unmeasured.rate("elementwise") is None and h200.rate("elementwise") is not None
-    assert h200.model_copy(update={"achieved_matmul_tflops": 700.0}).rate("gemm_bf16") == ClassRate(
-        value=700.0, unit="TFLOP/s", basis="measured", source="set through achieved_matmul_tflops (model_copy)")
+def test_achieved_reads_measured_and_published_rates_only(profiles):
+    h100, h200, l40s = profiles["h100"], profiles["h200"], profiles["l40s"]
+    assert h200.achieved("elementwise") == h200.rate("elementwise").value == 19.04
+    assert l40s.rate("elementwise").basis == "derived" and l40s.achieved("elementwise") is None
+    assert h200.default_attention["diffusers"] == "cudnn" and h200.achieved("attention_cudnn") == 601.15
+    assert h100.rate("attention_fa3").basis == "public"
+    assert h100.achieved("attention_fa3") == h100.rate("attention_fa3").value
+    assert l40s.rate("attention_fa3") is None and l40s.achieved("attention_fa3") is None  # FA3 is Hopper's only
 
 
 def _rates_module():

@@ -201,7 +201,7 @@ def test_a_pinned_attention_kernel_is_timed_from_the_profiles_kernel_rates():
 
     wl = Workload.for_model("wan2.2-ti2v-5b")
     auto, fa2, cudnn = (predict_one(wl, Plan(attention=a), "h100") for a in ("auto", "fa2", "cudnn"))
-    rates = get_profile("h100").attention_tflops_by_kernel
+    rates = {kernel: get_profile("h100").rate(f"attention_{kernel}").value for kernel in ("fa2", "fa3", "cudnn")}
     assert cudnn.step_s == pytest.approx(auto.step_s)
     from wanfit.model.calibration import find_calibration
     from wanfit.model.features import size_features

@@ -79,8 +79,9 @@ def feature_ceilings(gpu: str, ceilings: Ceilings | None) -> tuple[Ceilings, str
     try:
         p = get_profile(gpu)
         host = float(p.host_link_gbps)
-        c = Ceilings(matmul_tflops=float(p.achieved_matmul_tflops or p.bf16_dense_tflops),
-                     attention_tflops=float(getattr(p, "achieved_attention_tflops", None) or p.bf16_dense_tflops),
+        sdpa = p.achieved(f"attention_{p.default_attention['diffusers']}")  # SDPA's own pick there
+        c = Ceilings(matmul_tflops=float(p.achieved("gemm_bf16") or p.bf16_dense_tflops),
+                     attention_tflops=float(sdpa or p.bf16_dense_tflops),
                      device_copy_gbps=float(p.memory_bandwidth_gbps), h2d_pinned_gbps=host, h2d_pageable_gbps=host)
     except (WanfitError, TypeError):  # no profile of this GPU, or one without these figures
         return NOMINAL, "nominal stand-ins (no measured ceilings and no profile): time does not transfer"

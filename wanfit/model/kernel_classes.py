@@ -36,10 +36,6 @@ UNCLASSIFIED_REL = BASIS_REL["derived"]
 # divided by datasheet FP64 TFLOP/s (an FMA counts 2 there). Its memory traffic stays in the elementwise term.
 FP64_FLOPS_PER_ELEMENT = 8.0
 
-# Profiles without class_rates (tests' stand-ins): the pre-class_rates attribute of each class.
-_LEGACY = {"gemm_bf16": "achieved_matmul_tflops", "elementwise": "achieved_elementwise_gbps",
-           "d2d_copy": "achieved_d2d_gbps", "h2d_pinned": "achieved_h2d_gbps"}
-
 
 def worse(*bases: str) -> str:
     """The least certain of `bases`."""
@@ -50,11 +46,7 @@ def rate(profile: Any | None, cls: str) -> tuple[float, str] | None:
     """(value, basis) of class `cls` on the GPU `profile` describes; None where it has none."""
     if profile is None:
         return None
-    rates = getattr(profile, "class_rates", None)
-    if rates is None:
-        value = getattr(profile, _LEGACY.get(cls, "-"), None)
-        return (float(value), "measured") if value else None
-    entry = rates.get(cls)
+    entry = (getattr(profile, "class_rates", None) or {}).get(cls)
     return (float(entry.value), str(entry.basis)) if entry is not None else None
 
 

@@ -132,9 +132,6 @@ def target_rates(cal_ceilings: Ceilings, cal_profile: Any | None, target: Any) -
         matmul = cal_ceilings.matmul_tflops * copy[0] / cal_ceilings.device_copy_gbps, "derived"
     sdpa = kc.backend(target, "diffusers")
     attention = kc.rate(target, f"attention_{sdpa}") if sdpa else None
-    if attention is None and getattr(target, "class_rates", None) is None:  # a stand-in with the old field
-        value = _opt(target, "achieved_attention_tflops")
-        attention = (value, "measured") if value else None
     if attention is None:  # scale attention like matmul (keep the calibrated GPU's attention/matmul ratio)
         attention = matmul[0] * cal_ceilings.attention_tflops / cal_ceilings.matmul_tflops, "derived"
     host = _opt(target, "host_link_gbps")

@@ -66,14 +66,6 @@ RATE_CLASSES: dict[str, tuple[RateUnit, str]] = {
     "nccl_all_to_all": ("GB/s", "NCCL all-to-all bus bandwidth per GPU at large messages, several GPUs of this kind "
                                 "in one host (nccl-tests busbw)"),
 }
-# The pre-class_rates field names, read as properties for readers not yet moved to class_rates (achieved figures
-# only: a derived rate reads as None, as the field did).
-LEGACY_FIELDS: dict[str, str] = {
-    "achieved_matmul_tflops": "gemm_bf16",
-    "achieved_h2d_gbps": "h2d_pinned",
-    "achieved_d2d_gbps": "d2d_copy",
-    "achieved_elementwise_gbps": "elementwise",
-}
 
 
 class ClassRate(BaseModel):
@@ -90,7 +82,6 @@ class ClassRate(BaseModel):
     @property
     def achieved(self) -> bool:
         return self.basis != "derived"
-
 
 
 class GpuProfile(BaseModel):
@@ -155,50 +146,6 @@ class GpuProfile(BaseModel):
         """The rate of `name` where it is achieved (measured or public), else None."""
         rate = self.class_rates.get(name)
         return rate.value if rate is not None and rate.achieved else None
-
-    # ---- the pre-class_rates names (readers outside this module; to go once they read class_rates) ----------
-    @property
-    def achieved_matmul_tflops(self) -> float | None:
-        return self.achieved("gemm_bf16")
-
-    @property
-    def achieved_attention_tflops(self) -> float | None:
-        """SDPA's own pick here (what diffusers runs), achieved."""
-        return self.achieved(f"attention_{self.default_attention['diffusers']}")
-
-    @property
-    def achieved_h2d_gbps(self) -> float | None:
-        return self.achieved("h2d_pinned")
-
-    @property
-    def achieved_d2d_gbps(self) -> float | None:
-        return self.achieved("d2d_copy")
-
-    @property
-    def achieved_elementwise_gbps(self) -> float | None:
-        return self.achieved("elementwise")
-
-    @property
-    def attention_tflops_by_kernel(self) -> dict[str, float]:
-        """Attention rates per backend (fa2, fa3, cudnn, fa4), whatever their basis."""
-        return {name.removeprefix("attention_"): rate.value for name, rate in self.class_rates.items()
-                if name.startswith("attention_")}
-
-    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> GpuProfile:
-        """pydantic's model_copy; an update of a pre-class_rates name sets (or, with None, removes) its class."""
-        update = dict(update or {})
-        legacy = [k for k in update if k in LEGACY_FIELDS]
-        if legacy:
-            rates = dict(update.get("class_rates", self.class_rates))
-            for key in legacy:
-                value, name = update.pop(key), LEGACY_FIELDS[key]
-                if value is None:
-                    rates.pop(name, None)
-                else:
-                    rates[name] = ClassRate(value=value, unit=RATE_CLASSES[name][0], basis="measured",
-                                            source=f"set through {key} (model_copy)")
-            update["class_rates"] = rates
-        return super().model_copy(update=update, deep=deep)
 
     @model_validator(mode="after")
     def _consistent(self) -> GpuProfile:
