@@ -646,3 +646,16 @@ def test_calibrate_from_run_corrects_the_gpu_through_the_entry_point(tmp_path):
     del run["step_s"]
     run_file.write_text(json.dumps(run))
     assert_one_line_error(wanfit("calibrate", "--gpu", "l40s", "--from-run", str(run_file), "--out", str(out)))
+
+
+def test_several_gpu_flags_of_calibrate_and_verify_through_the_entry_point(tmp_path):
+    """`--gpus` on calibrate and verify: a layout no runtime has, or a refit of several-GPU points, is one line
+    before anything runs; a valid layout reaches the GPU check (no CUDA here)."""
+    line = assert_one_line_error(wanfit("calibrate", "--gpu", "h100", "--gpus", "2", "--fit-only", "--out",
+                                        str(tmp_path)))
+    assert "--fit-only" in line and "--gpus" in line
+    line = assert_one_line_error(wanfit("verify", "--gpu", "h100", "--gpus", "2", "--ulysses", "3"))
+    assert "ulysses x ring = gpus" in line
+    line = assert_one_line_error(wanfit("verify", "--gpu", "h100", "--gpus", "2", "--frames", "41"))
+    assert "cuda gpu" in line.lower()
+    assert not any(tmp_path.rglob("*.json"))
