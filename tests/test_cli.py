@@ -659,3 +659,12 @@ def test_several_gpu_flags_of_calibrate_and_verify_through_the_entry_point(tmp_p
     line = assert_one_line_error(wanfit("verify", "--gpu", "h100", "--gpus", "2", "--frames", "41"))
     assert "cuda gpu" in line.lower()
     assert not any(tmp_path.rglob("*.json"))
+
+
+def test_gpus_table_fits_the_terminal_and_says_what_it_left_out():
+    narrow = wanfit("gpus", env={"COLUMNS": "80"})
+    assert narrow.returncode == 0, narrow.stderr
+    assert all(len(line) <= 80 for line in narrow.stdout.splitlines())
+    assert "columns left out at this width" in narrow.stdout and "h100" in narrow.stdout
+    wide = wanfit("gpus", env={"COLUMNS": "400"})
+    assert "left out" not in wide.stdout and "all2all" in wide.stdout

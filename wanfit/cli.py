@@ -336,6 +336,8 @@ def verify(
 @user_errors
 def gpus(format: FormatOpt = "table") -> None:
     """List the GPU profiles: usable memory, throughput, bandwidth and their sources."""
+    from rich.text import Text
+
     from wanfit.vocabulary.plan_report import SCHEMA_VERSION
     from wanfit.vocabulary.profiles import load_profiles, profile_table_rows
 
@@ -343,10 +345,15 @@ def gpus(format: FormatOpt = "table") -> None:
     if format == "json":
         print_json({"schema_version": SCHEMA_VERSION, "gpus": [p.model_dump(mode="json") for p in profiles.values()]})
         return
-    from wanfit.views.listing import rows_table
+    from wanfit.views.listing import columns_that_fit, rows_table
 
-    rows = profile_table_rows(profiles)
-    console().print(rows_table(rows, "GPU profiles (memory in GiB = 2^30 bytes; TFLOP/s; GB/s; W)"))
+    out = console()
+    rows, left_out = columns_that_fit(profile_table_rows(profiles), out.width)
+    out.print(rows_table(rows, "GPU profiles (memory in GiB = 2^30 bytes; TFLOP/s; GB/s; rates: m measured, p "
+                               "public, d derived)"))
+    if left_out:
+        out.print(Text(f"{len(left_out)} columns left out at this width ({', '.join(left_out)}): widen the terminal "
+                       f"(COLUMNS) or use --format json", style="dim"))
 
 
 @app.command()

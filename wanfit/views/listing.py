@@ -28,6 +28,22 @@ def rows_table(rows: Sequence[Mapping[str, Any]], title: str) -> Table:
     return table
 
 
+def columns_that_fit(rows: Sequence[Mapping[str, Any]], width: int) -> tuple[list[dict[str, Any]], list[str]]:
+    """The rows cut to the leading columns a `width`-wide terminal shows whole (a cell's text, its padding and
+    border: 3 characters a column; the first column always kept), and the names of the columns left out."""
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    used, kept = 1, []
+    for col in columns:
+        need = max(len(col), *(len(_cell(row.get(col))) for row in rows)) + 3
+        if kept and used + need > width:
+            break
+        kept.append(col)
+        used += need
+    return [{k: row.get(k) for k in kept} for row in rows], columns[len(kept):]
+
+
 def _plain(*cells: str) -> list[Text]:
     """Cells as Text: a plain str in a rich Table is parsed as markup, and '[...]' in data would break it."""
     return [Text(c) for c in cells]
