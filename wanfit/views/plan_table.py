@@ -185,8 +185,10 @@ def gpu_title(result: GpuResult) -> str:
 
 
 def hardware_table(console: Console, report: PlanReport) -> Table:
-    """Each GPU kind x count with its best plan: per-GPU need, time, GPU-hours, speed-up, both ranks."""
+    """Each GPU kind x count with its best plan (the cell that may wrap): per-GPU need, time, GPU-hours, speed-up,
+    both ranks. Each option's one-line summary is in the JSON (`hardware[].summary`)."""
     options = report.hardware
+    plans = {(r.gpu, r.gpu_count): r.recommended for r in report.results}
 
     def column(header: str, values: Sequence[str], justify: str = "right") -> Column:
         return Column(header, [Text(v) for v in values], justify)
@@ -194,7 +196,11 @@ def hardware_table(console: Console, report: PlanReport) -> Table:
     def number(value: float | None, fmt: str) -> str:
         return "-" if value is None else format(value, fmt)
 
-    summary = Column("option (best plan)", [Text(o.summary) for o in options], "left", keep_whole=True)
+    hardware = Column("GPUs", [Text(f"{o.gpu_count} x {o.gpu}" if o.gpu_count > 1 else o.gpu) for o in options],
+                      "left", keep_whole=True)
+    best = column("best plan", [compact_plan(plans[o.gpu, o.gpu_count].plan) if o.fits else "none fits"
+                                for o in options], "left")
+    need = column("need GiB\nper GPU", [fmt_gib(o.need_gib) for o in options])
     hours = column("GPU-\nhours", [number(o.gpu_hours, ".3f") for o in options])
     speedup = column("speed-\nup", [number(o.speedup, ".2f") for o in options])
     ranks = column("rank\ntime", [number(o.rank_by_time, "d") for o in options])
@@ -202,7 +208,8 @@ def hardware_table(console: Console, report: PlanReport) -> Table:
     total = time_column("total", [o.duration_s for o in options])
     styles = ["bold" if o.rank_by_time == 1 else None for o in options]
     return fitted_table(console, "Hardware options (need per GPU; speed-up against one GPU of the kind)",
-                        [[summary, total, hours, speedup, ranks, cost], [summary, total, hours]], styles)
+                        [[hardware, best, need, total, hours, speedup, ranks, cost],
+                         [hardware, need, total, hours, ranks, cost], [hardware, need, total]], styles)
 
 
 def comparison_table(console: Console, report: PlanReport) -> Table:
