@@ -280,3 +280,20 @@ def test_gpu_counts_are_parsed_once_each():
     from wanfit.planner.inputs import parse_gpu_counts
 
     assert parse_gpu_counts("2,2,4") == [2, 4] and parse_gpu_counts(None) is None
+
+
+@pytest.mark.parametrize("width", [60, 100, 200])
+def test_several_gpu_tables_fit_the_terminal(width):
+    from io import StringIO
+
+    from rich.console import Console
+
+    from wanfit.planner.inputs import HostRam
+    from wanfit.views.render import render_plan_report
+
+    report = plan_report(TI2V, ["h100", "l40s"], gpu_counts=[1, 4])
+    out = StringIO()
+    render_plan_report(report, Console(file=out, width=width, color_system=None), HostRam(None, "test"))
+    text = out.getvalue()
+    assert "Hardware options" in text and "4 x h100" in text
+    assert all(len(line) <= width for line in text.splitlines())
