@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
+from wanfit.measure.patching import patch
 from wanfit.vocabulary.measurement import CollectiveStat
 
 # torch.distributed's functions a rank's code may call, by the kind a call outside any wrapped runtime function
@@ -130,12 +131,6 @@ class CollectiveMeter:
                 for kind, n in stage.calls.items()}
 
 
-def _patch(stack: ExitStack, obj, name: str, value) -> None:
-    saved = getattr(obj, name)
-    setattr(obj, name, value)
-    stack.callback(setattr, obj, name, saved)
-
-
 def _wait_functional(result):
     """A functional collective's result, waited for (AsyncCollectiveTensor.wait; a plain tensor as is)."""
     wait = getattr(result, "wait", None)
@@ -155,21 +150,21 @@ class _Proxy:
 
 def _official_targets(meter: CollectiveMeter, stack: ExitStack, wan_modules: dict) -> None:
     ulysses = wan_modules["wan.distributed.ulysses"]
-    _patch(stack, ulysses, "all_to_all", meter.wrap("all_to_all", ulysses.all_to_all))
+    patch(stack, ulysses, "all_to_all", meter.wrap("all_to_all", ulysses.all_to_all))
     sp = wan_modules["wan.distributed.sequence_parallel"]
-    _patch(stack, sp, "gather_forward", meter.wrap("sequence_gather", sp.gather_forward))
+    patch(stack, sp, "gather_forward", meter.wrap("sequence_gather", sp.gather_forward))
 
 
 def _diffusers_targets(meter: CollectiveMeter, stack: ExitStack) -> None:
     from diffusers.hooks import context_parallel
     from diffusers.models import attention_dispatch
 
-    _patch(stack, attention_dispatch, "_all_to_all_single",
+    patch(stack, attention_dispatch, "_all_to_all_single",
            meter.wrap("all_to_all", attention_dispatch._all_to_all_single))
     for module, kind in ((attention_dispatch, "ring_all_gather"), (context_parallel, "sequence_gather")):
         funcol = module.funcol
         gather = meter.wrap(kind, funcol.all_gather_tensor, waits=_wait_functional)
-        _patch(stack, module, "funcol", _Proxy(funcol, all_gather_tensor=gather))
+        patch(stack, module, "funcol", _Proxy(funcol, all_gather_tensor=gather))
 
 
 @contextmanager
@@ -178,7 +173,7 @@ def metered(meter: CollectiveMeter, runtime: str, wan_modules: dict | None = Non
     with ExitStack() as stack:
         for name, kind in TORCH_KINDS.items():
             if hasattr(dist, name):
-                _patch(stack, dist, name, meter.wrap(kind, getattr(dist, name), name=name))
+                patch(stack, dist, name, meter.wrap(kind, getattr(dist, name), name=name))
         if runtime == "wan":
             _official_targets(meter, stack, wan_modules or {})
         else:

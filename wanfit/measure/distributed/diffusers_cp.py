@@ -23,6 +23,7 @@ from contextlib import contextmanager
 import torch
 
 from wanfit.measure import build
+from wanfit.measure.patching import swapped
 from wanfit.vocabulary.workload import Plan
 
 RING_BACKEND_UNDER_AUTO = "_native_cudnn"
@@ -35,11 +36,8 @@ def dit_in_host_memory(plan: Plan) -> Iterator[None]:
         yield
         return
     original = build.built_in_host_memory
-    build.built_in_host_memory = lambda p: original(p) | {"transformer"}
-    try:
+    with swapped(build, "built_in_host_memory", lambda p: original(p) | {"transformer"}):
         yield
-    finally:
-        build.built_in_host_memory = original
 
 
 @contextmanager
@@ -47,12 +45,8 @@ def _device_count_on_cpu(device: str) -> Iterator[None]:
     if device.startswith("cuda"):
         yield
         return
-    saved = torch.accelerator.device_count
-    torch.accelerator.device_count = lambda: 1
-    try:
+    with swapped(torch.accelerator, "device_count", lambda: 1):
         yield
-    finally:
-        torch.accelerator.device_count = saved
 
 
 def _ring_backend(dit, plan: Plan, device: str) -> None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from wanfit.measure.distributed.context import RankInfo
+from wanfit.measure.patching import patch
 from wanfit.vocabulary.workload import Plan
 
 
@@ -83,9 +84,7 @@ def cpu_distributed_build(pipe_mod, cls, layout: OfficialLayout | None, target: 
         if layout is not None and target.type == "cpu":
             for obj, name, value in ((pipe_mod, "shard_model", _cpu_shard_model(pipe_mod.shard_model)),
                                      (cls, "_configure_model", _configure_on(cls._configure_model, target))):
-                saved = getattr(obj, name)
-                setattr(obj, name, value)
-                stack.callback(setattr, obj, name, saved)
+                patch(stack, obj, name, value)
         yield
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from wanfit.measure import patching
 from wanfit.measure.build import fill_random, init_skipped
 from wanfit.measure.distributed.official import OfficialLayout, cpu_distributed_build, t5_sharded
 from wanfit.measure.official.loader import LoadedWan
@@ -194,9 +195,7 @@ def build_official(wan: LoadedWan, task: str, spec: ModelSpec, device: str, *, t
     fill_device = "cuda" if target.type == "cuda" else "cpu"
     with ExitStack() as patches:
         def patch(module, name, value):
-            saved = getattr(module, name)
-            setattr(module, name, value)
-            patches.callback(setattr, module, name, saved)
+            patching.patch(patches, module, name, value)
 
         patch(pipe_mod, vae_class, _with_device(getattr(pipe_mod, vae_class), target))
         if checkpoint is None:

@@ -23,10 +23,10 @@ import importlib.util
 import subprocess
 import sys
 import types
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from wanfit.measure.patching import swapped
 from wanfit.vocabulary.environment import WanCode
 from wanfit.vocabulary.errors import WanfitError
 
@@ -179,17 +179,11 @@ def _install_shims() -> list[str]:
     return shims
 
 
-@contextmanager
 def _current_device_stub():
     """`torch.cuda.current_device` returns 0 without touching CUDA while wan.modules.t5 is imported (see above)."""
     import torch
 
-    saved = torch.cuda.current_device
-    torch.cuda.current_device = lambda: 0
-    try:
-        yield
-    finally:
-        torch.cuda.current_device = saved
+    return swapped(torch.cuda, "current_device", lambda: 0)
 
 
 def _forget_wan() -> None:

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
+from wanfit.measure import patching
 from wanfit.measure.monitor import StageClock
 from wanfit.measure.official.build import official_dits
 from wanfit.measure.official.knobs import OfficialKnobs
@@ -149,10 +150,7 @@ class StageHooks:
         pipe = self.pipe
         with ExitStack() as stack:
             def patch(obj, name, value, instance: bool = False):
-                saved = getattr(obj, name)
-                setattr(obj, name, value)
-                # an instance attribute is deleted (the class's method shows again), a module's global restored
-                stack.callback(delattr, obj, name) if instance else stack.callback(setattr, obj, name, saved)
+                patching.patch(stack, obj, name, value, instance=instance)
 
             patch(pipe, "text_encoder", _TimedEncoder(pipe.text_encoder, self.after_encode))
             t5 = pipe.text_encoder.model
