@@ -54,26 +54,31 @@ def _model(row: dict) -> str:
     return "wan2.1-i2v-14b" if model.startswith("wan2.1-i2v-14b") else model
 
 
-def predict_row(row: dict) -> tuple[float | None, float | None, str]:
+def predict_row(row: dict) -> tuple[float | None, float | None, str, bool | None]:
     gpu = GPU_KEYS[row["gpu_model"]]
     try:
         plan = _plan(row, get_profile(gpu).architecture == "Hopper")
         if plan is None:
-            return None, None, "layout not stated"
+            return None, None, "layout not stated", None
         wl = Workload.for_model(_model(row), height=row["height"], width=row["width"], frames=row["frames"],
                                 steps=row["steps"])
         # The READMEs report "the average of multiple samples taken after the warm-up phase": a built, warm
         # pipeline, no load.
         cand = predict_one(wl, plan, gpu, reused_pipeline=True)
-        return cand.duration_s, cand.peak_vram_gib, plan.layout_label().strip() or "1 GPU"
+        low, high = cand.duration_interval_s
+        return (cand.duration_s, cand.peak_vram_gib, plan.layout_label().strip() or "1 GPU",
+                low <= row["total_time_s"] <= high)
     except WanfitError as error:
-        return None, None, str(error)[:70]
+        return None, None, str(error)[:70], None
 
 
 def main() -> None:
     groups: dict[tuple, list[tuple]] = defaultdict(list)
+    within_interval: list[bool] = []
     for row in _rows():
-        predicted, peak, what = predict_row(row)
+        predicted, peak, what, inside = predict_row(row)
+        if inside is not None:
+            within_interval.append(inside)
         key = (row["id"].split("-readme")[0], row["gpu_model"], row["model"], f"{row['width']}x{row['height']}")
         groups[key].append((row["gpu_count"], row["total_time_s"], predicted, what, row.get("peak_memory"), peak))
     errors, absolute = [], []
@@ -97,9 +102,11 @@ def main() -> None:
             mem = f"{pub_peak:>7.1f} {peak:>9.1f}" if pub_peak and peak else f"{'-':>7} {'-':>9}"
             print(f"{key[0]:6} {key[1]:10} {key[2]:22} {key[3]:9} {n:>2} {pub:>11.1f} {shown:>11} {speed:>7} "
                   f"{speed_pred:>7} {err:>6} {mem}  {what}")
+    if within_interval:
+        print(f"\npublished time inside the printed interval: {sum(within_interval)} of {len(within_interval)}")
     if absolute:
         several = [e for e, n in absolute if n > 1]
-        print(f"\nabsolute time error: median {100 * statistics.median(e for e, _ in absolute):.0f} %, worst "
+        print(f"absolute time error: median {100 * statistics.median(e for e, _ in absolute):.0f} %, worst "
               f"{100 * max(e for e, _ in absolute):.0f} %; on several GPUs median "
               f"{100 * statistics.median(several):.0f} %, worst {100 * max(several):.0f} %")
     if errors:
