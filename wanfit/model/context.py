@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from wanfit.model.calibration import Calibration, LinearModel
 from wanfit.model.features import size_features
 from wanfit.model.fitting import Group, Row
-from wanfit.model.transfer import TimeScale, time_scale
+from wanfit.model.transfer import TimeScale, profile_or_none, time_scale
 from wanfit.model.weights import Weights, component_weight, moved_before_work, plan_weights
 from wanfit.vocabulary.catalog import ModelSpec, get_model
 from wanfit.vocabulary.environment import Ceilings
@@ -179,6 +179,11 @@ class PredictContext:
         for n in notes:
             self.note(n)
         return w
+
+    @property
+    def gpu_profile(self) -> object | None:
+        """The profile of the GPU predicted for: the target, else the calibrated GPU's (None without one)."""
+        return self.target if self.target is not None else profile_or_none(self.cal.gpu)
 
     def note(self, text: str) -> None:
         if text not in self.notes:

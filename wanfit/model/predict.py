@@ -25,7 +25,6 @@ from wanfit.model.calibration import Calibration
 from wanfit.model.context import PredictContext, StageDemand, StageEstimate
 from wanfit.model.geometry import geometry, high_noise_steps
 from wanfit.model.stages import allocator, denoise, host, text_encode, vae_decode
-from wanfit.model.transfer import profile_or_none
 from wanfit.model.weights import Moves, host_ram_gib, rank_build_upload_gib, resident_gib
 from wanfit.vocabulary.errors import WanfitError
 from wanfit.vocabulary.plan_report import Candidate, StagePrediction
@@ -196,8 +195,7 @@ class _Ranks:
 
     def __init__(self, pc: PredictContext, base: float, step: float, act: float, bf16_activation: float) -> None:
         self.pc = pc
-        self.net = sharding.links(pc.target if pc.target is not None else profile_or_none(pc.cal.gpu),
-                                  pc.plan.gpus)
+        self.net = sharding.links(pc.gpu_profile, pc.plan.gpus)
         self.step = sharding.rank_step(pc, base, step, self.net)
         self.activation = sharding.rank_activation_gib(pc, act, bf16_activation)
         self.t5_s = sharding.t5_gather_s(pc, self.net)

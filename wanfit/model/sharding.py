@@ -26,6 +26,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from wanfit.model import kernel_classes
 from wanfit.model.context import PredictContext
 from wanfit.model.stages import denoise
 from wanfit.model.transfer import TERM_BOUND
@@ -65,16 +66,11 @@ class Links:
     note: str
 
 
-def _class_rate(profile: Any, name: str) -> tuple[float, str] | None:
-    entry = (getattr(profile, "class_rates", None) or {}).get(name)
-    return (float(entry.value), str(entry.basis)) if entry is not None else None
-
-
 def links(profile: Any, gpus: int) -> Links:
     """The collectives' bus bandwidth on `gpus` GPUs of the profile's kind: its NCCL figures, else a share of
     its GPU-to-GPU link, else of its host link (cards without peer-to-peer exchange through the host)."""
     key = getattr(profile, "key", "this GPU")
-    a2a, ag = _class_rate(profile, "nccl_all_to_all"), _class_rate(profile, "nccl_all_gather")
+    a2a, ag = kernel_classes.rate(profile, "nccl_all_to_all"), kernel_classes.rate(profile, "nccl_all_gather")
     if a2a and ag:
         basis = ", ".join(sorted({a2a[1], ag[1]}))
         return Links(a2a[0], ag[0], basis == "measured",

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from wanfit.model.context import FitContext, PredictContext, first_in_process, size_key, transient
 from wanfit.model.fitting import FIXED_PRIOR_STRENGTH, PRIOR_STRENGTH, Row, fit_constant, fit_linear
 from wanfit.model.kernel_classes import pinned_attention_extra, step_correction, step_on_target, transferred
-from wanfit.model.transfer import kernel_time_ratio, profile_or_none
+from wanfit.model.transfer import kernel_time_ratio
 from wanfit.model.weights import GROUPS_IN_FLIGHT, WeightsTable, analytic_weights_gib, measured_resident_gib
 from wanfit.vocabulary.catalog import get_model
 from wanfit.vocabulary.errors import WanfitError
@@ -310,7 +310,7 @@ def _attention_extra_s(pc: PredictContext) -> float:
         return pinned_attention_extra(pc, attention, extra) * step_correction(pc)
     if m is not None:
         return m.predict({"attention_s": pc.x["attention_s"]})
-    ratio, note = kernel_time_ratio(pc.target or profile_or_none(pc.cal.gpu), pc.plan.runtime, kernel)
+    ratio, note = kernel_time_ratio(pc.gpu_profile, pc.plan.runtime, kernel)
     pc.note(note if ratio is not None else f"attention kernel {kernel} not calibrated in {pc.cal.label}; {note}")
     return attention * (ratio - 1.0) if ratio is not None else 0.0
 
