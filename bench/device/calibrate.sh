@@ -2,11 +2,15 @@
 # Runs on the lent GPU machine (see docs/calibrating.md): installs the carried wheels (.whl), runs
 # `wanfit calibrate` for the models given, and returns what it wrote as $OUT/calibration-GPU.tgz
 # (one archive: the device returns at most 8 files).
-#   bash bench/device/calibrate.sh GPU_KEY SECONDS MODEL [MODEL ...]
+#   [RUNTIME=wan] bash bench/device/calibrate.sh GPU_KEY SECONDS MODEL [MODEL ...]
 set -u
 gpu=$1; budget=$2; shift 2
+runtime=${RUNTIME:-diffusers}
+sub=$([ "$runtime" = diffusers ] || echo "$runtime/")
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+# A calibration an earlier call on this (still warm) machine wrote, if the tree lacks it: resumed.
+[ -d /tmp/wanfit-cal ] && cp -rn /tmp/wanfit-cal/. calibration/
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 # run_calibration is what `wanfit calibrate` calls; fit=False: fitting needs no GPU and is done
 # afterwards with `wanfit calibrate --fit-only` on the committed measurements. The progress bar
@@ -15,14 +19,14 @@ models=$(printf "'%s'," "$@")
 mkdir -p "$OUT"
 timeout "$budget" python3 -c "
 import wanfit.measure.calibrate as c
-c.run_calibration('$gpu', [$models], fit=False)" > "$OUT/calibrate.log" 2>&1
+c.run_calibration('$gpu', [$models], fit=False, runtime='$runtime')" > "$OUT/calibrate.log" 2>&1
 echo "calibrate exit $?"
-python3 - "$gpu" "$@" <<'PY'
+python3 - "$gpu" "$sub" "$@" <<'PY'
 import json, sys
-gpu, models = sys.argv[1], sys.argv[2:]
+gpu, sub, models = sys.argv[1], sys.argv[2], sys.argv[3:]
 for model in models:
     try:
-        rows = [json.loads(l) for l in open(f"calibration/{gpu}/{model}.measurements.jsonl") if l.strip()]
+        rows = [json.loads(l) for l in open(f"calibration/{gpu}/{sub}{model}.measurements.jsonl") if l.strip()]
     except FileNotFoundError:
         print(model, "no measurements"); continue
     for r in rows:
