@@ -23,6 +23,7 @@ from wanfit.vocabulary.errors import WanfitError
 from wanfit.vocabulary.plan_report import SAFETY_MARGIN_GIB, Candidate, GpuResult
 from wanfit.vocabulary.profiles import GpuProfile
 from wanfit.vocabulary.stages import stage_title
+from wanfit.vocabulary.units import MINUTES_FROM_S
 from wanfit.vocabulary.workload import (
     EXTRA_PINS,
     GPU_COUNTS,
@@ -111,7 +112,6 @@ def _mechanism(base: Plan, rec: Plan, binding: str) -> str:
 # A time difference in the reason line: tenths of a second below WHOLE_SECONDS_FROM_S, whole seconds
 # below MINUTES_FROM_S, minutes (one decimal) above; a difference that rounds to 0.0 s is shown as +0.0 s.
 WHOLE_SECONDS_FROM_S = 10
-MINUTES_FROM_S = 120
 SHOWN_AS_ZERO_BELOW_S = 0.05
 
 

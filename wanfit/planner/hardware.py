@@ -5,15 +5,8 @@ from __future__ import annotations
 
 from wanfit.planner.advise import describe
 from wanfit.vocabulary.plan_report import GpuResult, HardwareOption
+from wanfit.vocabulary.units import fmt_seconds
 from wanfit.vocabulary.workload import Plan
-
-
-def clock(seconds: float) -> str:
-    """6m12s, 1h03m, 42s."""
-    s = round(seconds)
-    if s >= 3600:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
 
 
 def option_summary(result: GpuResult) -> str:
@@ -23,7 +16,7 @@ def option_summary(result: GpuResult) -> str:
     if rec is None:
         return f"{head}: no plan fits"
     per = " per GPU" if result.gpu_count > 1 else ""
-    return f"{head}, {describe(Plan(**rec.plan))}: {rec.need_gib:.1f} GiB{per}, {clock(rec.duration_s)}"
+    return f"{head}, {describe(Plan(**rec.plan))}: {rec.need_gib:.1f} GiB{per}, {fmt_seconds(rec.duration_s)}"
 
 
 def hardware_options(results: list[GpuResult]) -> list[HardwareOption]:

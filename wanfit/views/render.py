@@ -19,29 +19,15 @@ from rich.text import Text
 from wanfit.planner.inputs import HostRam
 from wanfit.views.plan_table import candidates_table, comparison_table, fmt_gib, gpu_title, hardware_table
 from wanfit.vocabulary.plan_report import Candidate, GpuResult, PlanReport
+from wanfit.vocabulary.units import fmt_seconds
 from wanfit.vocabulary.workload import Plan
 
 MAX_FITTING_SHOWN = 12  # enough to compare the close alternatives; `--all` shows the rest
-# Minutes and seconds past two minutes in a sentence (a 361-frame job runs for half an hour).
-MINUTES_FROM_S = 120
 # Notes the table says otherwise: the peak cell says "(limit)", the host RAM column and the host RAM line
 # say what a plan needs and what there is.
 SAID_IN_THE_TABLE = (re.compile(r"^device-level peak held at "), re.compile(r"^needs .* GiB of host RAM "))
 # The range note of each extrapolated plan (wanfit.model.predict): merged into one line per calibration.
 OUTSIDE_RANGE = re.compile(r"^outside the calibrated range of (\S+) \((.*)\): extrapolated, wider interval$")
-
-
-def fmt_seconds(value: float | None) -> str:
-    """A time in a sentence: seconds for short times, minutes and seconds (or hours and minutes) for long ones."""
-    if value is None:
-        return "-"
-    if value < MINUTES_FROM_S:
-        return f"{value:.1f} s"
-    minutes, seconds = divmod(round(value), 60)
-    if minutes < 60:
-        return f"{minutes}m{seconds:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
 
 
 def plan_label(plan: Mapping[str, Any]) -> str:

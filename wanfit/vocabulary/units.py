@@ -18,3 +18,21 @@ def to_gib(n_bytes: float) -> float:
 def from_gib(gib: float) -> float:
     """GiB (binary) -> bytes."""
     return gib * GIB
+
+
+# A duration in a sentence: seconds (one decimal) below two minutes, then minutes and seconds, then hours and
+# minutes (a 361-frame job runs for half an hour).
+MINUTES_FROM_S = 120
+
+
+def fmt_seconds(value: float | None) -> str:
+    """'55.0 s', '6m12s', '1h03m'; '-' for no value."""
+    if value is None:
+        return "-"
+    if value < MINUTES_FROM_S:
+        return f"{value:.1f} s"
+    minutes, seconds = divmod(round(value), 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
