@@ -21,7 +21,7 @@ from wanfit.measure.host_rate import measure_host_rates
 from wanfit.measure.local_gpu import local_gpu, require_cuda
 from wanfit.measure.worker import Job, run_jobs
 from wanfit.model.calibration import runtime_dir
-from wanfit.model.calibration_grid import CHECKPOINT_POINT, GRIDS, OFFICIAL_GRIDS, RESET_CHECK_TAG
+from wanfit.model.calibration_grid import CHECKPOINT_POINT, GRIDS, NO_RESET_CHECK, OFFICIAL_GRIDS, RESET_CHECK_TAG
 from wanfit.vocabulary.catalog import get_model
 from wanfit.vocabulary.errors import WanfitError
 from wanfit.vocabulary.measurements_file import (
@@ -51,7 +51,7 @@ def grid_jobs(model: str, quick: bool = False, checkpoint: Path | None = None, r
                           guidance_2=d.guidance_2)
             jobs.append(Job(workload=wl, plan=plan, steps=steps, decode=decode,
                             wan_repo=str(wan_repo) if wan_repo else None))
-        if gi == 0:
+        if gi == 0 and (runtime, model) not in NO_RESET_CHECK:
             first = jobs[0]
             jobs.append(first.model_copy(update={"tag": RESET_CHECK_TAG}))
     if checkpoint is not None and runtime == "diffusers":
