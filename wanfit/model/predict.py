@@ -65,6 +65,7 @@ class Prediction:
     transferred_from: str | None
     calibration: str
     notes: list[str] = field(default_factory=list)
+    decode_workspace_gib: float = 0.0  # of the decode's allocated peak: workspace cuDNN does without at a limit
 
     def stage(self, name: str) -> StageEstimate | None:
         return next((s for s in self.stages if s.name == name), None)
@@ -85,6 +86,13 @@ class Prediction:
             # allocator frees its cached blocks and retries before it fails.
             return round(min(gib, usable_gib) if headroom >= 0 else gib, 3)
 
+        lean = self.need_gib - self.decode_workspace_gib  # the decode without cuDNN's optional workspace
+        if headroom < 0 < self.decode_workspace_gib and self.binding_stage == "vae_decode" and lean <= usable_gib:
+            notes.append(f"may still run: without the {self.decode_workspace_gib:.2f} GiB of convolution workspace "
+                         f"cuDNN does without at a card's limit (measured once, capped) the VAE decode needs "
+                         f"{lean:.2f} GiB of {usable_gib:.2f}, inside the {safety_margin_gib:g} GiB safety margin, "
+                         f"decoding about {vae_decode.ELASTIC_DECODE_SLOWDOWN:.0%} slower; not counted as fitting: "
+                         f"check it with `wanfit verify`")
         if headroom >= 0 and self.peak_vram_gib > usable_gib:
             notes.append(f"device-level peak held at the {usable_gib:.1f} GiB usable where the cache would grow "
                          f"beyond it: the allocator gives back cached memory under pressure")
@@ -251,6 +259,7 @@ def _with_intervals(pc: PredictContext, stages: list[StageEstimate], step: float
         duration_interval_s=(duration * max(0.0, 1 - time_rel), duration * (1 + time_rel)),
         host_ram_gib=host_ram_gib(pc.plan, pc.weights), extrapolated=extrapolated,
         transferred_from=pc.scale.transferred_from, calibration=cal.label, notes=pc.notes,
+        decode_workspace_gib=vae_decode.elastic_workspace_gib(pc),
     )
 
 

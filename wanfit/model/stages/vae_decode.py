@@ -211,3 +211,27 @@ def compute_s(pc: PredictContext) -> float:
         return 0.0
     share = vae_non_gemm_share(pc.cal, pc.spec.vae_family) if transferred(pc) else None
     return decode_on_target(pc, m.terms(pc.x), m.intercept, share)
+
+
+# ---- the convolution workspace a card at its limit does without ---------------------------------------------
+# torch runs a cuDNN convolution with the first execution plan whose workspace it can allocate and tries the next
+# one when that allocation fails (pytorch aten/src/ATen/native/cudnn/Conv_v8.cpp, try_plans catches
+# OutOfMemoryError): the fast plans a roomy card picks hold workspace that an untiled decode at a card's limit does
+# without, decoding slower. Measured once, for the Wan2.2 VAE: its 1280x704x121 decode capped to an RTX 4090
+# (verify-reports/wan2.2-ti2v-5b_1280x704x121f_2of50st_model-tegpu-bf16-untiled_rtx4090-capped.json) ran at
+# 22.72 GiB allocated where the roomy decode is predicted at 23.78 (within 0.1 % uncapped at 81 frames), in
+# 24.8 s against 20.2 s predicted. A lower bound (it gave up what the cap asked), taken in proportion to the
+# frame's pixels (the workspace follows the top-resolution feature maps). Not measured for the Wan2.1 VAE nor
+# for tiles: none assumed there. Not counted in the need: said beside a plan it would rescue.
+ELASTIC_WORKSPACE_MEASURED = {"wan2.2-vae": (1280 * 704, 1.06)}
+ELASTIC_DECODE_SLOWDOWN = 24.77 / 20.20 - 1
+
+
+def elastic_workspace_gib(pc: PredictContext) -> float:
+    """GiB of the untiled decode's allocated peak that is cuDNN workspace a card at its limit does without."""
+    measured = ELASTIC_WORKSPACE_MEASURED.get(pc.spec.vae_family)
+    if pc.plan.vae_tiling or measured is None:
+        return 0.0
+    pixels, gib = measured
+    return gib * pc.wl.height * pc.wl.width / pixels
+
