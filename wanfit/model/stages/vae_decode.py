@@ -220,8 +220,11 @@ def compute_s(pc: PredictContext) -> float:
 # without, decoding slower. Measured once, for the Wan2.2 VAE: its 1280x704x121 decode capped to an RTX 4090
 # (verify-reports/wan2.2-ti2v-5b_1280x704x121f_2of50st_model-tegpu-bf16-untiled_rtx4090-capped.json) ran at
 # 22.72 GiB allocated where the roomy decode is predicted at 23.78 (within 0.1 % uncapped at 81 frames), in
-# 24.8 s against 20.2 s predicted. A lower bound (it gave up what the cap asked), taken in proportion to the
-# frame's pixels (the workspace follows the top-resolution feature maps). Not measured for the Wan2.1 VAE nor
+# 24.8 s against 20.2 s predicted. A lower bound (it gave up what the cap asked), in proportion to the
+# frame's pixels (the workspace follows the top-resolution feature maps). On a real RTX 4090 the official
+# README's TI2V-5B 1280x704x121 run (--offload_model True --t5_cpu --convert_model_dtype) peaked at 22.8, where
+# wanfit's roomy decode allocates 23.84 GiB: the same 1.04 (its figures are allocated GiB: its 14B rows match
+# wanfit's allocated peaks to 1.7 % median, bench/multi_gpu_published.py). Not measured for the Wan2.1 VAE nor
 # for tiles: none assumed there. Not counted in the need: said beside a plan it would rescue.
 ELASTIC_WORKSPACE_MEASURED = {"wan2.2-vae": (1280 * 704, 1.06)}
 ELASTIC_DECODE_SLOWDOWN = 24.77 / 20.20 - 1
