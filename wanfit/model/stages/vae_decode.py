@@ -237,4 +237,3 @@ def elastic_workspace_gib(pc: PredictContext) -> float:
         return 0.0
     pixels, gib = measured
     return gib * pc.wl.height * pc.wl.width / pixels
-
