@@ -214,7 +214,9 @@ class _Ranks:
         build = 0.0 if self.pc.reused_pipeline else (
             sharding.init_broadcast_s(self.pc, self.net)
             + host.move_s(self.pc, Moves(h2d=rank_build_upload_gib(self.pc.plan, self.pc.weights))))
-        extra = {"text_encode": self.t5_s, "init": build}
+        shared = sharding.shared_host_encode_s(self.pc, demands["text_encode"].time_s)
+        self.comm_s += shared  # assumed like the collectives: the interval widens by its size
+        extra = {"text_encode": self.t5_s + shared, "init": build}
         return {name: replace(d, time_s=d.time_s + extra.get(name, 0.0)) for name, d in demands.items()}
 
     def with_nccl_buffers(self, stages: list[StageEstimate]) -> list[StageEstimate]:

@@ -13,7 +13,8 @@ Time per rank: the step's token-proportional terms / U (attention is quadratic i
 rank computes 1/U of the heads), its per-block overhead whole, plus communication from counted bytes over the
 profile's NCCL bus bandwidth: Ulysses moves 4 x (U-1)/U x (L/U) x hidden x 2 bytes per rank per attention
 layer (q, k, v and the output), FSDP all-gathers (N-1)/N of the bf16 DiT per forward, T5 FSDP (N-1)/N of the
-bf16 encoder per encode, ring attention all-gathers K and V.
+bf16 encoder per encode, ring attention all-gathers K and V; a text encoder on the CPU encodes on every rank at
+once, the ranks sharing the host's cores.
 
 Assumptions, named in every prediction's notes and widening its interval until a multi-GPU calibration
 (`wanfit calibrate --gpus N`) measures them: the overlaps below, NCCL_BUFFERS_GIB, FSDP_BLOCKS_IN_FLIGHT,
@@ -238,6 +239,16 @@ def t5_gather_s(pc: PredictContext, net: Links) -> float:
     return 2 * (n - 1) / n * pc.calibrated_weight("text_encoder", "bf16") * GIB / (net.all_gather_gbps * GB)
 
 
+def shared_host_encode_s(pc: PredictContext, encode_s: float) -> float:
+    """A text encoder on the CPU under N ranks: every rank encodes the same prompts at the same time on the one
+    host's cores (torchrun gives each rank one OpenMP thread unless OMP_NUM_THREADS says otherwise, and any
+    split leaves each a 1/N share), so the CPU-bound encode, timed with the calibration host's cores to itself,
+    takes about N times as long: the extra (N-1) x encode_s."""
+    if pc.plan.text_encoder != "cpu" or pc.plan.gpus == 1:
+        return 0.0
+    return (pc.plan.gpus - 1) * encode_s
+
+
 def init_broadcast_s(pc: PredictContext, net: Links) -> float:
     """FSDP's sync_module_states broadcasts rank 0's stored DiT weights to every rank at build."""
     if not pc.plan.dit_fsdp:
@@ -257,4 +268,7 @@ def assumptions_note(pc: PredictContext, net: Links) -> str:
                      f"hidden behind the previous block's compute")
     if plan.ring > 1:
         parts.append("ring K/V all-gathers assumed not overlapped, its fp32 merge timed at the copy rate")
+    if plan.text_encoder == "cpu":
+        parts.append(f"the {plan.gpus} ranks' CPU text encodes share the host's cores (as many as the calibration "
+                     f"host's assumed)")
     return "; ".join(parts) + ": wider interval"
