@@ -48,6 +48,23 @@ def test_ti2v_official_command_with_offload_and_t5_on_the_cpu():
         '--sample_guide_scale 5.0 --ckpt_dir ./Wan2.2-TI2V-5B --offload_model True --t5_cpu --prompt "..."'])
 
 
+def test_several_ranks_encoding_on_the_cpu_split_the_hosts_cores_in_the_command():
+    """Pinning T5 to the CPU on 4 GPUs drops the baseline's --t5_fsdp and --dit_fsdp (the official code refuses
+    --t5_cpu with --t5_fsdp, --convert_model_dtype under --dit_fsdp) and splits the cores between the ranks:
+    torchrun's default is one OpenMP thread a rank."""
+    command = recommended_command("--runtime", "wan", "--gpus", "4", "--offload", "model", "--text-encoder", "cpu",
+                                  "--dit-dtype", "bf16", "--gpu", "h100")
+    assert command.splitlines()[-1] == (
+        'OMP_NUM_THREADS=$(( $(nproc) / 4 )) torchrun --nproc_per_node=4 generate.py --task ti2v-5B --size 1280*704 '
+        '--frame_num 121 --sample_steps 50 --sample_guide_scale 5.0 --ckpt_dir ./Wan2.2-TI2V-5B --offload_model True '
+        '--t5_cpu --convert_model_dtype --ulysses_size 4 --prompt "..."')
+    on_gpu = recommended_command("--runtime", "wan", "--gpus", "4", "--text-encoder", "gpu", "--gpu", "h100")
+    assert "OMP_NUM_THREADS" not in on_gpu and on_gpu.splitlines()[-1].startswith("torchrun --nproc_per_node=4")
+    script = diffusers_snippet(Workload.for_model("wan2.2-ti2v-5b"), Plan(gpus=2, ulysses=2, text_encoder="cpu"))
+    assert "# save as run.py and launch: OMP_NUM_THREADS=$(( $(nproc) / 2 )) torchrun --nproc_per_node=2 run.py" \
+        in script.splitlines()
+
+
 def test_ti2v_official_command_resident_bf16_portrait():
     command = recommended_command("--runtime", "wan", "--offload", "none", "--text-encoder", "gpu",
                                   "--dit-dtype", "bf16", "--size", "704x1280", "--frames", "81", "--steps", "30",

@@ -29,6 +29,8 @@ from wanfit.vocabulary.catalog import ModelSpec, official_task
 from wanfit.vocabulary.workload import Plan, Workload
 
 PROMPT = "..."
+# torchrun gives every rank one OpenMP thread unless OMP_NUM_THREADS is set: a text encoder on the CPU, run on
+# every rank at once, is timed with the host's cores shared between the ranks (wanfit.model.sharding).
 IMAGE = "input.jpg"
 OUTPUT = "output.mp4"
 ALLOC_CONF = "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True"
@@ -108,7 +110,16 @@ def official_command(workload: Workload, plan: Plan) -> str:
     args += ["--image", IMAGE] if spec.is_i2v else []
     args += ["--prompt", f'"{PROMPT}"']
     env = [ALLOC_CONF] if plan.expandable_segments else []
+    env += [shared_cores_env(plan)] if shared_cores_env(plan) else []
     return "\n".join([*(f"# {c}" for c in comments + guide_comments), " ".join(env + args)])
+
+
+def shared_cores_env(plan: Plan) -> str:
+    """The OpenMP threads of each rank when every rank encodes the prompt on the CPU: the host's cores split
+    between them (torchrun's default is one thread a rank)."""
+    if plan.gpus == 1 or plan.text_encoder != "cpu":
+        return ""
+    return f"OMP_NUM_THREADS=$(( $(nproc) / {plan.gpus} ))"
 
 
 def _imports(spec: ModelSpec, plan: Plan) -> list[str]:
@@ -239,7 +250,8 @@ def diffusers_snippet(workload: Workload, plan: Plan) -> str:
     spec = workload.spec
     head = [f"# diffusers 0.42.1{' + torchao' if plan.text_encoder == 'int8' else ''}: the plan {plan.label()}"]
     if plan.gpus > 1:
-        head += [f"# save as run.py and launch: torchrun --nproc_per_node={plan.gpus} run.py"]
+        env = f"{shared_cores_env(plan)} " if shared_cores_env(plan) else ""
+        head += [f"# save as run.py and launch: {env}torchrun --nproc_per_node={plan.gpus} run.py"]
     imports = _imports(spec, plan)
     if plan.gpus > 1:
         imports += ["from diffusers import ContextParallelConfig"]

@@ -348,6 +348,12 @@ class PlanPins(BaseModel):
         heads) with the pinned knobs set."""
         given = self.given()
         start = plan or baseline(given.get("runtime", "diffusers"), given.get("gpus", 1), heads)
+        # The several-GPU baseline's FSDP gives way to a pinned knob the official code cannot combine with it
+        # (--t5_cpu, --convert_model_dtype): an FSDP nobody asked for is left out, not an error.
+        if given.get("text_encoder") == "cpu":
+            given.setdefault("t5_fsdp", False)
+        if start.runtime == "wan" and given.get("dit_dtype", "fp32") != "fp32":
+            given.setdefault("dit_fsdp", False)
         return Plan(**{**start.model_dump(), **given})
 
     def choices(self) -> dict[str, tuple]:
