@@ -241,9 +241,10 @@ def t5_gather_s(pc: PredictContext, net: Links) -> float:
 
 def shared_host_encode_s(pc: PredictContext, encode_s: float) -> float:
     """A text encoder on the CPU under N ranks: every rank encodes the same prompts at the same time on the one
-    host's cores (torchrun gives each rank one OpenMP thread unless OMP_NUM_THREADS says otherwise, and any
-    split leaves each a 1/N share), so the CPU-bound encode, timed with the calibration host's cores to itself,
-    takes about N times as long: the extra (N-1) x encode_s."""
+    host's cores, each with 1/N of them (the command wanfit prints sets OMP_NUM_THREADS to nproc / N; torchrun's
+    own default, one thread a rank, is slower still on a host with more cores than ranks), so the CPU-bound
+    encode, timed with the calibration host's cores to itself, takes about N times as long: (N-1) x encode_s
+    more."""
     if pc.plan.text_encoder != "cpu" or pc.plan.gpus == 1:
         return 0.0
     return (pc.plan.gpus - 1) * encode_s
