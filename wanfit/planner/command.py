@@ -110,16 +110,16 @@ def official_command(workload: Workload, plan: Plan) -> str:
     args += ["--image", IMAGE] if spec.is_i2v else []
     args += ["--prompt", f'"{PROMPT}"']
     env = [ALLOC_CONF] if plan.expandable_segments else []
-    env += [shared_cores_env(plan)] if shared_cores_env(plan) else []
+    env += shared_cores_env(plan)
     return "\n".join([*(f"# {c}" for c in comments + guide_comments), " ".join(env + args)])
 
 
-def shared_cores_env(plan: Plan) -> str:
+def shared_cores_env(plan: Plan) -> list[str]:
     """The OpenMP threads of each rank when every rank encodes the prompt on the CPU: the host's cores split
-    between them (torchrun's default is one thread a rank)."""
+    between them (torchrun's default is one thread a rank); nothing otherwise."""
     if plan.gpus == 1 or plan.text_encoder != "cpu":
-        return ""
-    return f"OMP_NUM_THREADS=$(( $(nproc) / {plan.gpus} ))"
+        return []
+    return [f"OMP_NUM_THREADS=$(( $(nproc) / {plan.gpus} ))"]
 
 
 def _imports(spec: ModelSpec, plan: Plan) -> list[str]:
@@ -250,8 +250,8 @@ def diffusers_snippet(workload: Workload, plan: Plan) -> str:
     spec = workload.spec
     head = [f"# diffusers 0.42.1{' + torchao' if plan.text_encoder == 'int8' else ''}: the plan {plan.label()}"]
     if plan.gpus > 1:
-        env = f"{shared_cores_env(plan)} " if shared_cores_env(plan) else ""
-        head += [f"# save as run.py and launch: {env}torchrun --nproc_per_node={plan.gpus} run.py"]
+        launch = " ".join([*shared_cores_env(plan), f"torchrun --nproc_per_node={plan.gpus} run.py"])
+        head += [f"# save as run.py and launch: {launch}"]
     imports = _imports(spec, plan)
     if plan.gpus > 1:
         imports += ["from diffusers import ContextParallelConfig"]
