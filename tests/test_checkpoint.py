@@ -93,3 +93,18 @@ def test_a_dit_built_in_host_memory_has_the_random_builds_layout_and_runs(key):
     with torch.no_grad():
         out = dit(hidden_states=latents, timestep=steps, encoder_hidden_states=text, return_dict=False)[0]
     assert out.shape == (1, t["out_channels"], *latents.shape[2:]) and torch.isfinite(out).all()
+
+
+def test_a_text_encoder_built_in_host_memory_shares_its_embedding_as_a_checkpoint_load_does():
+    """UMT5's token embedding (`shared`) and its encoder's `embed_tokens` are one tensor after from_pretrained
+    and after a plain build; built in host memory (initialisation skipped) they were two, and a model-offload
+    verify run's text encode measured the 1.96 GiB copy on the GPU."""
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    from wanfit.measure.build import _build_in_host_memory, build_module
+
+    config = tiny_spec("wan2.2-ti2v-5b").text_encoder
+    te = _build_in_host_memory(lambda: UMT5EncoderModel(UMT5Config(**config)), torch.bfloat16, "cpu")
+    plain = build_module(lambda: UMT5EncoderModel(UMT5Config(**config)), torch.bfloat16, "cpu")
+    assert te.shared.weight is te.encoder.embed_tokens.weight
+    assert sum(p.numel() for p in te.parameters()) == sum(p.numel() for p in plain.parameters())

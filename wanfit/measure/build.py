@@ -114,6 +114,11 @@ def _build_in_host_memory(factory, dtype: torch.dtype, fill_device: str) -> torc
     for: a verify run capped to an RTX 4090 ran out of memory at init that way."""
     with init_skipped():
         module = build_module(factory, dtype, "cpu")
+    if hasattr(module, "tie_weights"):
+        # transformers ties shared embeddings at the end of its initialisation, which init_skipped() skips: a
+        # UMT5 encoder built this way held its 1.96 GiB token embedding twice (`shared` and `embed_tokens`),
+        # and a model-offload verify run's text encode measured that much over a checkpoint load's.
+        module.tie_weights()
     fill_random(module, fill_device)
     return module
 
