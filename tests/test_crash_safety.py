@@ -154,6 +154,34 @@ def test_an_interrupted_calibrate_session_still_records_its_gpu_minutes(tmp_path
     assert row["wall_s"] >= 0 and row["jobs"] > 0 and row["ceilings"] == {"h2d_pageable_gbps": 7.0}
 
 
+def test_a_calibrate_session_killed_by_sigterm_records_its_gpu_minutes(tmp_path, monkeypatch):
+    """`timeout` (the device calls) and batch schedulers stop a run with SIGTERM, which skips `finally` unless
+    handled: the session row is written all the same, and the previous handler is back afterwards."""
+    import os
+    import signal
+    import time
+
+    import wanfit.measure.calibrate as calibrate
+
+    monkeypatch.setattr(calibrate, "require_cuda", lambda command: None)
+    monkeypatch.setattr(calibrate, "local_gpu", lambda: ("NVIDIA H100 80GB HBM3", 79.6))
+    monkeypatch.setattr(calibrate, "measure_session_ceilings", lambda path: {"h2d_pageable_gbps": 7.0})
+
+    def terminated(jobs, path, on_result=None):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the signal arrives first
+        raise AssertionError("SIGTERM did not stop the session")
+
+    monkeypatch.setattr(calibrate, "run_jobs", terminated)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as stopped:
+        calibrate.run_calibration("h100", ["wan2.1-t2v-1.3b"], tmp_path, quick=True)
+    assert stopped.value.code == 128 + signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is before
+    (row,) = [row for _, _, row in session_windows(tmp_path / "h100" / "wan2.1-t2v-1.3b.sessions.jsonl")]
+    assert 0 <= row["wall_s"] < 5 and row["jobs"] > 0
+
+
 @pytest.fixture
 def measured_dir(tmp_path):
     from planner_fixtures import CEILINGS, MEASUREMENTS

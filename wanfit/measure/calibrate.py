@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -125,6 +128,26 @@ def measure_session_ceilings(path: Path) -> dict:
     return ceilings
 
 
+@contextmanager
+def terminate_unwinds() -> Iterator[None]:
+    """SIGTERM (`timeout`, a batch scheduler, `kill`) raises SystemExit while inside, so `finally` blocks run as on
+    Ctrl-C: a session cut that way keeps its record (a device call's `timeout 560` killed one that recorded
+    nothing, though its four points were kept). The handler is put back on leaving; outside the main thread,
+    where Python cannot set one, nothing changes."""
+    def exit_on_terminate(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, exit_on_terminate)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_calibration(gpu: str, models: list[str], out_dir: Path = Path("calibration"), resume: bool = True,
                     quick: bool = False, fit: bool = True, runtime: Runtime = "diffusers",
                     wan_repo: Path | None = None, gpus: int = 1) -> list[Path]:
@@ -155,11 +178,12 @@ def run_calibration(gpu: str, models: list[str], out_dir: Path = Path("calibrati
         jobs = (grid_jobs(model, quick, checkpoint_root / "checkpoint" if checkpoint_root else None, runtime, wan_repo)
                 if gpus == 1 else distributed_jobs(model, runtime, gpus, quick, wan_repo))
         try:
-            _measure_jobs(model, jobs, meas_path, checkpoint_root is not None, console)
+            with terminate_unwinds():
+                _measure_jobs(model, jobs, meas_path, checkpoint_root is not None, console)
         finally:
             if checkpoint_root is not None:
                 shutil.rmtree(checkpoint_root, ignore_errors=True)
-            # An interrupted session (Ctrl-C, a crash) spent its GPU minutes too: they are recorded.
+            # An interrupted session (Ctrl-C, SIGTERM, a crash) spent its GPU minutes too: they are recorded.
             _record_session(meas_path.parent / f"{model}.sessions.jsonl", started, len(jobs), session_ceilings)
         if gpus > 1:
             written.append(meas_path)
