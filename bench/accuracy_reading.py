@@ -188,9 +188,45 @@ READING = [
     "card ran it 1.04 GiB under wanfit's roomy allocated decode, the convolution workspace the capped diffusers "
     "run ({r4090_untiled}) also did without; whether a real 4090 fragments as the emulation did, one emulated "
     "run does not settle.",
+    "- The official T2V-A14B (`h100/wan/wan2.2-t2v-a14b`, 5 points, 2026-12-08): held-out device peak 1.0 % mean, "
+    "2.4 % worst, steady step 1.4 / 3.0 %. Its steps are fitted on its own points: fitted jointly with the 5B's, "
+    "the official code's per-token overhead went into the matmul term (2.4x the ceiling), which fits the H100 "
+    "and transfers as matmul (the README's H20 / H100 ratios 18-35 % high; 0-9 % with each DiT's own fit). "
+    "Two memory fixes: (1) under --offload_model the official T2V "
+    "pipeline sends T5 down without emptying the cache and moves an expert up into T5's freed blocks; the "
+    "remainders (30 MiB of each 80 MiB FFN block, T5's 32 MiB attention blocks) stay reserved and out of reach, "
+    "6.0 GiB above allocated at the first step against 1.1 without offload. A replay of the caching allocator "
+    "over the two modules' parameters (`wanfit/model/stranded_cache.py`) gives 5.15 GiB, and 1.66 for the 5B, "
+    "whose pipeline empties the cache after its DiT moves up (measured 1.6); it joins the steps' reservation and "
+    "need instead of bending the fitted slack. (2) The grid grows the cache at its decode at two sizes only, so "
+    "the decode's slack without expandable segments is fitted proportional to the frame's pixels there (8.3 and "
+    "8.6 GiB per megapixel at 480p and 720p); the line through one point that leave-one-out left missed by 4.6 "
+    "GiB either way. Three more official runs off the grid: fp32 weights at 161 frames ({wan_fp32_161}) steps "
+    "+0.0 %, decode -0.7 %, device peak +0.6 %; no offload with T5 on the GPU capped to an L40S at 121 and 41 "
+    "frames ({wan_l40s_121}, {wan_l40s_41}) predicted not to fit at the decode (need 45.6 and 44.7 GiB, the "
+    "margin without expandable segments counted, against 44.0 usable after the planner's safety margin) and both "
+    "ran out of memory there, their steps "
+    "+1.1 and +1.9 %.",
+    "- Issue 20's last L40S-capped runs (diffusers, 2026-12-08): group offload with a tiled decode at 241 and "
+    "361 frames ({group_241}, {group_361}; the calibration's frames end at 201) passed every scored figure, "
+    "device peak +1.9 and +1.4 %, steps +4.1 and +4.0 %, decode +4.5 and +4.0 %. An fp32 DiT with T5 on the "
+    "CPU at 121 frames ({fp32_121}) passed, peak -1.9 %. An fp32 DiT under model offload at 241 frames "
+    "({fp32_241}) fit as predicted within 4.7 GiB of the card, peak +1.6 %, steps +6.2 %; its text encode's "
+    "peak came 13 % over the prediction (13.96 against 12.14 GiB): the runner's build of a text encoder in host "
+    "memory skipped transformers' weight tying, so UMT5's 1.96 GiB token embedding was held twice. A checkpoint "
+    "load ties it; the build now does too (tested). The model-offload runs before 0f0e0d0 (which skipped "
+    "transformers' initialisation there) measured 10.84 GiB allocated at the encode where this one measured "
+    "12.80.",
 ]
 # Which report each remark names: a fragment of exactly one report file name.
 READING_RUNS = {
+    "wan_fp32_161": "1280x704x161f_3of50st_none-tegpu-fp32-untiled-noexp_h100",
+    "wan_l40s_121": "1280x704x121f_2of50st_none-tegpu-bf16-untiled-noexp_l40s-capped",
+    "wan_l40s_41": "1280x704x41f_2of50st_none-tegpu-bf16-untiled-noexp_l40s-capped",
+    "group_241": "1280x704x241f_2of50st_group-tegpu-bf16-tiled_l40s-capped",
+    "group_361": "1280x704x361f_2of50st_group-tegpu-bf16-tiled_l40s-capped",
+    "fp32_121": "1280x704x121f_2of50st_none-tecpu-fp32-tiled_l40s-capped",
+    "fp32_241": "1280x704x241f_2of50st_model-tegpu-fp32-tiled_l40s-capped",
     "wan_161": "1280x704x161f_3of50st_none-tegpu-bf16-untiled-noexp_h100",
     "wan_361": "1280x704x361f_50st_model-tegpu-fp32-untiled-noexp_l40s-capped",
     "wan_4090": "1280x704x121f_2of50st_model-tecpu-bf16-untiled-noexp_rtx4090-capped",

@@ -132,9 +132,11 @@ def test_official_plans_use_the_official_calibration_and_carry_it_to_other_dits(
     cal, how = find_calibration("h100", "wan2.2-ti2v-5b", runtime="wan")
     assert (cal.runtime, cal.model, how) == ("wan", "wan2.2-ti2v-5b", "exact")
     cal, how = find_calibration("h100", "wan2.2-t2v-a14b", runtime="wan")
-    assert (cal.runtime, how) == ("wan", "other-dit")
-    a14b = predict_one(Workload.for_model("wan2.2-t2v-a14b"), Plan(runtime="wan"), "h100")
-    assert any("no calibration of the wan runtime has the dit-14b DiT" in n for n in a14b.notes)
+    assert (cal.runtime, cal.model, how) == ("wan", "wan2.2-t2v-a14b", "exact")
+    cal, how = find_calibration("h100", "wan2.2-i2v-a14b", runtime="wan")
+    assert (cal.runtime, cal.model, how) == ("wan", "wan2.2-t2v-a14b", "dit-family")
+    i2v = predict_one(Workload.for_model("wan2.2-i2v-a14b"), Plan(runtime="wan"), "h100")
+    assert not any("no calibration of the wan runtime" in n for n in i2v.notes)
     assert find_calibration("h100", "wan2.2-ti2v-5b")[0].runtime == "diffusers"
     c = predict_one(Workload.for_model("wan2.2-ti2v-5b"), Plan(runtime="wan"), "h100")
     assert not any("not calibrated for this DiT" in n for n in c.notes)
@@ -166,6 +168,23 @@ def test_the_official_calibration_predicts_runs_it_never_saw():
     long = _measured("wan2.2-ti2v-5b_1280x704x361f_50st_model-tegpu-fp32-untiled-noexp_l40s-capped.json")
     assert long.status == "oom" and (long.failed_stage or "").startswith("step")
     assert not predict_one(long.workload, long.plan, "l40s").fits
+
+
+def test_official_fp32_weights_and_capped_decodes_it_never_saw():
+    """Three more official runs off the grid (2026-12-08, an H100): fp32 weights (generate.py's default) at 161
+    frames, and no offload with T5 on the GPU capped to an L40S at 121 and 41 frames, both predicted short at the
+    decode (45.6 and 44.7 GiB against 45.0 usable) and both out of memory there."""
+    from wanfit.vocabulary.measurement import median_steady_step_s
+
+    m = _measured("wan2.2-ti2v-5b_1280x704x161f_3of50st_none-tegpu-fp32-untiled-noexp_h100.json")
+    c = predict_one(m.workload, m.plan, "h100")
+    assert c.fits and c.step_s == pytest.approx(median_steady_step_s(m.steps()), rel=0.05)
+    assert c.peak_vram_gib == pytest.approx(max(s.device_used_peak_gib for s in m.stages), rel=0.03)
+    for frames in (121, 41):
+        capped = _measured(f"wan2.2-ti2v-5b_1280x704x{frames}f_2of50st_none-tegpu-bf16-untiled-noexp_l40s-capped.json")
+        assert (capped.status, capped.failed_stage) == ("oom", "vae_decode")
+        verdict = predict_one(capped.workload, capped.plan, "l40s")
+        assert not verdict.fits and verdict.binding_stage == "vae_decode"
 
 
 def test_a_first_encode_never_saves_time():

@@ -29,6 +29,7 @@ from wanfit.model.context import (
 )
 from wanfit.model.fitting import Row, fit_linear, median_or
 from wanfit.model.stages import denoise
+from wanfit.model.stranded_cache import stranded_gib
 from wanfit.model.transfer import context_gib
 from wanfit.model.weights import GROUPS_IN_FLIGHT, WeightsTable
 from wanfit.vocabulary.stages import STAGES
@@ -62,6 +63,14 @@ def cache_emptied_before(stage: str, plan: Plan, index: int | None = None) -> bo
     if stage in ("denoise", "step"):
         return index in (None, 1)
     return stage == "vae_decode" and plan.offload == "model"
+
+
+def stranded_text_encoder_gib(plan: Plan, model_key: str) -> float:
+    """T5's cache the official code's --offload_model leaves reserved under its DiT's steps (one GPU, T5 computed
+    on it; wanfit.model.stranded_cache): reserved and unusable on top of the steps' own slack."""
+    if plan.runtime != "wan" or plan.offload != "model" or plan.text_encoder != "gpu" or plan.gpus > 1:
+        return 0.0
+    return stranded_gib(model_key)
 
 
 def slack_key(kind: str, variant: str = "") -> str:
@@ -143,8 +152,10 @@ def _growth_rows(fc: FitContext) -> tuple[dict[str, list[Row]], list[GroupStep]]
                 # DiT weight casts (fp8 storage, fp32 autocast) allocate per layer between the
                 # activations: they fragment the step's reservation differently.
                 cast = f":{m.plan.dit_dtype}" if kind == "denoise" and m.plan.dit_dtype != "bf16" else ""
+                # The steps' own slack: what the text encoder's cache strands is the replay's, not fitted.
+                stranded = stranded_text_encoder_gib(m.plan, m.workload.model) if kind == "denoise" else 0.0
                 grown[kind + cast + suffix].append(Row({**fc.x(m), "transient_gib": t},
-                                                       s.torch_peak_reserved_gib - s.torch_peak_allocated_gib,
+                                                       s.torch_peak_reserved_gib - s.torch_peak_allocated_gib - stranded,
                                                        size_key(m)))
             prev = max(prev, s.torch_peak_reserved_gib)
     return grown, group_steps
@@ -178,11 +189,18 @@ def _fit_slacks(fc: FitContext, grown: dict[str, list[Row]]) -> None:
         # Under sequential offload (the cache emptied at every leaf) only the decode's own transient.
         features = ["frame_mpix", "video_fp32_gib"] if kind in ("vae_decode", "vae_decode:no-expandable") \
             else ["transient_gib"]
+        intercept = True
+        if len(features) == 2 and len({r.group for r in rows}) <= len(features):
+            # Fewer sizes than the line's unknowns (the official A14B grid grows the cache at its decode at two
+            # sizes only: the steps reserve more at the others): proportional to the per-frame feature maps,
+            # which is what the slack follows (8.3 and 8.6 GiB per output megapixel at 480p and 720p there).
+            features, intercept = ["frame_mpix"], False
         stage = kind.split(":")[0]
         target = (f"reserved above allocated in a {stage} stage under sequential offload (the cache emptied at "
                   "every leaf), GiB") if kind.endswith(":sequential") else \
             f"reserved above allocated where a {stage} stage grew the reservation, GiB"
-        fc.put(slack_key(kind), fit_linear(rows, features, held_out=fc.held, unit="GiB", target=target))
+        fc.put(slack_key(kind), fit_linear(rows, features, intercept=intercept, held_out=fc.held, unit="GiB",
+                                           target=target))
 
 
 def _fit_cast_slacks(fc: FitContext, casts: dict[str, list[Row]]) -> None:
@@ -272,6 +290,7 @@ def device_level(pc: PredictContext, demands: dict[str, StageDemand], bf16_activ
     plan = pc.plan
     outside, _ = outside_torch_gib(pc.cal, pc.target)
     margin = 0.0 if plan.expandable_segments else pc.cal.fragmentation_margin_gib
+    stranded = stranded_text_encoder_gib(plan, pc.spec.key)
     init = demands["init"]
     reserved, pool = init.allocated_gib - init.transient_gib, 0.0  # the cache is emptied once weights are placed
     stages = []
@@ -279,6 +298,8 @@ def device_level(pc: PredictContext, demands: dict[str, StageDemand], bf16_activ
         if name not in demands:
             continue
         d = demands[name]
+        # Reserved under the DiT's weights and out of the steps' reach: counted in the need too.
+        unusable = stranded if name in ("denoise", "expert_switch") else 0.0
         if name == "init":
             held = d.allocated_gib  # its conversion transient (an int8 encoder quantised from bf16) included
         else:
@@ -294,7 +315,8 @@ def device_level(pc: PredictContext, demands: dict[str, StageDemand], bf16_activ
             grow = slack_gib(pc, kind, grown_by) if name != "prepare" else 0.0
             # Where the cache was emptied the stage keeps no earlier stage's reservation.
             kept = 0.0 if cache_emptied_before(name, plan) else reserved
-            reserved = held = max(kept, default_stream + grow)
+            reserved = held = max(kept, default_stream + grow + unusable)
         stages.append(StageEstimate(name=name, time_s=max(0.0, d.time_s), allocated_gib=d.allocated_gib,
-                                    peak_vram_gib=outside + held + pool, need_gib=d.allocated_gib + outside + margin))
+                                    peak_vram_gib=outside + held + pool,
+                                    need_gib=d.allocated_gib + outside + margin + unusable))
     return stages

@@ -156,17 +156,16 @@ def _fit_attention_extras(fc: FitContext, step) -> None:
 
 
 def _baseline_step(m: Measurement) -> bool:
-    """A step of the bf16 DiT, resident, with the runtime's own attention kernel: what the step model fits."""
-    return m.plan.dit_dtype == "bf16" and m.plan.offload in ("none", "model") and m.plan.attention == "auto"
+    """Steady steps of the bf16 DiT, resident, with the runtime's own attention kernel: what the step model fits."""
+    return m.plan.dit_dtype == "bf16" and m.plan.offload in ("none", "model") and m.plan.attention == "auto" \
+        and steady_s(m) is not None
 
 
 def _fit_step(fc: FitContext):
-    base_rows = []
-    for m in fc.ms + fc.siblings:
-        t = steady_s(m)
-        if t is not None and _baseline_step(m):
-            base_rows.append(Row(fc.x(m), t, size_key(m)))
-    if others := sorted({m.workload.model for m in fc.siblings}):
+    own = [m for m in fc.ms if _baseline_step(m)]
+    siblings = [m for m in fc.step_siblings(len({size_key(m) for m in own})) if _baseline_step(m)]
+    base_rows = [Row(fc.x(m), steady_s(m), size_key(m)) for m in own + siblings]
+    if others := sorted({m.workload.model for m in siblings}):
         fc.notes.append(f"step time fitted on this model's baseline steps and those of {', '.join(others)} "
                         f"on the same GPU (one physics-shaped step model for every DiT)")
     # modulation_s is counted traffic (geometry.PER_TOKEN_MODULATION_BYTES), held at its copy-
