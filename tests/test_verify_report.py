@@ -466,3 +466,19 @@ def test_reports_of_different_runs_get_their_own_files(tmp_path):
     assert len({p.name for p in written}) == 6
     assert all(p.name.startswith("wan2.2-ti2v-5b_") and p.stat().st_size > 0 for p in written)
     assert sorted(p.suffix for p in written) == [".json", ".json", ".md", ".md", ".png", ".png"]
+
+
+def test_the_repredicted_runs_are_split_by_runtime_with_their_verdicts():
+    """One table per runtime, headed by how many fit / out-of-memory verdicts the runs bore out: a run predicted
+    to fit that ran out of memory counts against its runtime only."""
+    from wanfit.verify.summary import _by_runtime
+
+    ok = build_report(measurement(step_times=FULL), candidate(), target_gpu="h100", target_memory_gib=79.19)
+    oom = oom_report()
+    official = ok.model_copy(update={"plan": ok.plan.model_copy(update={"runtime": "wan"})})
+    lines = _by_runtime([(Path("a.json"), ok), (Path("b.json"), oom), (Path("c.json"), official)])
+    assert "#### Runtime diffusers: 2 runs, 1 of 2 fit / out-of-memory verdicts right" in lines
+    assert "#### Runtime wan (the official Wan2.2 code): 1 runs, 1 of 1 fit / out-of-memory verdicts right" in lines
+    wan_table = lines[lines.index("#### Runtime wan (the official Wan2.2 code): 1 runs, 1 of 1 fit / "
+                                  "out-of-memory verdicts right"):]
+    assert any(line.startswith("| step time | 1 |") for line in wan_table)

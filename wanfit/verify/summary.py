@@ -127,11 +127,28 @@ def accuracy_markdown(reports_dir: Path, repredict: bool = False, host_rates: Ma
             text += (" Offloading runs are predicted at the pageable host-to-device rate measured on their machine "
                      "(by verify itself, or in the same device call) where one was measured.")
         lines += ["", "### The same runs re-predicted by the shipped calibrations", "", text, ""]
-        lines += _error_table([f for i, (_, r) in enumerate(repredicted(reports, host_rates), 1)
-                               for f in figures(i, r)])
+        again = repredicted(reports, host_rates)
+        lines += _error_table([f for i, (_, r) in enumerate(again, 1) for f in figures(i, r)])
+        lines += _by_runtime(again)
     lines += ["", "### What these runs are", ""]
     lines += _statements(reports)
     return "\n".join(lines) + "\n"
+
+
+def _by_runtime(reports: list[tuple[Path, VerifyReport]]) -> list[str]:
+    """The re-predicted figures again, one table per runtime (diffusers, the official code), each headed by how
+    many of its fit / out-of-memory verdicts the run bore out."""
+    lines = []
+    for runtime in sorted({r.plan.runtime for _, r in reports}):
+        runs = [(i, r) for i, (_, r) in enumerate(reports, 1) if r.plan.runtime == runtime]
+        right = sum(r.prediction.fits == (r.measurement.status == "ok") for _, r in runs
+                    if r.measurement.status in ("ok", "oom"))
+        decided = sum(r.measurement.status in ("ok", "oom") for _, r in runs)
+        name = " (the official Wan2.2 code)" if runtime == "wan" else ""
+        lines += ["", f"#### Runtime {runtime}{name}: {len(runs)} runs, {right} of {decided} fit / "
+                  "out-of-memory verdicts right", ""]
+        lines += _error_table([f for i, r in runs for f in figures(i, r)])
+    return lines
 
 
 def _error_table(all_figs: list[Figure]) -> list[str]:
