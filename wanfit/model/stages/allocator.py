@@ -54,8 +54,10 @@ def slack_kind(stage: str, vae_tiling: bool) -> str:
 def cache_emptied_before(stage: str, plan: Plan, index: int | None = None) -> bool:
     """Whether the cache is emptied as the stage starts (every earlier reservation gone): under sequential
     offload accelerate empties it at every leaf's weight load; the official code calls torch.cuda.empty_cache()
-    after moving its DiT up for the first step and, with --offload_model, after sending it down before the
-    decode (wan/textimage2video.py, text2video.py)."""
+    after moving its DiT up for the first step (WanTI2V; WanI2V just before, WanT2V not at all, where the first
+    step's reservation, a whole expert above the text encode's, covers what T5 left cached either way, and what
+    --offload_model strands is stranded_text_encoder_gib's) and, with --offload_model, after sending it down
+    before the decode (wan/textimage2video.py, image2video.py, text2video.py)."""
     if plan.offload == "sequential":
         return True
     if plan.runtime != "wan":
