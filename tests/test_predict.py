@@ -672,3 +672,26 @@ def test_a_slower_host_never_makes_an_offloading_plan_faster(offload):
     assert durations == sorted(durations)
     resident = [predict(workload, Plan(), cal, host_pageable_gbps=gbps).duration_s for gbps in (25.0, 3.0)]
     assert resident[0] == resident[1]
+
+
+# Issue 20's plans no verify run had touched (2026-12-08, an H100 capped to an L40S's 45 GiB): group offload with a
+# tiled decode beyond the calibrated frame counts (241 and 361 against 201), and fp32 DiTs at 82-87 % of the card.
+LONG_AND_FP32_L40S_RUNS = ["1280x704x241f_2of50st_group-tegpu-bf16-tiled", "1280x704x361f_2of50st_group-tegpu-bf16-tiled",
+                           "1280x704x121f_2of50st_none-tecpu-fp32-tiled", "1280x704x241f_2of50st_model-tegpu-fp32-tiled"]
+
+
+@pytest.mark.parametrize("run_name", LONG_AND_FP32_L40S_RUNS)
+def test_long_group_offload_and_fp32_plans_hold_under_an_l40s_cap(run_name):
+    """Predicted to fit, they ran; the device peak within 3 % and the steady step within 7 % (the fp32 DiT under
+    model offload at 241 frames, beyond its calibrated 121, +6 %), each at the host rates the run measured."""
+    from wanfit.planner.api import predict_one
+
+    run = json.loads((VERIFY_REPORTS / f"wan2.2-ti2v-5b_{run_name}_l40s-capped.json").read_text())
+    workload, plan = Workload(**run["workload"]), Plan(**run["plan"])
+    rates = {k: run[k] for k in ("host_pageable_gbps", "host_d2h_gbps") if run.get(k) is not None}
+    target = predict_one(workload, plan, "l40s", **rates)
+    measured_peak = max(s["device_used_peak_gib"] for s in run["measurement"]["stages"]
+                        if s["name"] not in ("init", "total"))
+    assert target.fits and run["measurement"]["status"] == "ok"
+    assert target.peak_vram_gib == pytest.approx(measured_peak, rel=0.03)
+    assert predict_one(workload, plan, "h100", **rates).step_s == pytest.approx(run["steady_step_s"], rel=0.07)
