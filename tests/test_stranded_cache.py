@@ -12,14 +12,14 @@ import pytest
 import torch
 
 from wanfit.measure.official.loader import load_wan
-from wanfit.model.stages.allocator import stranded_text_encoder_gib
-from wanfit.model.stranded_cache import (
-    MIB,
-    CachingAllocator,
-    stranded_gib,
+from wanfit.model.official_params import (
     umt5_encoder_param_bytes,
+    umt5_encoder_root_bytes,
     wan_dit_param_bytes,
+    wan_dit_root_bytes,
 )
+from wanfit.model.stages.allocator import stranded_text_encoder_gib
+from wanfit.model.stranded_cache import MIB, CachingAllocator, stranded_gib
 from wanfit.vocabulary.catalog import OFFICIAL_TASKS, get_model
 from wanfit.vocabulary.workload import Plan
 
@@ -71,7 +71,7 @@ def _large_params_in_move_order(module: torch.nn.Module) -> list[int]:
 @pytest.mark.parametrize("model", sorted(OFFICIAL_TASKS))
 def test_the_parameter_lists_are_the_official_modules(model):
     """The DiT and T5 the official code builds (wan/modules, from the catalog's dims, on the meta device) allocate
-    exactly the listed large parameters, in the listed order."""
+    exactly the listed large parameters, in the listed order, and their FSDP root units weigh what is listed."""
     load_wan()
     t5 = importlib.import_module("wan.modules.t5")
     dit = importlib.import_module("wan.modules.model")
@@ -90,6 +90,9 @@ def test_the_parameter_lists_are_the_official_modules(model):
         [n for n in umt5_encoder_param_bytes(te) if n > MIB]
     assert _large_params_in_move_order(wan_model.to(torch.bfloat16)) == \
         [n for n in wan_dit_param_bytes(tr) if n > MIB]
+    # FSDP's root units (wan/distributed/fsdp.py wraps each block): everything outside the blocks, in bf16.
+    for module, root in ((encoder, umt5_encoder_root_bytes(te)), (wan_model, wan_dit_root_bytes(tr))):
+        assert 2 * sum(p.numel() for n, p in module.named_parameters() if not n.startswith("blocks.")) == root
 
 
 def _first_step_slack_gib(model: str, offload: str) -> float:

@@ -190,7 +190,7 @@ def _compose(pc: PredictContext) -> Prediction:
     demands.update(_denoise_demands(pc, step, persistent, act))
     demands["vae_decode"] = _decode_demand(pc, persistent)
     if ranks is not None:
-        demands = ranks.with_communication(demands)
+        demands = ranks.with_communication(ranks.with_kept_roots(demands))
     stages = allocator.device_level(pc, demands, bf16_activation)
     if ranks is not None:
         stages = ranks.with_nccl_buffers(stages)
@@ -209,6 +209,11 @@ class _Ranks:
         self.t5_s = sharding.t5_gather_s(pc, self.net)
         self.comm_s = self.step.comm_s * pc.wl.steps + self.t5_s
         pc.note(sharding.assumptions_note(pc, self.net))
+
+    def with_kept_roots(self, demands: dict[str, StageDemand]) -> dict[str, StageDemand]:
+        """FSDP root units that stay gathered after their forward (sharding.kept_roots_gib), resident from then on."""
+        return {name: replace(d, allocated_gib=d.allocated_gib + sharding.kept_roots_gib(self.pc, name))
+                for name, d in demands.items()}
 
     def with_communication(self, demands: dict[str, StageDemand]) -> dict[str, StageDemand]:
         build = 0.0 if self.pc.reused_pipeline else (

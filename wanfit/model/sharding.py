@@ -29,6 +29,8 @@ from typing import Any
 
 from wanfit.model import kernel_classes
 from wanfit.model.context import PredictContext
+from wanfit.model.geometry import high_noise_steps
+from wanfit.model.official_params import umt5_encoder_root_bytes, wan_dit_root_bytes
 from wanfit.model.stages import denoise
 from wanfit.model.transfer import TERM_BOUND
 from wanfit.vocabulary.errors import WanfitError
@@ -117,6 +119,24 @@ def t5_in_flight_gib(pc: PredictContext) -> float:
     embedding = te["vocab_size"] * te["d_model"] * 2 / GIB
     block = (pc.calibrated_weight("text_encoder", "bf16") - embedding) / te["num_layers"]
     return FSDP_BLOCKS_IN_FLIGHT * block + embedding
+
+
+def kept_roots_gib(pc: PredictContext, stage: str) -> float:
+    """FSDP roots left gathered on every rank after their forward: FSDP1 does not reshard its root unit in the
+    post-forward under FULL_SHARD, expecting a backward (torch/distributed/fsdp/_runtime_utils.py
+    _post_forward_reshard), and inference never runs one. T5's root (its 1.96 GiB token embedding, bf16) stays
+    from the encode on; each DiT expert's root (embeddings, time projection, head: 0.43 GiB for a 14B) from its
+    first forward, so a two-expert run keeps the first expert's beside the second's in flight and both at the
+    decode. The official README's several-GPU A14B peaks sat 1.9-2.9 GiB above wanfit's per-rank allocated
+    peaks before these were counted."""
+    kept = 0.0
+    if pc.plan.t5_fsdp and stage not in ("init", "text_encode"):
+        kept += umt5_encoder_root_bytes(pc.spec.text_encoder) / GIB
+    if pc.plan.dit_fsdp and stage in ("denoise", "expert_switch", "vae_decode"):
+        experts_run = 2 if pc.spec.experts == 2 and 0 < high_noise_steps(pc.spec, pc.wl.steps) < pc.wl.steps else 1
+        roots = experts_run if stage == "vae_decode" else experts_run - 1  # in flight: counted by in_flight_gib
+        kept += roots * wan_dit_root_bytes(pc.spec.transformer) / GIB
+    return kept
 
 
 def rank_activation_gib(pc: PredictContext, act: float, bf16_activation: float) -> tuple[float, float]:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import bisect
 from functools import cache
 
+from wanfit.model.official_params import umt5_encoder_param_bytes, wan_dit_param_bytes
 from wanfit.vocabulary.catalog import OFFICIAL_TASKS, get_model
 from wanfit.vocabulary.units import GIB
 
@@ -34,7 +35,6 @@ SMALL_REQUEST = MIB  # kSmallSize: requests up to this go to the small pool
 MIN_LARGE_ALLOC = 10 * MIB  # kMinLargeAlloc: below it a request gets a shared kLargeBuffer segment
 LARGE_BUFFER = 20 * MIB  # kLargeBuffer
 ROUND_LARGE = 2 * MIB  # kRoundLarge
-BF16_BYTES = 2
 
 # The official pipelines' cache handling between sending T5 down and moving the DiT up (see above).
 EMPTIED_AFTER_DIT = {"ti2v-5B"}
@@ -76,28 +76,6 @@ class CachingAllocator:
         """Reserved but unallocated bytes; with `only_used_segments`, those that torch.cuda.empty_cache()
         keeps (it releases only segments with nothing allocated)."""
         return sum(size for size, segment, _ in self.free if not only_used_segments or self.used[segment] > 0)
-
-
-def umt5_encoder_param_bytes(te: dict) -> list[int]:
-    """Large parameters of the official T5Encoder (wan/modules/t5.py) in `Module.to()` order, bf16: the token
-    embedding, then per block the attention's q, k, v, o and the gated FFN's gate, fc1, fc2 (norms and the
-    relative position tables are small-pool sizes)."""
-    dim, ffn, attn = te["d_model"], te["d_ff"], te["num_heads"] * te["d_kv"]
-    block = [dim * attn] * 4 + [dim * ffn] * 3
-    return [te["vocab_size"] * dim * BF16_BYTES] + [n * BF16_BYTES for n in block] * te["num_layers"]
-
-
-def wan_dit_param_bytes(dit: dict) -> list[int]:
-    """Large parameters of the official WanModel (wan/modules/model.py) in `Module.to()` order, bf16: the
-    patch embedding, text and time embeddings, time projection, then per block self- and cross-attention's
-    q, k, v, o and the FFN's two layers (biases, norms and modulation are small-pool sizes)."""
-    dim = dit["num_attention_heads"] * dit["attention_head_dim"]
-    ffn, patch = dit["ffn_dim"], dit["patch_size"]
-    patch_embedding = dim * dit["in_channels"] * patch[0] * patch[1] * patch[2]
-    head = dim * dit["out_channels"] * patch[0] * patch[1] * patch[2]
-    embeddings = [patch_embedding, dit["text_dim"] * dim, dim * dim, dit["freq_dim"] * dim, dim * dim, dim * 6 * dim]
-    block = [dim * dim] * 8 + [dim * ffn, ffn * dim]
-    return [n * BF16_BYTES for n in embeddings + block * dit["num_layers"] + [head]]
 
 
 @cache

@@ -1,0 +1,49 @@
+"""The official Wan modules' parameters (wan/modules/t5.py T5Encoder, wan/modules/model.py WanModel) from the
+catalog's architecture dims: the large ones in the order `Module.to()` moves them (what torch's caching allocator
+sees: wanfit.model.stranded_cache), and the FSDP units the official wan/distributed/fsdp.py wraps (each block a
+unit; the rest, embeddings and head, the root unit: wanfit.model.sharding). Checked against the modules
+themselves in tests/test_stranded_cache.py."""
+
+from __future__ import annotations
+
+BF16_BYTES = 2
+
+
+def umt5_encoder_param_bytes(te: dict) -> list[int]:
+    """Large parameters of the official T5Encoder (wan/modules/t5.py) in `Module.to()` order, bf16: the token
+    embedding, then per block the attention's q, k, v, o and the gated FFN's gate, fc1, fc2 (norms and the
+    relative position tables are small-pool sizes)."""
+    dim, ffn, attn = te["d_model"], te["d_ff"], te["num_heads"] * te["d_kv"]
+    block = [dim * attn] * 4 + [dim * ffn] * 3
+    return [te["vocab_size"] * dim * BF16_BYTES] + [n * BF16_BYTES for n in block] * te["num_layers"]
+
+
+def wan_dit_param_bytes(dit: dict) -> list[int]:
+    """Large parameters of the official WanModel (wan/modules/model.py) in `Module.to()` order, bf16: the
+    patch embedding, text and time embeddings, time projection, then per block self- and cross-attention's
+    q, k, v, o and the FFN's two layers (biases, norms and modulation are small-pool sizes)."""
+    dim = dit["num_attention_heads"] * dit["attention_head_dim"]
+    ffn, patch = dit["ffn_dim"], dit["patch_size"]
+    patch_embedding = dim * dit["in_channels"] * patch[0] * patch[1] * patch[2]
+    head = dim * dit["out_channels"] * patch[0] * patch[1] * patch[2]
+    embeddings = [patch_embedding, dit["text_dim"] * dim, dim * dim, dit["freq_dim"] * dim, dim * dim, dim * 6 * dim]
+    block = [dim * dim] * 8 + [dim * ffn, ffn * dim]
+    return [n * BF16_BYTES for n in embeddings + block * dit["num_layers"] + [head]]
+
+
+def wan_dit_root_bytes(dit: dict) -> int:
+    """bf16 bytes of WanModel's FSDP root unit: everything outside its blocks (patch, text and time embeddings,
+    the time projection, the head), weights and biases."""
+    dim = dit["num_attention_heads"] * dit["attention_head_dim"]
+    patch = dit["patch_size"][0] * dit["patch_size"][1] * dit["patch_size"][2]
+    weights = (dim * dit["in_channels"] * patch + dit["text_dim"] * dim + dim * dim + dit["freq_dim"] * dim + dim * dim
+               + dim * 6 * dim + dim * dit["out_channels"] * patch)
+    biases = 5 * dim + 6 * dim + dit["out_channels"] * patch
+    head_modulation = 2 * dim
+    return (weights + biases + head_modulation) * BF16_BYTES
+
+
+def umt5_encoder_root_bytes(te: dict) -> int:
+    """bf16 bytes of T5Encoder's FSDP root unit: the token embedding and the final norm (the blocks hold the rest,
+    their relative position tables included)."""
+    return (te["vocab_size"] * te["d_model"] + te["d_model"]) * BF16_BYTES
