@@ -122,13 +122,15 @@ def t5_in_flight_gib(pc: PredictContext) -> float:
 
 
 def kept_roots_gib(pc: PredictContext, stage: str) -> float:
-    """FSDP roots left gathered on every rank after their forward: FSDP1 does not reshard its root unit in the
-    post-forward under FULL_SHARD, expecting a backward (torch/distributed/fsdp/_runtime_utils.py
-    _post_forward_reshard), and inference never runs one. T5's root (its 1.96 GiB token embedding, bf16) stays
-    from the encode on; each DiT expert's root (embeddings, time projection, head: 0.43 GiB for a 14B) from its
-    first forward, so a two-expert run keeps the first expert's beside the second's in flight and both at the
-    decode. The official README's several-GPU A14B peaks sat 1.9-2.9 GiB above wanfit's per-rank allocated
-    peaks before these were counted."""
+    """FSDP roots left gathered on every rank after their forward, which expects a backward that inference never
+    runs: the official code's FSDP1 does not reshard its root unit in the post-forward under FULL_SHARD
+    (torch/distributed/fsdp/_runtime_utils.py _post_forward_reshard), nor does diffusers' FSDP2 (fully_shard's
+    reshard_after_forward=None: False for the root, _fully_shard/_fsdp_state.py). T5's root (its 1.96 GiB token
+    embedding, bf16; official only) stays from the encode on; each DiT expert's root (embeddings, time
+    projection, head: 0.43 GiB for a 14B, the official layout's; diffusers leaves its fp32 time embedder
+    unsharded, about 0.05 GiB of it, counted here on the safe side) from its first forward, so a two-expert run
+    keeps the first expert's beside the second's in flight and both at the decode. The official README's
+    several-GPU A14B peaks sat 1.9-2.9 GiB above wanfit's per-rank allocated peaks before these were counted."""
     kept = 0.0
     if pc.plan.t5_fsdp and stage not in ("init", "text_encode"):
         kept += umt5_encoder_root_bytes(pc.spec.text_encoder) / GIB
