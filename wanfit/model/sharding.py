@@ -287,8 +287,8 @@ def assumptions_note(pc: PredictContext, net: Links) -> str:
     if plan.ulysses > 1:
         parts.append("Ulysses all-to-alls assumed not overlapped")
     if plan.dit_fsdp:
-        parts.append(f"FSDP: {FSDP_BLOCKS_IN_FLIGHT} blocks + the root unit gathered at a time, gathers assumed "
-                     f"hidden behind the previous block's compute")
+        parts.append(f"FSDP: {FSDP_BLOCKS_IN_FLIGHT} blocks + the root unit gathered at a time, each root left "
+                     f"gathered after its forward, gathers assumed hidden behind the previous block's compute")
     if plan.ring > 1:
         parts.append("ring K/V all-gathers assumed not overlapped, its fp32 merge timed at the copy rate")
     if plan.text_encoder == "cpu":
