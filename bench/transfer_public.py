@@ -151,9 +151,14 @@ def _published_row(f: dict) -> Row | None:
     if f.get("total_time_s") is not None:
         value = sum(s.time_s for s in prediction.stages if s.name != "init")
         measured, what = float(f["total_time_s"]), "generation"
+        # The interval's seconds as printed: its low end also allows the moves to host memory at a fast-mapping
+        # host's rate (wanfit.model.stages.host.FRESH_OVER_TOUCHED), which a relative width would lose.
+        low, high = (value - (prediction.duration_s - prediction.duration_interval_s[0]),
+                     value + (prediction.duration_interval_s[1] - prediction.duration_s))
     else:
         value, measured, what = prediction.step_s, float(f["per_step_s"]), "step"
-    return Row("published", f["id"], gpu, model, what, value, value * (1 - rel), value * (1 + rel), measured, basis,
+        low, high = value * (1 - rel), value * (1 + rel)
+    return Row("published", f["id"], gpu, model, what, value, low, high, measured, basis,
                "; ".join([plan.label(), *said]), table="-".join(f["id"].split("-")[:2]),
                key=f"{f.get('task')} {model} {f['width']}x{f['height']}x{f['frames']} {f['steps']} steps {what}")
 

@@ -37,7 +37,9 @@ def test_an_extrapolated_interval_is_exactly_the_widening_times_the_same_fits_in
     assert EXTRAPOLATION_WIDEN > 1  # outside the calibrated range the interval is wider, not the same
     cal = calibration()
     workload = Workload.for_model("wan2.2-ti2v-5b", frames=361)
-    outside, inside = predict(workload, plan, cal), predict(workload, plan, _without_ranges(cal))
+    # At a measured rate into host memory: the low end then carries no fast-mapping allowance (the test below).
+    host = {"host_d2h_gbps": 1.3} if plan.offload == "model" else {}
+    outside, inside = predict(workload, plan, cal, **host), predict(workload, plan, _without_ranges(cal), **host)
     assert outside.extrapolated and not inside.extrapolated
     assert (outside.duration_s, outside.need_gib) == (inside.duration_s, inside.need_gib)
     time_rel = [(p.duration_interval_s[1] - p.duration_s) / p.duration_s for p in (outside, inside)]
@@ -47,6 +49,26 @@ def test_an_extrapolated_interval_is_exactly_the_widening_times_the_same_fits_in
     memory_half = [p.peak_vram_interval_gib[1] - p.peak_vram_gib for p in (outside, inside)]
     assert memory_half[1] > 0
     assert memory_half[0] == pytest.approx(EXTRAPOLATION_WIDEN * memory_half[1], rel=1e-9)
+
+
+def test_the_interval_reaches_down_to_moves_into_fast_mapped_host_pages():
+    """Model offload's moves to host memory run at the calibration host's rate into fresh pages (page faults);
+    on a host that maps pages faster they run up to 1 / FRESH_OVER_TOUCHED times faster, and the low end allows
+    exactly that. A host rate given (measured by verify) takes the allowance away."""
+    from wanfit.model.stages.host import FRESH_OVER_TOUCHED
+
+    cal, workload, plan = calibration(), Workload.for_model("wan2.2-ti2v-5b", frames=121), Plan(offload="model")
+    p = predict(workload, plan, cal)
+    down_s = p.duration_s - predict(workload, plan, cal, host_d2h_gbps=1e9).duration_s  # the moves down alone
+    rel = (p.duration_interval_s[1] - p.duration_s) / p.duration_s
+    assert down_s > 1.0
+    assert p.duration_s * (1 - rel) - p.duration_interval_s[0] == pytest.approx((1 - FRESH_OVER_TOUCHED) * down_s)
+    measured = predict(workload, plan, cal, host_d2h_gbps=1.3)
+    rel = (measured.duration_interval_s[1] - measured.duration_s) / measured.duration_s
+    assert measured.duration_interval_s[0] == pytest.approx(measured.duration_s * (1 - rel))
+    resident = predict(workload, Plan(), cal)
+    rel = (resident.duration_interval_s[1] - resident.duration_s) / resident.duration_s
+    assert resident.duration_interval_s[0] == pytest.approx(resident.duration_s * (1 - rel))
 
 
 def _held_out_cases() -> list[tuple[str, tuple]]:

@@ -192,6 +192,9 @@ class PredictContext:
         self.notes: list[str] = list(self.scale.notes)
         self.x = size_features(workload, cal.feature_ceilings, cfg_always=official_cfg(plan))
         self.extrapolated_by: list[str] = []
+        # Seconds of moves down into fresh host pages at the calibration host's rate (host.move_s): the duration's
+        # interval reaches down to the same moves into pages mapped fast (wanfit.model.predict).
+        self.fresh_page_s = 0.0
         self.weights: Weights = self._plan_weights()
 
     def _plan_weights(self) -> Weights:
