@@ -122,6 +122,9 @@ def test_the_replay_gives_what_offload_model_added_to_the_measured_first_step(mo
 def test_only_the_official_offload_with_t5_on_the_gpu_strands_it():
     a14b = "wan2.2-t2v-a14b"
     assert stranded_text_encoder_gib(Plan(runtime="wan", offload="model"), a14b) == stranded_gib(a14b)
+    # fp32 weights (no --convert_model_dtype) are twice the bytes: they land in T5's blocks differently.
+    fp32 = Plan(runtime="wan", offload="model", dit_dtype="fp32")
+    assert stranded_text_encoder_gib(fp32, a14b) == stranded_gib(a14b, 4) == pytest.approx(8.57, abs=0.01)
     for plan in (Plan(runtime="wan", offload="none"), Plan(runtime="wan", offload="model", text_encoder="cpu"),
                  Plan(offload="model")):
         assert stranded_text_encoder_gib(plan, a14b) == 0.0

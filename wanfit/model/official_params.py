@@ -18,17 +18,18 @@ def umt5_encoder_param_bytes(te: dict) -> list[int]:
     return [te["vocab_size"] * dim * BF16_BYTES] + [n * BF16_BYTES for n in block] * te["num_layers"]
 
 
-def wan_dit_param_bytes(dit: dict) -> list[int]:
-    """Large parameters of the official WanModel (wan/modules/model.py) in `Module.to()` order, bf16: the
-    patch embedding, text and time embeddings, time projection, then per block self- and cross-attention's
-    q, k, v, o and the FFN's two layers (biases, norms and modulation are small-pool sizes)."""
+def wan_dit_param_bytes(dit: dict, bytes_per_param: int = BF16_BYTES) -> list[int]:
+    """Large parameters of the official WanModel (wan/modules/model.py) in `Module.to()` order (bf16 unless
+    told: fp32 without --convert_model_dtype): the patch embedding, text and time embeddings, time projection,
+    then per block self- and cross-attention's q, k, v, o and the FFN's two layers (biases, norms and modulation
+    are small-pool sizes)."""
     dim = dit["num_attention_heads"] * dit["attention_head_dim"]
     ffn, patch = dit["ffn_dim"], dit["patch_size"]
     patch_embedding = dim * dit["in_channels"] * patch[0] * patch[1] * patch[2]
     head = dim * dit["out_channels"] * patch[0] * patch[1] * patch[2]
     embeddings = [patch_embedding, dit["text_dim"] * dim, dim * dim, dit["freq_dim"] * dim, dim * dim, dim * 6 * dim]
     block = [dim * dim] * 8 + [dim * ffn, ffn * dim]
-    return [n * BF16_BYTES for n in embeddings + block * dit["num_layers"] + [head]]
+    return [n * bytes_per_param for n in embeddings + block * dit["num_layers"] + [head]]
 
 
 def wan_dit_root_bytes(dit: dict) -> int:

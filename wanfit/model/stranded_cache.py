@@ -79,10 +79,10 @@ class CachingAllocator:
 
 
 @cache
-def stranded_gib(model_key: str) -> float:
-    """GiB of T5's cache left reserved and unusable under the official pipeline's DiT after `--offload_model`
-    sends T5 down with T5 computed on the GPU (see the module docstring); 0 for a model the official code does
-    not run or whose pipeline empties the cache before its DiT moves up."""
+def stranded_gib(model_key: str, dit_bytes_per_param: int = 2) -> float:
+    """GiB of T5's cache left reserved and unusable under the official pipeline's DiT (bf16, or fp32 with 4 bytes a
+    parameter) after `--offload_model` sends T5 down with T5 computed on the GPU (see the module docstring); 0 for a
+    model the official code does not run or whose pipeline empties the cache before its DiT moves up."""
     task = OFFICIAL_TASKS.get(model_key)
     if task is None or task in EMPTIED_BEFORE_DIT:
         return 0.0
@@ -91,6 +91,6 @@ def stranded_gib(model_key: str) -> float:
     for nbytes in umt5_encoder_param_bytes(spec.text_encoder):
         allocator.allocate(nbytes)
     allocator.free_everything()
-    for nbytes in wan_dit_param_bytes(spec.transformer):
+    for nbytes in wan_dit_param_bytes(spec.transformer, dit_bytes_per_param):
         allocator.allocate(nbytes)
     return allocator.free_bytes(only_used_segments=task in EMPTIED_AFTER_DIT) / GIB

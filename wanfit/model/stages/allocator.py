@@ -72,7 +72,7 @@ def stranded_text_encoder_gib(plan: Plan, model_key: str) -> float:
     on it; wanfit.model.stranded_cache): reserved and unusable on top of the steps' own slack."""
     if plan.runtime != "wan" or plan.offload != "model" or plan.text_encoder != "gpu" or plan.gpus > 1:
         return 0.0
-    return stranded_gib(model_key)
+    return stranded_gib(model_key, 4 if plan.dit_dtype == "fp32" else 2)
 
 
 def slack_key(kind: str, variant: str = "") -> str:
