@@ -110,3 +110,8 @@ def high_noise_steps(spec: ModelSpec, steps: int, flow_shift: float | None = Non
     shift = spec.defaults.flow_shift if flow_shift is None else flow_shift
     boundary = spec.boundary_ratio * 1000
     return sum(1 for t in flow_timesteps(steps, shift) if t >= boundary)
+
+
+def crosses_expert_switch(spec: ModelSpec, steps: int) -> bool:
+    """Whether a job of `steps` steps runs both experts of a two-expert model (its schedule crosses the boundary)."""
+    return spec.experts == 2 and 0 < high_noise_steps(spec, steps) < steps

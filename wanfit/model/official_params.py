@@ -6,7 +6,9 @@ themselves in tests/test_stranded_cache.py."""
 
 from __future__ import annotations
 
-BF16_BYTES = 2
+from wanfit.model.geometry import BYTES
+
+BF16_BYTES = BYTES["bf16"]
 
 
 def umt5_encoder_param_bytes(te: dict) -> list[int]:
@@ -18,30 +20,36 @@ def umt5_encoder_param_bytes(te: dict) -> list[int]:
     return [te["vocab_size"] * dim * BF16_BYTES] + [n * BF16_BYTES for n in block] * te["num_layers"]
 
 
+def _dit_root_weights(dit: dict) -> tuple[list[int], int]:
+    """Elements of WanModel's weights outside its blocks: (the patch, text and time embeddings and the time
+    projection, in `Module.to()` order; the head)."""
+    dim = dit["num_attention_heads"] * dit["attention_head_dim"]
+    patch = dit["patch_size"][0] * dit["patch_size"][1] * dit["patch_size"][2]
+    embeddings = [dim * dit["in_channels"] * patch, dit["text_dim"] * dim, dim * dim, dit["freq_dim"] * dim, dim * dim,
+                  dim * 6 * dim]
+    return embeddings, dim * dit["out_channels"] * patch
+
+
 def wan_dit_param_bytes(dit: dict, bytes_per_param: int = BF16_BYTES) -> list[int]:
     """Large parameters of the official WanModel (wan/modules/model.py) in `Module.to()` order (bf16 unless
     told: fp32 without --convert_model_dtype): the patch embedding, text and time embeddings, time projection,
     then per block self- and cross-attention's q, k, v, o and the FFN's two layers (biases, norms and modulation
-    are small-pool sizes)."""
-    dim = dit["num_attention_heads"] * dit["attention_head_dim"]
-    ffn, patch = dit["ffn_dim"], dit["patch_size"]
-    patch_embedding = dim * dit["in_channels"] * patch[0] * patch[1] * patch[2]
-    head = dim * dit["out_channels"] * patch[0] * patch[1] * patch[2]
-    embeddings = [patch_embedding, dit["text_dim"] * dim, dim * dim, dit["freq_dim"] * dim, dim * dim, dim * 6 * dim]
+    are small-pool sizes), then the head."""
+    dim, ffn = dit["num_attention_heads"] * dit["attention_head_dim"], dit["ffn_dim"]
+    embeddings, head = _dit_root_weights(dit)
     block = [dim * dim] * 8 + [dim * ffn, ffn * dim]
     return [n * bytes_per_param for n in embeddings + block * dit["num_layers"] + [head]]
 
 
 def wan_dit_root_bytes(dit: dict) -> int:
     """bf16 bytes of WanModel's FSDP root unit: everything outside its blocks (patch, text and time embeddings,
-    the time projection, the head), weights and biases."""
+    the time projection, the head), weights, biases and the head's modulation."""
     dim = dit["num_attention_heads"] * dit["attention_head_dim"]
+    embeddings, head = _dit_root_weights(dit)
     patch = dit["patch_size"][0] * dit["patch_size"][1] * dit["patch_size"][2]
-    weights = (dim * dit["in_channels"] * patch + dit["text_dim"] * dim + dim * dim + dit["freq_dim"] * dim + dim * dim
-               + dim * 6 * dim + dim * dit["out_channels"] * patch)
     biases = 5 * dim + 6 * dim + dit["out_channels"] * patch
     head_modulation = 2 * dim
-    return (weights + biases + head_modulation) * BF16_BYTES
+    return (sum(embeddings) + head + biases + head_modulation) * BF16_BYTES
 
 
 def umt5_encoder_root_bytes(te: dict) -> int:

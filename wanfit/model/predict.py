@@ -23,7 +23,7 @@ from typing import Any
 from wanfit.model import sharding
 from wanfit.model.calibration import Calibration
 from wanfit.model.context import PredictContext, StageDemand, StageEstimate
-from wanfit.model.geometry import geometry, high_noise_steps
+from wanfit.model.geometry import crosses_expert_switch, geometry
 from wanfit.model.stages import allocator, denoise, host, text_encode, vae_decode
 from wanfit.model.weights import Moves, host_ram_gib, rank_build_upload_gib, resident_gib
 from wanfit.vocabulary.errors import WanfitError
@@ -156,7 +156,7 @@ def _denoise_demands(pc: PredictContext, step: float, persistent: float, act: fl
     out = {"denoise": StageDemand(time_s=steps * step + warmup + loading,
                                   allocated_gib=resident_gib("denoise", plan, w) + persistent + act,
                                   transient_gib=act)}
-    if pc.spec.experts == 2 and 0 < high_noise_steps(pc.spec, steps) < steps:
+    if crosses_expert_switch(pc.spec, steps):
         out["expert_switch"] = StageDemand(time_s=host.stage_move_s(pc, "expert_switch"),
                                            allocated_gib=resident_gib("expert_switch", plan, w) + persistent + act,
                                            transient_gib=act)

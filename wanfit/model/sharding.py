@@ -29,7 +29,7 @@ from typing import Any
 
 from wanfit.model import kernel_classes
 from wanfit.model.context import PredictContext
-from wanfit.model.geometry import high_noise_steps
+from wanfit.model.geometry import crosses_expert_switch
 from wanfit.model.official_params import umt5_encoder_root_bytes, wan_dit_root_bytes
 from wanfit.model.stages import denoise
 from wanfit.model.transfer import TERM_BOUND
@@ -135,7 +135,7 @@ def kept_roots_gib(pc: PredictContext, stage: str) -> float:
     if pc.plan.t5_fsdp and stage not in ("init", "text_encode"):
         kept += umt5_encoder_root_bytes(pc.spec.text_encoder) / GIB
     if pc.plan.dit_fsdp and stage in ("denoise", "expert_switch", "vae_decode"):
-        experts_run = 2 if pc.spec.experts == 2 and 0 < high_noise_steps(pc.spec, pc.wl.steps) < pc.wl.steps else 1
+        experts_run = 2 if crosses_expert_switch(pc.spec, pc.wl.steps) else 1
         roots = experts_run if stage == "vae_decode" else experts_run - 1  # in flight: counted by in_flight_gib
         kept += roots * wan_dit_root_bytes(pc.spec.transformer) / GIB
     return kept

@@ -29,8 +29,6 @@ from wanfit.vocabulary.catalog import ModelSpec, official_task
 from wanfit.vocabulary.workload import Plan, Workload
 
 PROMPT = "..."
-# torchrun gives every rank one OpenMP thread unless OMP_NUM_THREADS is set: a text encoder on the CPU, run on
-# every rank at once, is timed with the host's cores shared between the ranks (wanfit.model.sharding).
 IMAGE = "input.jpg"
 OUTPUT = "output.mp4"
 ALLOC_CONF = "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True"
@@ -116,7 +114,8 @@ def official_command(workload: Workload, plan: Plan) -> str:
 
 def shared_cores_env(plan: Plan) -> list[str]:
     """The OpenMP threads of each rank when every rank encodes the prompt on the CPU: the host's cores split
-    between them (torchrun's default is one thread a rank); nothing otherwise."""
+    between them, as the prediction times it (wanfit.model.sharding; torchrun's default is one thread a rank);
+    nothing otherwise."""
     if plan.gpus == 1 or plan.text_encoder != "cpu":
         return []
     return [f"OMP_NUM_THREADS=$(( $(nproc) / {plan.gpus} ))"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from wanfit.model.geometry import high_noise_steps
+from wanfit.model.geometry import crosses_expert_switch
 from wanfit.vocabulary.measurement import Measurement, StageRecord, median_steady_step_s, steady_steps, switch_step
 
 # The stages the runner records as one StageRecord each (denoise is a record per step; the expert switch
@@ -119,7 +119,7 @@ def _denoise(m: Measurement, s: _Steps) -> MeasuredStage:
     if s.missing:
         note = f"{len(s.records)} of {requested} steps run; {s.missing} x {s.steady:.3f} s steady-state step added"
         spec = m.workload.spec
-        if spec.experts == 2 and s.switch is None and 0 < high_noise_steps(spec, requested) < requested:
+        if s.switch is None and crosses_expert_switch(spec, requested):
             note += "; the full run's expert switch was not among the steps run (not measured)"
     if s.partial:
         note = f"run stopped at {m.failed_stage}: {len(s.records)} steps completed"

@@ -28,6 +28,7 @@ from wanfit.model.context import (
     stage_transient,
 )
 from wanfit.model.fitting import Row, fit_linear, median_or
+from wanfit.model.geometry import BYTES
 from wanfit.model.stages import denoise
 from wanfit.model.stranded_cache import stranded_gib
 from wanfit.model.transfer import context_gib
@@ -72,7 +73,7 @@ def stranded_text_encoder_gib(plan: Plan, model_key: str) -> float:
     on it; wanfit.model.stranded_cache): reserved and unusable on top of the steps' own slack."""
     if plan.runtime != "wan" or plan.offload != "model" or plan.text_encoder != "gpu" or plan.gpus > 1:
         return 0.0
-    return stranded_gib(model_key, 4 if plan.dit_dtype == "fp32" else 2)
+    return stranded_gib(model_key, BYTES[plan.dit_dtype])
 
 
 def slack_key(kind: str, variant: str = "") -> str:
